@@ -1,0 +1,105 @@
+//! Anomaly records: raised by the detector (and by refresh-token reuse), one per kind, subject and
+//! window, each with its evidence.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Kinds of anomaly.
+pub mod kind {
+    /// Use far above the key's own baseline.
+    pub const RATE_SPIKE: &str = "RATE_SPIKE";
+    /// A revoked key is still presented.
+    pub const REVOKED_KEY_IN_USE: &str = "REVOKED_KEY_IN_USE";
+    /// An expired key (or a rotated key past its grace) is still presented.
+    pub const EXPIRED_KEY_IN_USE: &str = "EXPIRED_KEY_IN_USE";
+    /// Many verifications refused for the source address.
+    pub const IP_NOT_ALLOWED_BURST: &str = "IP_NOT_ALLOWED_BURST";
+    /// Many source addresses never seen before for the key.
+    pub const NEW_IP_BURST: &str = "NEW_IP_BURST";
+    /// Many unknown or malformed keys from one source.
+    pub const BRUTE_FORCE: &str = "BRUTE_FORCE";
+    /// A spent refresh token was presented again.
+    pub const REFRESH_TOKEN_REUSE: &str = "REFRESH_TOKEN_REUSE";
+}
+
+/// A new anomaly.
+pub struct NewAnomaly<'a> {
+    /// Kind (see [`kind`]).
+    pub kind: &'a str,
+    /// The key concerned.
+    pub key_id: Option<Uuid>,
+    /// The client concerned.
+    pub client_id: Option<&'a str>,
+    /// What deduplicates it: one record per kind, subject and window.
+    pub subject: String,
+    /// Start of the window.
+    pub window_start: OffsetDateTime,
+    /// When detected.
+    pub detected_at: OffsetDateTime,
+    /// Evidence.
+    pub details: Value,
+}
+
+/// Records an anomaly unless one is already open for the same kind, subject and window.
+/// Returns whether a new record was made.
+pub async fn raise(conn: &mut PgConnection, a: &NewAnomaly<'_>) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO anomalies (id, kind, key_id, client_id, subject, window_start, detected_at, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (kind, subject, window_start) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(a.kind)
+    .bind(a.key_id)
+    .bind(a.client_id)
+    .bind(&a.subject)
+    .bind(a.window_start)
+    .bind(a.detected_at)
+    .bind(&a.details)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if inserted {
+        crate::metrics::anomaly(a.kind);
+    }
+    Ok(inserted)
+}
+
+/// An anomaly as the admin API shows it.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Anomaly {
+    /// Id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// Key concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Uuid>,
+    /// Client concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// When detected.
+    #[serde(with = "time::serde::rfc3339")]
+    pub detected_at: OffsetDateTime,
+    /// Evidence.
+    pub details: Value,
+}
+
+/// Anomalies detected at or after `since`, oldest first.
+pub async fn list(db: &PgPool, since: Option<OffsetDateTime>, kind: Option<&str>, limit: i64) -> Result<Vec<Anomaly>> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, key_id, client_id, detected_at, details FROM anomalies
+         WHERE ($1::timestamptz IS NULL OR detected_at >= $1) AND ($2::text IS NULL OR kind = $2)
+         ORDER BY detected_at, id LIMIT $3",
+    )
+    .bind(since)
+    .bind(kind)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

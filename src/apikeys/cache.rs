@@ -1,0 +1,210 @@
+//! The verification cache: key records by keyed hash, so a repeated key costs no database round
+//! trip. Bounded in size and time: the short TTL is how rotation and expiry edits made on other
+//! instances arrive; revocations arrive at once through [`ApiKeys::forget`]. Unknown hashes are
+//! remembered separately, briefly and in a small cache, so a flood of random keys neither reaches
+//! Postgres for every repeat nor pushes real keys out.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use moka::sync::Cache;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Records kept by default.
+pub const CAPACITY: u64 = 100_000;
+/// How long a record is trusted before it is read again.
+pub const TTL: Duration = Duration::from_secs(30);
+/// Unknown hashes kept by default.
+pub const NEGATIVE_CAPACITY: u64 = 10_000;
+/// How long an unknown hash is remembered.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// What verification needs to know about one key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// Key id.
+    pub id: Uuid,
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// `live` or `test`.
+    pub environment: String,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Whether the key is limited to some addresses at all.
+    pub restricted: bool,
+    /// The addresses it is limited to (an unreadable stored entry matches nothing).
+    pub allowed: Vec<IpNet>,
+    /// Metadata.
+    pub metadata: Value,
+    /// Expiry (a rotated key's grace end).
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Successor, once rotated.
+    pub rotated_to: Option<Uuid>,
+}
+
+impl KeyRecord {
+    /// Whether `ip` may use this key.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        !self.restricted || self.allowed.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// What the cache knows about a hash.
+#[derive(Debug)]
+pub enum Cached {
+    /// A key.
+    Key(Arc<KeyRecord>),
+    /// Recently looked up and not found.
+    Missing,
+    /// Nothing: ask Postgres.
+    Unknown,
+}
+
+/// API-key verification cache, one per instance.
+pub struct ApiKeys {
+    by_hash: Cache<[u8; 32], Arc<KeyRecord>>,
+    missing: Cache<[u8; 32], ()>,
+    /// Bumped by every `forget`, so a lookup that raced a revocation does not cache what it read.
+    generation: AtomicU64,
+}
+
+impl Default for ApiKeys {
+    fn default() -> Self {
+        Self::new(CAPACITY, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL)
+    }
+}
+
+impl ApiKeys {
+    /// A cache of `capacity` records for `ttl`, and `negative_capacity` unknown hashes for `negative_ttl`.
+    pub fn new(capacity: u64, ttl: Duration, negative_capacity: u64, negative_ttl: Duration) -> Self {
+        Self {
+            by_hash: Cache::builder().max_capacity(capacity).time_to_live(ttl).support_invalidation_closures().build(),
+            missing: Cache::builder().max_capacity(negative_capacity).time_to_live(negative_ttl).build(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// What is cached for `hash`.
+    pub fn get(&self, hash: &[u8; 32]) -> Cached {
+        if let Some(rec) = self.by_hash.get(hash) {
+            return Cached::Key(rec);
+        }
+        if self.missing.contains_key(hash) {
+            return Cached::Missing;
+        }
+        Cached::Unknown
+    }
+
+    /// A token to take before reading Postgres and hand back to [`ApiKeys::fill`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches what Postgres said about `hash`, read after `generation` was taken.
+    pub fn fill(&self, hash: [u8; 32], found: Option<Arc<KeyRecord>>, generation: u64) {
+        match found {
+            Some(rec) => {
+                self.by_hash.insert(hash, rec);
+                // A forget that ran while we read may predate our insert; then the row we read may
+                // be stale, so drop it rather than serve it for a whole TTL.
+                if self.generation() != generation {
+                    self.by_hash.invalidate(&hash);
+                }
+            }
+            None => self.missing.insert(hash, ()),
+        }
+    }
+
+    /// Forgets a key at once: the next verification on this instance reads Postgres.
+    pub fn forget(&self, id: &Uuid) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let id = *id;
+        if let Err(e) = self.by_hash.invalidate_entries_if(move |_, rec| rec.id == id) {
+            // Cannot happen (the cache is built with invalidation closures); clearing is the safe fallback.
+            tracing::warn!(error = %e, "api-key cache predicate refused; clearing the cache");
+            self.by_hash.invalidate_all();
+        }
+    }
+
+    /// Records cached (approximate; for metrics and tests).
+    pub fn len(&self) -> u64 {
+        self.by_hash.entry_count()
+    }
+
+    /// Whether no record is cached (approximate).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: Uuid) -> Arc<KeyRecord> {
+        Arc::new(KeyRecord {
+            id,
+            owner: "o".into(),
+            name: "n".into(),
+            environment: "live".into(),
+            scopes: vec![],
+            restricted: false,
+            allowed: vec![],
+            metadata: Value::Null,
+            expires_at: None,
+            revoked_at: None,
+            rotated_to: None,
+        })
+    }
+
+    #[test]
+    fn forget_drops_the_record_of_that_id_only() {
+        let c = ApiKeys::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        c.fill([1; 32], Some(record(a)), c.generation());
+        c.fill([2; 32], Some(record(b)), c.generation());
+        c.forget(&a);
+        assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
+        assert!(matches!(c.get(&[2; 32]), Cached::Key(r) if r.id == b));
+    }
+
+    #[test]
+    fn a_fill_that_raced_a_forget_is_not_kept() {
+        let c = ApiKeys::default();
+        let id = Uuid::now_v7();
+        let g = c.generation();
+        c.forget(&id);
+        c.fill([1; 32], Some(record(id)), g);
+        assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
+    }
+
+    #[test]
+    fn unknown_hashes_are_remembered() {
+        let c = ApiKeys::default();
+        c.fill([3; 32], None, c.generation());
+        assert!(matches!(c.get(&[3; 32]), Cached::Missing));
+    }
+
+    #[test]
+    fn an_unrestricted_key_allows_any_address_and_a_restricted_one_only_its_networks() {
+        let mut r = (*record(Uuid::now_v7())).clone();
+        assert!(r.allows("198.51.100.1".parse().unwrap()));
+        r.restricted = true;
+        r.allowed = vec!["203.0.113.0/24".parse().unwrap()];
+        assert!(r.allows("203.0.113.9".parse().unwrap()));
+        assert!(!r.allows("198.51.100.1".parse().unwrap()));
+    }
+}

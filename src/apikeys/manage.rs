@@ -1,0 +1,167 @@
+//! Creating, reading, rotating and revoking keys. Each change is one transaction together with its
+//! audit row (and, for a revocation, its outbox event); this instance's cache forgets the key as
+//! soon as the change commits.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    format::{ApiKeySecret, Environment},
+    model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey},
+    store::{self, NewRow},
+    validate,
+};
+use crate::{
+    audit::{self, Actor},
+    error::{Error, Result},
+    revocation::{self, Kind, NewRevocation},
+    state::AppState,
+};
+
+/// Who is asking: their token's subject, and whether they may act on anyone's keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    /// Token subject: the owner of the keys they create.
+    pub sub: &'a str,
+    /// Holds `admin`.
+    pub admin: bool,
+}
+
+impl<'a> Requester<'a> {
+    /// The owner a change is restricted to (none for an admin).
+    fn owner_filter(&self) -> Option<&'a str> {
+        (!self.admin).then_some(self.sub)
+    }
+
+    fn sees(&self, key: &ApiKeyView) -> bool {
+        self.admin || key.owner == self.sub
+    }
+}
+
+/// Creates a key owned by `owner`; the plaintext is in the result and nowhere else.
+pub async fn create(state: &AppState, owner: &str, body: NewKey, actor: &Actor) -> Result<CreatedKey> {
+    let valid = validate::new_key(body)?;
+    let now = state.clock.now();
+    let secret = ApiKeySecret::generate(valid.environment);
+    let id = Uuid::now_v7();
+    let start = secret.start();
+    let mut tx = state.db.begin().await?;
+    let live = store::lock_and_count_live(&mut tx, owner, now).await?;
+    let max = i64::from(state.config.max_keys_per_owner);
+    if live >= max {
+        return Err(Error::LimitExceeded(format!(
+            "the owner already has {live} live API keys, the most allowed; revoke one first"
+        )));
+    }
+    let row = NewRow {
+        id,
+        owner,
+        name: &valid.name,
+        hash: secret.hash(&state.keys.api_key_hmac_v1),
+        start: &start,
+        environment: valid.environment.as_str(),
+        scopes: &valid.scopes,
+        allowed_cidrs: &valid.allowed_cidrs,
+        metadata: &valid.metadata,
+        created_at: now,
+        expires_at: valid.expires_in.map(|d| now + d),
+        rotated_from: None,
+    };
+    let view = store::insert(&mut tx, &row).await?;
+    let details = json!({"owner": owner, "name": view.name, "environment": view.environment, "scopes": view.scopes,
+                         "start": view.start});
+    audit::record(&mut tx, now, actor, "api_key.create", "api_key", &id.to_string(), details).await?;
+    tx.commit().await?;
+    Ok(CreatedKey { key: secret, view })
+}
+
+/// One key, if the requester may see it.
+pub async fn get(state: &AppState, who: Requester<'_>, id: Uuid) -> Result<ApiKeyView> {
+    store::get(&state.db, id).await?.filter(|k| who.sees(k)).ok_or(Error::NotFound("API key"))
+}
+
+/// The requester's keys, or (admin only) `owner`'s.
+pub async fn list(state: &AppState, who: Requester<'_>, owner: Option<&str>) -> Result<Vec<ApiKeyView>> {
+    let owner = match owner {
+        Some(o) if o != who.sub && !who.admin => {
+            return Err(Error::Forbidden("only an admin may list another owner's keys".into()))
+        }
+        // No owner id holds U+0000, and Postgres text cannot even be compared with it.
+        Some(o) if o.contains('\0') => return Ok(Vec::new()),
+        Some(o) => o,
+        None => who.sub,
+    };
+    store::list(&state.db, owner).await
+}
+
+/// Replaces a live key with a new one carrying the same name, scopes, CIDRs, metadata, environment
+/// and expiry; the old key stays valid for the grace period (never past its own expiry). Of
+/// concurrent rotations of one key exactly one succeeds; the others get a conflict.
+pub async fn rotate(
+    state: &AppState,
+    who: Requester<'_>,
+    id: Uuid,
+    body: RotateKey,
+    actor: &Actor,
+) -> Result<CreatedKey> {
+    let grace = validate::grace_period(body.grace_period)?;
+    let now = state.clock.now();
+    let new_id = Uuid::now_v7();
+    let mut tx = state.db.begin().await?;
+    let Some(old) = store::mark_rotated(&mut tx, id, who.owner_filter(), new_id, now, now + grace).await? else {
+        return Err(store::why_not_rotatable(&mut tx, id, who.owner_filter(), now).await?);
+    };
+    let env = Environment::parse(&old.environment)
+        .ok_or_else(|| Error::Internal(format!("key {id} has an unknown environment")))?;
+    let secret = ApiKeySecret::generate(env);
+    let start = secret.start();
+    let row = NewRow {
+        id: new_id,
+        owner: &old.owner,
+        name: &old.name,
+        hash: secret.hash(&state.keys.api_key_hmac_v1),
+        start: &start,
+        environment: env.as_str(),
+        scopes: &old.scopes,
+        allowed_cidrs: &old.allowed_cidrs,
+        metadata: &old.metadata,
+        created_at: now,
+        expires_at: old.expires_at,
+        rotated_from: Some(id),
+    };
+    let view = store::insert(&mut tx, &row).await?;
+    let old_until = old.expires_at.map_or(now + grace, |e| e.min(now + grace));
+    let details = json!({"rotated_to": new_id, "grace_period": grace.whole_seconds(),
+                         "old_key_valid_until": old_until.unix_timestamp(), "start": view.start});
+    audit::record(&mut tx, now, actor, "api_key.rotate", "api_key", &id.to_string(), details).await?;
+    tx.commit().await?;
+    state.apikeys.forget(&id);
+    Ok(CreatedKey { key: secret, view })
+}
+
+/// Revokes a key: refused from now on, on every instance. Revoking a revoked key changes nothing.
+pub async fn revoke(
+    state: &AppState,
+    who: Requester<'_>,
+    id: Uuid,
+    body: RevokeKey,
+    actor: &Actor,
+) -> Result<ApiKeyView> {
+    let reason = validate::reason(body.reason)?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    if let Some(expires_at) = store::mark_revoked(&mut tx, id, who.owner_filter(), now, reason.as_deref()).await? {
+        let mut event = NewRevocation::new(Kind::ApiKey, id.to_string(), now);
+        event.reason = reason.clone();
+        event.expires_at = expires_at;
+        revocation::record(&mut tx, &event).await?;
+        audit::record(&mut tx, now, actor, "api_key.revoke", "api_key", &id.to_string(), json!({"reason": reason}))
+            .await?;
+        tx.commit().await?;
+        crate::metrics::revocation("api_key");
+        state.apikeys.forget(&id);
+    } else {
+        tx.rollback().await?;
+    }
+    get(state, who, id).await
+}

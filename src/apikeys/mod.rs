@@ -1,0 +1,16 @@
+//! API keys: the `tsk_` format and its checksum ([`format`]), limits ([`validate`]), storage as
+//! keyed hashes only ([`store`]), create/rotate/revoke ([`manage`]), and verification ([`verify`])
+//! served from a bounded in-memory cache ([`cache`]).
+
+pub mod cache;
+pub mod format;
+pub mod manage;
+pub mod model;
+pub mod store;
+pub mod validate;
+pub mod verify;
+
+pub use cache::{ApiKeys, KeyRecord};
+pub use format::{ApiKeySecret, Environment};
+pub use model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey};
+pub use verify::{Verification, VerifyRequest};

@@ -1,0 +1,102 @@
+//! What the keys API takes and shows. The plaintext key appears in [`CreatedKey`] only; no type
+//! here ever carries the stored hash.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::format::{self, ApiKeySecret, Environment};
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+    /// Scopes the key grants (at most 50, each `[A-Za-z0-9:._-]{1,64}`).
+    pub scopes: Vec<String>,
+    /// `live` or `test`; part of the key's prefix.
+    pub environment: Environment,
+    /// Lifetime in seconds (1 to 315360000); none means it does not expire.
+    pub expires_in: Option<i64>,
+    /// Addresses the key may be used from (at most 20 CIDRs, IPv4 or IPv6; a bare address is one host).
+    #[schema(example = json!(["203.0.113.0/24"]))]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// Free-form JSON object, at most 4 KiB serialized.
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+}
+
+/// `POST /v1/keys/{id}/rotate` body (may be empty JSON `{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old key stays valid, in seconds (0 to 2592000, default 86400), never past its own expiry.
+    pub grace_period: Option<i64>,
+}
+
+/// `POST /v1/keys/{id}/revoke` body (may be empty JSON `{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    /// Why (at most 500 characters); recorded and published with the revocation event.
+    pub reason: Option<String>,
+}
+
+/// An API key as shown after creation: never the key itself, never its hash.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ApiKeyView {
+    /// Key id (UUID v7).
+    pub id: Uuid,
+    /// First 12 characters of the key, for display.
+    #[schema(example = "tsk_live_3Fq")]
+    pub start: String,
+    /// Display name.
+    pub name: String,
+    /// Scopes the key grants.
+    pub scopes: Vec<String>,
+    /// `live` or `test`.
+    #[schema(example = "live")]
+    pub environment: String,
+    /// When it stops verifying; null if never. A rotated key's grace ends here.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Addresses it may be used from (empty: any).
+    pub allowed_cidrs: Vec<String>,
+    /// Free-form metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Owner: the `sub` of the token that created it.
+    pub owner: String,
+    /// When it was revoked, if it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+    /// The key this one replaced.
+    pub rotated_from: Option<Uuid>,
+    /// The key that replaced this one.
+    pub rotated_to: Option<Uuid>,
+    /// Last verification of this key (any result), as flushed from every instance.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Source address of that verification.
+    pub last_used_ip: Option<String>,
+}
+
+/// A key as returned by create and rotate: the plaintext `key`, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key. Store it now: it cannot be shown again.
+    #[serde(serialize_with = "format::expose")]
+    #[schema(value_type = String, example = "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue4G6iKo")]
+    pub key: ApiKeySecret,
+    /// Everything else about it.
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+}

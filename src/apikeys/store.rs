@@ -1,0 +1,246 @@
+//! SQL for `api_keys`. Changes that must happen once (rotation, revocation) are conditional
+//! UPDATEs, never read-then-write, so concurrent callers cannot both win.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{cache::KeyRecord, format::HASH_VERSION, model::ApiKeyView, validate::parse_cidr};
+use crate::error::{Error, Result};
+
+const VIEW_COLUMNS: &str =
+    "id, start, name, scopes, environment, expires_at, allowed_cidrs, metadata, created_at, owner,
+     revoked_at, revoked_reason, rotated_from, rotated_to, last_used_at, last_used_ip";
+
+/// Second half of the two-key advisory lock that serialises key creation per owner ("tk").
+const OWNER_LOCK_CLASS: i32 = 0x746b;
+
+/// A row about to be inserted.
+pub struct NewRow<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub owner: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Keyed hash of the key.
+    pub hash: [u8; 32],
+    /// First characters of the key.
+    pub start: &'a str,
+    /// `live` or `test`.
+    pub environment: &'a str,
+    /// Scopes.
+    pub scopes: &'a [String],
+    /// Canonical CIDRs.
+    pub allowed_cidrs: &'a [String],
+    /// Metadata object.
+    pub metadata: &'a Value,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Expiry.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Predecessor, for a rotation.
+    pub rotated_from: Option<Uuid>,
+}
+
+/// Inserts a key and returns it as shown.
+pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyView> {
+    Ok(sqlx::query_as(&format!(
+        "INSERT INTO api_keys (id, owner, name, key_hash, hash_version, start, environment, scopes, allowed_cidrs,
+                               metadata, created_at, expires_at, rotated_from)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {VIEW_COLUMNS}"
+    ))
+    .bind(row.id)
+    .bind(row.owner)
+    .bind(row.name)
+    .bind(&row.hash[..])
+    .bind(HASH_VERSION)
+    .bind(row.start)
+    .bind(row.environment)
+    .bind(row.scopes)
+    .bind(row.allowed_cidrs)
+    .bind(row.metadata)
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .bind(row.rotated_from)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Takes the owner's creation lock for the rest of the transaction, then counts the owner's live
+/// keys: not revoked, not expired, not replaced by a rotation.
+pub async fn lock_and_count_live(conn: &mut PgConnection, owner: &str, now: OffsetDateTime) -> Result<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(OWNER_LOCK_CLASS)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys WHERE owner = $1 AND revoked_at IS NULL AND rotated_to IS NULL
+           AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(owner)
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// One key as shown.
+pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<ApiKeyView>> {
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// Every key of `owner`, oldest first.
+pub async fn list(db: &PgPool, owner: &str) -> Result<Vec<ApiKeyView>> {
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE owner = $1 ORDER BY created_at, id"))
+        .bind(owner)
+        .fetch_all(db)
+        .await?)
+}
+
+type RecordRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Value,
+    Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
+    Option<Uuid>,
+);
+
+/// The key with this keyed hash, as verification needs it.
+pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+    let row: Option<RecordRow> = sqlx::query_as(
+        "SELECT id, owner, name, environment, scopes, allowed_cidrs, metadata, expires_at, revoked_at, rotated_to
+         FROM api_keys WHERE key_hash = $1 AND hash_version = $2",
+    )
+    .bind(&hash[..])
+    .bind(HASH_VERSION)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(id, owner, name, environment, scopes, cidrs, metadata, expires_at, revoked_at, rotated_to)| {
+        let allowed = cidrs
+            .iter()
+            .filter_map(|c| {
+                let net = parse_cidr(c);
+                if net.is_none() {
+                    tracing::warn!(key_id = %id, "unreadable stored CIDR ignored (it matches no address)");
+                }
+                net
+            })
+            .collect();
+        Arc::new(KeyRecord {
+            id,
+            owner,
+            name,
+            environment,
+            scopes,
+            restricted: !cidrs.is_empty(),
+            allowed,
+            metadata,
+            expires_at,
+            revoked_at,
+            rotated_to,
+        })
+    }))
+}
+
+/// What a rotated key hands down to its successor.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Inherited {
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// `live` or `test`.
+    pub environment: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// CIDRs.
+    pub allowed_cidrs: Vec<String>,
+    /// Metadata.
+    pub metadata: Value,
+    /// The old key's expiry before the rotation (the successor's expiry).
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Marks `id` rotated to `successor`, ending its validity at `grace_until` at the latest — only if it
+/// is live and, when `owner` is given, owned by them. `None` when nothing was changed.
+pub async fn mark_rotated(
+    conn: &mut PgConnection,
+    id: Uuid,
+    owner: Option<&str>,
+    successor: Uuid,
+    now: OffsetDateTime,
+    grace_until: OffsetDateTime,
+) -> Result<Option<Inherited>> {
+    // The self-join keeps the expiry as it was before this statement, which RETURNING alone cannot.
+    Ok(sqlx::query_as(
+        "UPDATE api_keys k SET rotated_to = $3,
+             expires_at = CASE WHEN k.expires_at IS NULL OR k.expires_at > $5 THEN $5 ELSE k.expires_at END
+         FROM (SELECT id, expires_at FROM api_keys WHERE id = $1) o
+         WHERE k.id = o.id AND k.rotated_to IS NULL AND k.revoked_at IS NULL
+           AND (k.expires_at IS NULL OR k.expires_at > $4) AND ($2::text IS NULL OR k.owner = $2)
+         RETURNING k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, o.expires_at",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(successor)
+    .bind(now)
+    .bind(grace_until)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Marks `id` revoked, if it is not already and (when `owner` is given) is theirs. Returns its expiry.
+pub async fn mark_revoked(
+    conn: &mut PgConnection,
+    id: Uuid,
+    owner: Option<&str>,
+    now: OffsetDateTime,
+    reason: Option<&str>,
+) -> Result<Option<Option<OffsetDateTime>>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE api_keys SET revoked_at = $3, revoked_reason = $4
+         WHERE id = $1 AND revoked_at IS NULL AND ($2::text IS NULL OR owner = $2) RETURNING expires_at",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(now)
+    .bind(reason)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Why a key cannot be rotated: not there (or not the caller's), revoked, already rotated, or expired.
+pub async fn why_not_rotatable(
+    conn: &mut PgConnection,
+    id: Uuid,
+    owner: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Error> {
+    type State = (String, Option<OffsetDateTime>, Option<Uuid>, Option<OffsetDateTime>);
+    let row: Option<State> =
+        sqlx::query_as("SELECT owner, revoked_at, rotated_to, expires_at FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(match row {
+        None => Error::NotFound("API key"),
+        Some((o, ..)) if owner.is_some_and(|w| w != o) => Error::NotFound("API key"),
+        Some((_, Some(_), ..)) => Error::Conflict("the key is revoked and cannot be rotated".into()),
+        Some((_, _, Some(to), _)) => Error::Conflict(format!("the key has already been rotated (to {to})")),
+        Some((_, _, _, Some(exp))) if exp <= now => Error::Conflict("the key has expired and cannot be rotated".into()),
+        // It changed between the two statements; the caller may simply try again.
+        Some(_) => Error::Conflict("the key changed during rotation; try again".into()),
+    })
+}

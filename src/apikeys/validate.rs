@@ -1,0 +1,167 @@
+//! The limits on what a key may carry, each refused with a detail naming the field and the rule.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::{format::Environment, model::NewKey};
+use crate::{
+    error::{Error, Result},
+    scopes,
+};
+
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Most CIDRs per key.
+pub const MAX_CIDRS: usize = 20;
+/// Largest metadata, serialized.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// Longest lifetime: ten years.
+pub const MAX_EXPIRES_IN: i64 = 315_360_000;
+/// Longest rotation grace: thirty days.
+pub const MAX_GRACE: i64 = 2_592_000;
+/// Rotation grace when none is given: one day.
+pub const DEFAULT_GRACE: i64 = 86_400;
+/// Longest revocation reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// A [`NewKey`] that passed every rule.
+#[derive(Debug, Clone)]
+pub struct ValidKey {
+    /// Name.
+    pub name: String,
+    /// De-duplicated scopes.
+    pub scopes: Vec<String>,
+    /// Environment.
+    pub environment: Environment,
+    /// Lifetime.
+    pub expires_in: Option<time::Duration>,
+    /// Canonical CIDRs (network form, de-duplicated).
+    pub allowed_cidrs: Vec<String>,
+    /// A JSON object.
+    pub metadata: Value,
+}
+
+/// Checks every limit of a create request.
+pub fn new_key(body: NewKey) -> Result<ValidKey> {
+    let chars = body.name.chars().count();
+    if body.name.trim().is_empty() || chars > MAX_NAME_CHARS {
+        return Err(Error::invalid(format!(
+            "name: must be 1 to {MAX_NAME_CHARS} characters and not blank, got {chars} characters"
+        )));
+    }
+    if body.name.chars().any(char::is_control) {
+        return Err(Error::invalid("name: must not contain control characters"));
+    }
+    let scopes = scopes::validate_list("scopes", &body.scopes)?;
+    let expires_in = match body.expires_in {
+        None => None,
+        Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => Some(time::Duration::seconds(s)),
+        Some(s) => return Err(Error::invalid(format!("expires_in: must be 1 to {MAX_EXPIRES_IN} seconds, got {s}"))),
+    };
+    let allowed_cidrs = cidrs(body.allowed_cidrs.as_deref().unwrap_or_default())?;
+    let metadata = metadata(body.metadata)?;
+    Ok(ValidKey { name: body.name, scopes, environment: body.environment, expires_in, allowed_cidrs, metadata })
+}
+
+/// Parses a CIDR, or a bare address as a single host (`/32` or `/128`).
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from)).map(|n| n.trunc())
+}
+
+fn cidrs(list: &[String]) -> Result<Vec<String>> {
+    if list.len() > MAX_CIDRS {
+        return Err(Error::invalid(format!(
+            "allowed_cidrs: at most {MAX_CIDRS} entries are allowed, got {}",
+            list.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for s in list {
+        let net = parse_cidr(s).ok_or_else(|| {
+            Error::invalid(format!("allowed_cidrs: {s:?} is not an IPv4 or IPv6 address or CIDR (e.g. 203.0.113.0/24)"))
+        })?;
+        let canonical = net.to_string();
+        if !out.contains(&canonical) {
+            out.push(canonical);
+        }
+    }
+    Ok(out)
+}
+
+fn metadata(value: Option<Value>) -> Result<Value> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(Error::invalid("metadata: must be a JSON object")),
+    };
+    if has_nul(&value) {
+        // Postgres cannot store U+0000 in jsonb.
+        return Err(Error::invalid("metadata: strings and keys must not contain U+0000"));
+    }
+    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::invalid(format!(
+            "metadata: at most {MAX_METADATA_BYTES} bytes serialized are allowed, got {size}"
+        )));
+    }
+    Ok(value)
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Checks a rotation grace period, applying the default.
+pub fn grace_period(secs: Option<i64>) -> Result<time::Duration> {
+    match secs.unwrap_or(DEFAULT_GRACE) {
+        s @ 0..=MAX_GRACE => Ok(time::Duration::seconds(s)),
+        s => Err(Error::invalid(format!("grace_period: must be 0 to {MAX_GRACE} seconds, got {s}"))),
+    }
+}
+
+/// Checks a revocation reason.
+pub fn reason(reason: Option<String>) -> Result<Option<String>> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            Err(Error::invalid(format!("reason: at most {MAX_REASON_CHARS} characters are allowed")))
+        }
+        Some(r) if r.contains('\0') => Err(Error::invalid("reason: must not contain U+0000")),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_address_is_one_host_and_host_bits_are_cleared() {
+        assert_eq!(parse_cidr("203.0.113.7").unwrap().to_string(), "203.0.113.7/32");
+        assert_eq!(parse_cidr("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
+        assert_eq!(parse_cidr("203.0.113.77/24").unwrap().to_string(), "203.0.113.0/24");
+        assert!(parse_cidr("203.0.113.0/33").is_none());
+        assert!(parse_cidr("localhost").is_none());
+    }
+
+    #[test]
+    fn nul_anywhere_in_metadata_is_refused() {
+        assert!(metadata(Some(serde_json::json!({"a": ["x\u{0}"]}))).is_err());
+        assert!(metadata(Some(serde_json::json!({"k\u{0}": 1}))).is_err());
+        assert!(metadata(Some(serde_json::json!({"a": ["x"]}))).is_ok());
+    }
+
+    #[test]
+    fn grace_defaults_to_a_day_and_is_bounded() {
+        assert_eq!(grace_period(None).unwrap(), time::Duration::DAY);
+        assert!(grace_period(Some(0)).is_ok());
+        assert!(grace_period(Some(-1)).is_err());
+        assert!(grace_period(Some(MAX_GRACE + 1)).is_err());
+    }
+}

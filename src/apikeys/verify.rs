@@ -1,0 +1,240 @@
+//! Verification, in the contract's order: MALFORMED (checksum, no lookup), NOT_FOUND, REVOKED,
+//! EXPIRED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE. Served from the cache when it can be; never writes to
+//! Postgres; every outcome is counted in memory for usage statistics.
+
+use std::{net::IpAddr, sync::Arc};
+
+use serde::{ser::Serializer, Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    cache::{Cached, KeyRecord},
+    format::{self, ApiKeySecret},
+    store,
+};
+use crate::{
+    error::{Error, Result},
+    scopes,
+    state::AppState,
+};
+
+/// `POST /v1/keys/verify` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The presented key.
+    #[schema(value_type = String)]
+    pub key: ApiKeySecret,
+    /// Scopes the key must grant.
+    pub scopes: Option<Vec<String>>,
+    /// The address the key was presented from (default: the caller's own).
+    pub ip: Option<String>,
+}
+
+/// Why a key is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Wrong shape or checksum.
+    Malformed,
+    /// No such key.
+    NotFound,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry (or a rotated key past its grace).
+    Expired,
+    /// Presented from an address outside its CIDRs.
+    IpNotAllowed,
+    /// Lacks a required scope.
+    InsufficientScope,
+}
+
+impl Denied {
+    /// The contract's code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Malformed => "MALFORMED",
+            Self::NotFound => "NOT_FOUND",
+            Self::Revoked => "REVOKED",
+            Self::Expired => "EXPIRED",
+            Self::IpNotAllowed => "IP_NOT_ALLOWED",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+        }
+    }
+}
+
+/// The answer to a verification.
+#[derive(Debug, Clone)]
+pub enum Verification {
+    /// The key may be used.
+    Valid {
+        /// The key.
+        key: Arc<KeyRecord>,
+        /// It has a successor and is within its grace.
+        rotating: bool,
+    },
+    /// Refused.
+    Invalid(Denied),
+}
+
+impl Verification {
+    /// The code, or `VALID`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Valid { .. } => "VALID",
+            Self::Invalid(d) => d.code(),
+        }
+    }
+}
+
+/// The response body as documented (the handler serializes [`Verification`] to this shape).
+#[derive(Serialize, ToSchema)]
+pub struct VerifyResponse {
+    /// Whether the key may be used.
+    pub valid: bool,
+    /// Why not: MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED or INSUFFICIENT_SCOPE (invalid only).
+    pub code: Option<String>,
+    /// Key id (valid only).
+    pub key_id: Option<Uuid>,
+    /// Owner (valid only).
+    pub owner: Option<String>,
+    /// Name (valid only).
+    pub name: Option<String>,
+    /// Scopes granted (valid only).
+    pub scopes: Option<Vec<String>>,
+    /// `live` or `test` (valid only).
+    pub environment: Option<String>,
+    /// Expiry, RFC 3339, or null (valid only).
+    pub expires_at: Option<String>,
+    /// Metadata (valid only).
+    #[schema(value_type = Object, required = false)]
+    pub metadata: Option<Value>,
+    /// Replaced by a rotation and within its grace (valid only).
+    pub rotating: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ValidBody<'a> {
+    valid: bool,
+    key_id: Uuid,
+    owner: &'a str,
+    name: &'a str,
+    scopes: &'a [String],
+    environment: &'a str,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    metadata: &'a Value,
+    rotating: bool,
+}
+
+#[derive(Serialize)]
+struct InvalidBody {
+    valid: bool,
+    code: &'static str,
+}
+
+impl Serialize for Verification {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Valid { key, rotating } => ValidBody {
+                valid: true,
+                key_id: key.id,
+                owner: &key.owner,
+                name: &key.name,
+                scopes: &key.scopes,
+                environment: &key.environment,
+                expires_at: key.expires_at,
+                metadata: &key.metadata,
+                rotating: *rotating,
+            }
+            .serialize(s),
+            Self::Invalid(d) => InvalidBody { valid: false, code: d.code() }.serialize(s),
+        }
+    }
+}
+
+/// Verifies a presented key for a caller at `caller_ip`. Errors are request errors (bad scope
+/// names; an unreadable `ip` for a key limited to some addresses) or storage failures.
+pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) -> Result<Verification> {
+    let required = scopes::validate_list("scopes", req.scopes.as_deref().unwrap_or_default())?;
+    let given_ip = req.ip.as_deref().map(|s| s.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| s));
+    let source = match given_ip {
+        Some(Ok(ip)) => ip,
+        _ => caller_ip.to_canonical(),
+    };
+    let now = state.clock.now();
+
+    if format::parse(req.key.expose()).is_none() {
+        return Ok(refused_unknown(state, source, now, Denied::Malformed));
+    }
+    let hash = req.key.hash(&state.keys.api_key_hmac_v1);
+    let found = match state.apikeys.get(&hash) {
+        Cached::Key(rec) => {
+            crate::metrics::key_cache(true);
+            Some(rec)
+        }
+        Cached::Missing => {
+            crate::metrics::key_cache(true);
+            None
+        }
+        Cached::Unknown => {
+            crate::metrics::key_cache(false);
+            let generation = state.apikeys.generation();
+            let found = store::find_by_hash(&state.db, &hash).await?;
+            state.apikeys.fill(hash, found.clone(), generation);
+            found
+        }
+    };
+    let Some(key) = found else {
+        return Ok(refused_unknown(state, source, now, Denied::NotFound));
+    };
+
+    let outcome = decide(&key, now, given_ip, caller_ip, &required)?;
+    let denied = match outcome {
+        Verification::Invalid(d) => Some(d.code()),
+        Verification::Valid { .. } => None,
+    };
+    state.usage.record_key(key.id, denied, source, now);
+    crate::metrics::key_verification(outcome.code());
+    Ok(outcome)
+}
+
+fn decide(
+    key: &Arc<KeyRecord>,
+    now: OffsetDateTime,
+    given_ip: Option<std::result::Result<IpAddr, &str>>,
+    caller_ip: IpAddr,
+    required: &[String],
+) -> Result<Verification> {
+    if key.revoked_at.is_some() {
+        return Ok(Verification::Invalid(Denied::Revoked));
+    }
+    if key.expires_at.is_some_and(|t| t <= now) {
+        return Ok(Verification::Invalid(Denied::Expired));
+    }
+    if key.restricted {
+        let ip = match given_ip {
+            Some(Ok(ip)) => ip,
+            Some(Err(raw)) => {
+                let shown: String = raw.chars().take(64).collect();
+                return Err(Error::invalid(format!("ip: {shown:?} is not an IPv4 or IPv6 address")));
+            }
+            None => caller_ip.to_canonical(),
+        };
+        if !key.allows(ip) {
+            return Ok(Verification::Invalid(Denied::IpNotAllowed));
+        }
+    }
+    if !scopes::is_subset(required, &key.scopes) {
+        return Ok(Verification::Invalid(Denied::InsufficientScope));
+    }
+    Ok(Verification::Valid { key: Arc::clone(key), rotating: key.rotated_to.is_some() })
+}
+
+fn refused_unknown(state: &AppState, source: IpAddr, now: OffsetDateTime, why: Denied) -> Verification {
+    state.usage.record_unknown(source, why.code(), now);
+    crate::metrics::key_verification(why.code());
+    Verification::Invalid(why)
+}

@@ -1,0 +1,172 @@
+//! Client authentication for `/oauth/*`: `client_secret_basic`, `client_secret_post`, or a public
+//! client's bare `client_id`. Argon2 is paid once per (client, secret) per few minutes: after a
+//! successful check a keyed hash of the pair is remembered; failures are never remembered.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::http::{header, HeaderMap};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use moka::sync::Cache;
+use ring::hmac;
+use sqlx::PgPool;
+
+use super::Client;
+use crate::{
+    error::{Error, OAuthError},
+    passwords,
+    secrets::{keyed_hash, Secret},
+};
+
+/// Credentials as presented.
+#[derive(Debug)]
+pub struct Credentials {
+    /// Client id.
+    pub client_id: String,
+    /// Secret, absent for a public client.
+    pub secret: Option<Secret>,
+}
+
+impl Credentials {
+    /// Reads credentials from the `Authorization: Basic` header or the form; both at once is refused.
+    pub fn from_request(
+        headers: &HeaderMap,
+        form_id: Option<&str>,
+        form_secret: Option<&str>,
+    ) -> Result<Self, OAuthError> {
+        let basic = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => {
+                let v = v.to_str().map_err(|_| OAuthError::InvalidClient)?;
+                let (scheme, rest) = v.split_once(' ').ok_or(OAuthError::InvalidClient)?;
+                if !scheme.eq_ignore_ascii_case("basic") {
+                    return Err(OAuthError::InvalidClient);
+                }
+                let decoded = STANDARD.decode(rest.trim()).map_err(|_| OAuthError::InvalidClient)?;
+                let decoded = String::from_utf8(decoded).map_err(|_| OAuthError::InvalidClient)?;
+                let (id, secret) = decoded.split_once(':').ok_or(OAuthError::InvalidClient)?;
+                // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+                Some((
+                    form_decode(id).ok_or(OAuthError::InvalidClient)?,
+                    form_decode(secret).ok_or(OAuthError::InvalidClient)?,
+                ))
+            }
+        };
+        match (basic, form_id, form_secret) {
+            (Some(_), _, Some(_)) => Err(OAuthError::InvalidRequest(
+                "use exactly one client authentication method (client_secret_basic or client_secret_post)".into(),
+            )),
+            (Some((id, _)), Some(fid), None) if fid != id => {
+                Err(OAuthError::InvalidRequest("client_id in the body differs from the Authorization header".into()))
+            }
+            (Some((id, secret)), _, None) => Ok(Self { client_id: id, secret: Some(Secret::new(secret)) }),
+            (None, Some(id), secret) => {
+                Ok(Self { client_id: id.to_owned(), secret: secret.map(|s| Secret::new(s.to_owned())) })
+            }
+            (None, None, _) => Err(OAuthError::InvalidClient),
+        }
+    }
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(&format!("v={}", s.replace('&', "%26").replace('=', "%3D"))).ok()?;
+    pairs.into_iter().next().map(|(_, v)| v)
+}
+
+/// Authenticates clients, caching records briefly and successful secret checks for a while.
+pub struct ClientAuth {
+    records: Cache<String, Arc<Client>>,
+    verified: Cache<[u8; 32], ()>,
+    cache_key: hmac::Key,
+}
+
+impl ClientAuth {
+    /// A new authenticator; `cache_key` keys the success cache.
+    pub fn new(cache_key: hmac::Key) -> Self {
+        Self {
+            records: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build(),
+            verified: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
+            cache_key,
+        }
+    }
+
+    /// Forgets a client at once (disabled on this or another instance).
+    pub fn forget(&self, client_id: &str) {
+        self.records.invalidate(client_id);
+    }
+
+    async fn record(&self, db: &PgPool, client_id: &str) -> Result<Option<Arc<Client>>, Error> {
+        if let Some(c) = self.records.get(client_id) {
+            return Ok(Some(c));
+        }
+        let Some(c) = super::get(db, client_id).await? else {
+            return Ok(None);
+        };
+        let c = Arc::new(c);
+        self.records.insert(client_id.to_owned(), Arc::clone(&c));
+        Ok(Some(c))
+    }
+
+    /// Authenticates; unknown client, disabled client and wrong secret are indistinguishable.
+    pub async fn authenticate(&self, db: &PgPool, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
+        if creds.client_id.len() > 128 || creds.secret.as_ref().is_some_and(|s| s.expose().len() > 512) {
+            return Err(OAuthError::InvalidClient);
+        }
+        let client = self.record(db, &creds.client_id).await?.filter(|c| c.disabled_at.is_none());
+        let Some(client) = client else {
+            if let Some(secret) = &creds.secret {
+                // Same cost as a real check, so timing does not reveal which clients exist.
+                passwords::verify(None, secret.expose().to_owned()).await?;
+            }
+            return Err(OAuthError::InvalidClient);
+        };
+        match (&client.secret_hash, &creds.secret) {
+            (None, None) if client.public => Ok(client),
+            (Some(hash), Some(secret)) if !client.public => {
+                let mut material = Vec::with_capacity(client.client_id.len() + secret.expose().len() + hash.len() + 2);
+                material.extend_from_slice(client.client_id.as_bytes());
+                material.push(0);
+                material.extend_from_slice(secret.expose().as_bytes());
+                material.push(0);
+                material.extend_from_slice(hash.as_bytes());
+                let tag = keyed_hash(&self.cache_key, &material);
+                if self.verified.contains_key(&tag) {
+                    return Ok(client);
+                }
+                if passwords::verify(Some(hash.clone()), secret.expose().to_owned()).await? {
+                    self.verified.insert(tag, ());
+                    Ok(client)
+                } else {
+                    Err(OAuthError::InvalidClient)
+                }
+            }
+            _ => Err(OAuthError::InvalidClient),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn basic(id: &str, secret: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&v).unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_and_post_are_read_and_both_at_once_is_refused() {
+        let c = Credentials::from_request(&basic("app", "s%3As"), None, None).unwrap();
+        assert_eq!(c.client_id, "app");
+        assert_eq!(c.secret.unwrap().expose(), "s:s");
+        let c = Credentials::from_request(&HeaderMap::new(), Some("app"), Some("pw")).unwrap();
+        assert_eq!(c.secret.unwrap().expose(), "pw");
+        let both = Credentials::from_request(&basic("app", "x"), Some("app"), Some("x")).unwrap_err();
+        assert_eq!(both.code(), "invalid_request");
+        let none = Credentials::from_request(&HeaderMap::new(), None, None).unwrap_err();
+        assert_eq!(none.code(), "invalid_client");
+    }
+}

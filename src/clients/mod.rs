@@ -1,0 +1,365 @@
+//! OAuth clients: registration, listing, disabling, and the bootstrap `admin` client.
+
+pub mod auth;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::{
+    audit::{self, Actor},
+    error::{Error, Result},
+    passwords,
+    revocation::{self, Kind, NewRevocation},
+    scopes,
+    secrets::{self, Secret},
+};
+
+pub use auth::{ClientAuth, Credentials};
+
+/// Longest access-token lifetime a client may be configured with.
+pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
+/// The grant types a client may be registered for.
+pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "password", "refresh_token"];
+
+/// One audience or several, as given.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(untagged)]
+pub enum AudienceParam {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl AudienceParam {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+    fn from_vec(mut v: Vec<String>) -> Option<Self> {
+        match v.len() {
+            0 => None,
+            1 => v.pop().map(Self::One),
+            _ => Some(Self::Many(v)),
+        }
+    }
+}
+
+/// `POST /v1/admin/clients` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClient {
+    /// Chosen id; a UUID v7 is generated when absent.
+    pub client_id: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Allowed grants: `client_credentials`, `password`, `refresh_token`.
+    pub grant_types: Vec<String>,
+    /// Scopes the client may be granted.
+    pub scopes: Vec<String>,
+    /// Default audience of its tokens (one or several).
+    pub audience: Option<AudienceParam>,
+    /// A public client has no secret and cannot use `client_credentials`.
+    #[serde(default)]
+    pub public: bool,
+    /// Access-token lifetime in seconds (default: the service's).
+    pub access_token_ttl: Option<i64>,
+    /// Refresh-token idle lifetime in seconds (default: the service's).
+    pub refresh_token_ttl: Option<i64>,
+}
+
+/// A client as stored (without its secret hash when shown).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Client {
+    /// Client id.
+    pub client_id: String,
+    /// Display name.
+    pub name: String,
+    /// Allowed grants.
+    pub grant_types: Vec<String>,
+    /// Allowed scopes.
+    pub scopes: Vec<String>,
+    /// Default audience.
+    pub audience: Option<AudienceParam>,
+    /// Public (no secret).
+    pub public: bool,
+    /// Access-token lifetime override.
+    pub access_token_ttl: Option<i32>,
+    /// Refresh-token idle lifetime override.
+    pub refresh_token_ttl: Option<i32>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Disabled, when it is.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+    /// Argon2id hash of the secret; never serialised.
+    #[serde(skip)]
+    pub secret_hash: Option<String>,
+}
+
+impl Client {
+    /// Whether the client may use `grant`.
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+    /// The configured audiences.
+    pub fn audiences(&self) -> Vec<String> {
+        match &self.audience {
+            None => Vec::new(),
+            Some(a) => a.clone().into_vec(),
+        }
+    }
+}
+
+/// A just-created client with its secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedClient {
+    /// The client.
+    #[serde(flatten)]
+    pub client: Client,
+    /// The secret of a confidential client. Shown once, stored only as an Argon2id hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+type ClientRow = (
+    String,
+    String,
+    Option<String>,
+    bool,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Option<i32>,
+    Option<i32>,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+);
+
+const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at";
+
+fn from_row(r: ClientRow) -> Client {
+    Client {
+        client_id: r.0,
+        name: r.1,
+        secret_hash: r.2,
+        public: r.3,
+        grant_types: r.4,
+        scopes: r.5,
+        audience: AudienceParam::from_vec(r.6),
+        access_token_ttl: r.7,
+        refresh_token_ttl: r.8,
+        created_at: r.9,
+        disabled_at: r.10,
+    }
+}
+
+fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~' | b':'))
+}
+
+fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<String>)> {
+    let client_id = match &new.client_id {
+        Some(id) if !valid_client_id(id) => {
+            return Err(Error::invalid("client_id: 1-128 characters of A-Z a-z 0-9 . _ - ~ :"))
+        }
+        Some(id) => id.clone(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::invalid("name: must be 1 to 200 characters"));
+    }
+    if new.grant_types.is_empty() {
+        return Err(Error::invalid("grant_types: at least one grant type is required"));
+    }
+    let mut grants: Vec<String> = Vec::new();
+    for g in &new.grant_types {
+        if !GRANT_TYPES.contains(&g.as_str()) {
+            return Err(Error::invalid(format!(
+                "grant_types: {g:?} is not supported (client_credentials, password, refresh_token)"
+            )));
+        }
+        if !grants.contains(g) {
+            grants.push(g.clone());
+        }
+    }
+    if new.public && grants.iter().any(|g| g == "client_credentials") {
+        return Err(Error::invalid("grant_types: a public client cannot use client_credentials"));
+    }
+    let scopes = scopes::validate_list("scopes", &new.scopes)?;
+    if let Some(aud) = &new.audience {
+        let list = aud.clone().into_vec();
+        if list.is_empty() || list.len() > 20 || list.iter().any(|a| a.is_empty() || a.len() > 512) {
+            return Err(Error::invalid("audience: 1 to 20 non-empty strings of at most 512 characters"));
+        }
+    }
+    if let Some(t) = new.access_token_ttl {
+        if !(1..=MAX_CLIENT_ACCESS_TTL as i64).contains(&t) {
+            return Err(Error::invalid(format!("access_token_ttl: must be 1 to {MAX_CLIENT_ACCESS_TTL} seconds")));
+        }
+    }
+    if let Some(t) = new.refresh_token_ttl {
+        if !(1..=31_536_000).contains(&t) {
+            return Err(Error::invalid("refresh_token_ttl: must be 1 to 31536000 seconds"));
+        }
+    }
+    Ok((client_id, NewClient { name: name.to_owned(), ..new }, grants, scopes))
+}
+
+/// Registers a client. A confidential client gets a 256-bit secret, returned here once.
+pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Actor) -> Result<CreatedClient> {
+    let (client_id, new, grants, scopes) = validate(new)?;
+    let secret = (!new.public).then(|| secrets::random_urlsafe(32));
+    let secret_hash = match &secret {
+        Some(s) => Some(passwords::hash(s.clone()).await?),
+        None => None,
+    };
+    let audience = new.audience.clone().map(AudienceParam::into_vec).unwrap_or_default();
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id) DO NOTHING",
+    )
+    .bind(&client_id)
+    .bind(&new.name)
+    .bind(&secret_hash)
+    .bind(new.public)
+    .bind(&grants)
+    .bind(&scopes)
+    .bind(&audience)
+    .bind(new.access_token_ttl.map(|t| t as i32))
+    .bind(new.refresh_token_ttl.map(|t| t as i32))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::Conflict(format!("a client with client_id {client_id:?} already exists")));
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "client.create",
+        "client",
+        &client_id,
+        json!({"name": new.name, "scopes": scopes}),
+    )
+    .await?;
+    tx.commit().await?;
+    let client = Client {
+        client_id,
+        name: new.name,
+        grant_types: grants,
+        scopes,
+        audience: AudienceParam::from_vec(audience),
+        public: new.public,
+        access_token_ttl: new.access_token_ttl.map(|t| t as i32),
+        refresh_token_ttl: new.refresh_token_ttl.map(|t| t as i32),
+        created_at: now,
+        disabled_at: None,
+        secret_hash,
+    };
+    Ok(CreatedClient { client, client_secret: secret })
+}
+
+/// One client, disabled or not.
+pub async fn get(db: &PgPool, client_id: &str) -> Result<Option<Client>> {
+    let row: Option<ClientRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE client_id = $1"))
+        .bind(client_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(from_row))
+}
+
+/// Every client, oldest first.
+pub async fn list(db: &PgPool) -> Result<Vec<Client>> {
+    let rows: Vec<ClientRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, client_id")).fetch_all(db).await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Disables a client and revokes its refresh tokens; its access tokens become inactive too.
+pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &Actor) -> Result<()> {
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query("UPDATE clients SET disabled_at = $2 WHERE client_id = $1 AND disabled_at IS NULL")
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = $1)")
+            .bind(client_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        return if exists { Ok(()) } else { Err(Error::NotFound("client")) };
+    }
+    let families = sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'client disabled' WHERE client_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(client_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    revocation::record(&mut tx, &NewRevocation::new(Kind::Client, client_id, now).reason("client disabled")).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "client.disable",
+        "client",
+        client_id,
+        json!({"refresh_families_revoked": families}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::metrics::revocation("client");
+    Ok(())
+}
+
+/// Makes sure the confidential client `admin` exists with `secret`, grant `client_credentials`
+/// and scope `admin` (start-up, `TESSERA_BOOTSTRAP_ADMIN_SECRET`).
+pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> Result<()> {
+    if let Some(existing) = get(db, "admin").await? {
+        let current = existing.secret_hash.clone();
+        let same = match current {
+            Some(h) => passwords::verify(Some(h), secret.expose().to_owned()).await?,
+            None => false,
+        };
+        if same && existing.disabled_at.is_none() && existing.scopes.iter().any(|s| s == scopes::ADMIN) {
+            return Ok(());
+        }
+        let hash = passwords::hash(secret.expose().to_owned()).await?;
+        sqlx::query(
+            "UPDATE clients SET secret_hash = $1, public = false, disabled_at = NULL,
+                    scopes = CASE WHEN 'admin' = ANY(scopes) THEN scopes ELSE array_append(scopes, 'admin') END,
+                    grant_types = CASE WHEN 'client_credentials' = ANY(grant_types) THEN grant_types ELSE array_append(grant_types, 'client_credentials') END
+             WHERE client_id = 'admin'",
+        )
+        .bind(hash)
+        .execute(db)
+        .await?;
+        tracing::info!("bootstrap admin client updated");
+        return Ok(());
+    }
+    let hash = passwords::hash(secret.expose().to_owned()).await?;
+    sqlx::query(
+        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, created_at)
+         VALUES ('admin', 'Bootstrap admin', $1, false, '{client_credentials}', '{admin}', $2) ON CONFLICT (client_id) DO NOTHING",
+    )
+    .bind(hash)
+    .bind(now)
+    .execute(db)
+    .await?;
+    tracing::info!("bootstrap admin client created");
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! Configuration: read once at start from `TESSERA_*` variables, validated into typed values.
+//!
+//! Every error names the variable it came from, so a bad deployment fails with one clear line.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::secrets::{MasterKey, Secret};
+
+/// A configuration problem, always naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self { var, reason: reason.into() }
+    }
+}
+
+/// Signing algorithm for newly generated signing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    Rs256,
+}
+
+impl SigningAlg {
+    /// The JOSE `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+            Self::Rs256 => "RS256",
+        }
+    }
+
+    /// Parses a JOSE `alg` name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            "RS256" => Some(Self::Rs256),
+            _ => None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone)]
+pub enum MasterKeySource {
+    /// Given in `TESSERA_MASTER_KEY`.
+    Env(MasterKey),
+    /// Development only: generated into (and read back from) a local file.
+    DevFile(PathBuf),
+}
+
+/// The whole, validated configuration of one Tessera process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL of Tessera's own database.
+    pub database_url: String,
+    /// Upper bound of the connection pool.
+    pub db_max_connections: u32,
+    /// Server-side statement timeout applied to every pooled connection.
+    pub db_statement_timeout: Duration,
+    /// Redis URL for revocation fan-out; `None` = single-instance mode.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (`tessera` gives `tessera:revocations`).
+    pub redis_prefix: String,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// `iss` of every token, without a trailing slash.
+    pub issuer: String,
+    /// Master key origin.
+    pub master_key: MasterKeySource,
+    /// Secret of the bootstrap `admin` client, when one should exist.
+    pub bootstrap_admin_secret: Option<Secret>,
+    /// Default access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh-token lifetime since the last rotation.
+    pub refresh_token_idle_ttl: Duration,
+    /// Refresh-token lifetime since login.
+    pub refresh_token_absolute_ttl: Duration,
+    /// Algorithm of newly generated signing keys.
+    pub signing_alg: SigningAlg,
+    /// How long a signing key stays active before scheduled rotation.
+    pub signing_key_rotation: Duration,
+    /// `max-age` of the JWKS response; also how long a next key is published before it may sign.
+    pub jwks_max_age: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Failed password attempts within `login_failure_window` that lock an account.
+    pub login_max_failures: u32,
+    /// Window over which failed logins are counted.
+    pub login_failure_window: Duration,
+    /// How long a locked account stays locked.
+    pub login_lockout: Duration,
+    /// Most API keys one owner may hold (not counting revoked ones).
+    pub max_keys_per_owner: u32,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Anomaly thresholds.
+    pub anomalies: AnomalyThresholds,
+    /// How long per-minute usage is kept before it is rolled up into hours.
+    pub usage_minute_retention: Duration,
+    /// How long per-hour usage is kept.
+    pub usage_hour_retention: Duration,
+}
+
+/// When the anomaly detector raises a record.
+#[derive(Debug, Clone)]
+pub struct AnomalyThresholds {
+    /// RATE_SPIKE: last minute at least this many times the key's own per-minute baseline...
+    pub spike_factor: u32,
+    /// ...and at least this many verifications in that minute, so quiet keys do not flap.
+    pub spike_floor: u32,
+    /// IP_NOT_ALLOWED_BURST: this many IP_NOT_ALLOWED refusals of one key within 5 minutes.
+    pub ip_denied_burst: u32,
+    /// NEW_IP_BURST: this many never-seen source addresses for one key within 10 minutes.
+    pub new_ip_burst: u32,
+    /// BRUTE_FORCE: this many NOT_FOUND/MALFORMED refusals from one source within 5 minutes.
+    pub brute_force: u32,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from a map (tests, config files).
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Reads the configuration through `get`, which returns a variable's value if it is set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let secs = |name: &'static str, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
+            match var(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => {
+                    let n: u64 = v.trim().parse().map_err(|_| {
+                        ConfigError::new(name, format!("expected a whole number of seconds, got {v:?}"))
+                    })?;
+                    if n < min || n > max {
+                        return Err(ConfigError::new(
+                            name,
+                            format!("must be between {min} and {max} seconds, got {n}"),
+                        ));
+                    }
+                    Ok(Duration::from_secs(n))
+                }
+            }
+        };
+        let num = |name: &'static str, default: u32, min: u32, max: u32| -> Result<u32, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => {
+                    let n: u32 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| ConfigError::new(name, format!("expected a whole number, got {v:?}")))?;
+                    if n < min || n > max {
+                        return Err(ConfigError::new(name, format!("must be between {min} and {max}, got {n}")));
+                    }
+                    Ok(n)
+                }
+            }
+        };
+
+        let database_url = var("TESSERA_DATABASE_URL")
+            .or_else(|| var("DATABASE_URL"))
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tessera".to_owned());
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(ConfigError::new("TESSERA_DATABASE_URL", "must be a postgres:// or postgresql:// URL"));
+        }
+
+        let redis_url = var("TESSERA_REDIS_URL");
+        if let Some(url) = &redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                return Err(ConfigError::new("TESSERA_REDIS_URL", "must be a redis://, rediss:// or unix:// URL"));
+            }
+        }
+        let redis_prefix = var("TESSERA_REDIS_PREFIX").unwrap_or_else(|| "tessera".to_owned());
+
+        let bind_raw = var("TESSERA_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let bind: SocketAddr = bind_raw.trim().parse().map_err(|_| {
+            ConfigError::new("TESSERA_BIND", format!("expected an address like 127.0.0.1:8080, got {bind_raw:?}"))
+        })?;
+
+        let issuer = var("TESSERA_ISSUER").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+        let issuer = issuer.trim().trim_end_matches('/').to_owned();
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+            || issuer.contains(['?', '#', ' '])
+            || issuer.len() <= "http://".len()
+        {
+            return Err(ConfigError::new("TESSERA_ISSUER", "must be an http(s) URL without query or fragment"));
+        }
+
+        let master_key = match var("TESSERA_MASTER_KEY") {
+            Some(v) => MasterKeySource::Env(
+                MasterKey::from_base64(v.trim()).map_err(|reason| ConfigError::new("TESSERA_MASTER_KEY", reason))?,
+            ),
+            None => MasterKeySource::DevFile(
+                var("TESSERA_MASTER_KEY_FILE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(".tessera/master.key")),
+            ),
+        };
+
+        let bootstrap_admin_secret = match var("TESSERA_BOOTSTRAP_ADMIN_SECRET") {
+            Some(s) if s.len() < 16 => {
+                return Err(ConfigError::new("TESSERA_BOOTSTRAP_ADMIN_SECRET", "must be at least 16 characters"))
+            }
+            Some(s) => Some(Secret::new(s)),
+            None => None,
+        };
+
+        let access_token_ttl = secs("TESSERA_ACCESS_TOKEN_TTL", 600, 1, 86_400)?;
+        let refresh_token_idle_ttl = secs("TESSERA_REFRESH_TOKEN_IDLE_TTL", 1_209_600, 1, 31_536_000)?;
+        let refresh_token_absolute_ttl = secs("TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL", 2_592_000, 1, 31_536_000)?;
+        if refresh_token_absolute_ttl < refresh_token_idle_ttl {
+            return Err(ConfigError::new(
+                "TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL",
+                "must not be shorter than TESSERA_REFRESH_TOKEN_IDLE_TTL",
+            ));
+        }
+
+        let signing_alg = match var("TESSERA_SIGNING_ALG") {
+            None => SigningAlg::Es256,
+            Some(v) => SigningAlg::parse(v.trim()).ok_or_else(|| {
+                ConfigError::new("TESSERA_SIGNING_ALG", format!("expected ES256, EdDSA or RS256, got {v:?}"))
+            })?,
+        };
+
+        let log_format = match var("TESSERA_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new("TESSERA_LOG_FORMAT", format!("expected text or json, got {other:?}")))
+            }
+        };
+
+        Ok(Self {
+            database_url,
+            db_max_connections: num("TESSERA_DB_MAX_CONNECTIONS", 20, 1, 1000)?,
+            db_statement_timeout: Duration::from_millis(u64::from(num(
+                "TESSERA_DB_STATEMENT_TIMEOUT_MS",
+                5_000,
+                100,
+                600_000,
+            )?)),
+            redis_url,
+            redis_prefix,
+            bind,
+            issuer,
+            master_key,
+            bootstrap_admin_secret,
+            access_token_ttl,
+            refresh_token_idle_ttl,
+            refresh_token_absolute_ttl,
+            signing_alg,
+            signing_key_rotation: secs("TESSERA_SIGNING_KEY_ROTATION", 2_592_000, 60, 31_536_000)?,
+            jwks_max_age: secs("TESSERA_JWKS_MAX_AGE", 300, 0, 86_400)?,
+            request_timeout: secs("TESSERA_REQUEST_TIMEOUT", 30, 1, 600)?,
+            login_max_failures: num("TESSERA_LOGIN_MAX_FAILURES", 5, 1, 1000)?,
+            login_failure_window: secs("TESSERA_LOGIN_FAILURE_WINDOW", 900, 1, 86_400)?,
+            login_lockout: secs("TESSERA_LOGIN_LOCKOUT", 900, 1, 86_400)?,
+            max_keys_per_owner: num("TESSERA_MAX_KEYS_PER_OWNER", 1000, 1, 1_000_000)?,
+            log_format,
+            anomalies: AnomalyThresholds {
+                spike_factor: num("TESSERA_ANOMALY_SPIKE_FACTOR", 10, 2, 1_000_000)?,
+                spike_floor: num("TESSERA_ANOMALY_SPIKE_FLOOR", 120, 1, 100_000_000)?,
+                ip_denied_burst: num("TESSERA_ANOMALY_IP_DENIED_BURST", 20, 1, 100_000_000)?,
+                new_ip_burst: num("TESSERA_ANOMALY_NEW_IP_BURST", 20, 2, 100_000_000)?,
+                brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
+            },
+            usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
+            usage_hour_retention: secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
+        })
+    }
+
+    /// Longest lifetime an access token of this service can have (global default or a per-client one).
+    pub fn max_access_token_ttl(&self) -> Duration {
+        self.access_token_ttl.max(Duration::from_secs(crate::clients::MAX_CLIENT_ACCESS_TTL))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/tessera");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.access_token_ttl, Duration::from_secs(600));
+        assert_eq!(c.refresh_token_idle_ttl, Duration::from_secs(1_209_600));
+        assert_eq!(c.refresh_token_absolute_ttl, Duration::from_secs(2_592_000));
+        assert_eq!(c.signing_alg, SigningAlg::Es256);
+        assert!(c.redis_url.is_none());
+        assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("TESSERA_ACCESS_TOKEN_TTL", "ten"),
+            ("TESSERA_ACCESS_TOKEN_TTL", "0"),
+            ("TESSERA_BIND", "localhost"),
+            ("TESSERA_SIGNING_ALG", "HS256"),
+            ("TESSERA_MASTER_KEY", "c2hvcnQ="),
+            ("TESSERA_REDIS_URL", "http://x"),
+            ("TESSERA_ISSUER", "ftp://x"),
+            ("TESSERA_LOG_FORMAT", "xml"),
+            ("TESSERA_DATABASE_URL", "mysql://x"),
+        ] {
+            let err = cfg(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn database_url_falls_back_to_database_url_and_issuer_loses_trailing_slash() {
+        let c = cfg(&[("DATABASE_URL", "postgres://x@h/db"), ("TESSERA_ISSUER", "https://id.example.com/")]).unwrap();
+        assert_eq!(c.database_url, "postgres://x@h/db");
+        assert_eq!(c.issuer, "https://id.example.com");
+    }
+}

@@ -1,0 +1,333 @@
+//! Errors: the domain error every module returns, and the two wire formats it becomes —
+//! RFC 9457 problem+json under `/v1` and RFC 6749 §5.2 JSON under `/oauth`. Mapped here, once.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+/// What went wrong in domain logic, independent of HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is well-formed but a value breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The named thing does not exist (or is not visible to the caller).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change collides with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A quota was reached.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// Postgres failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Anything else that is our fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+}
+
+/// Result with the domain error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An RFC 9457 problem, the only error body under `/v1`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    r#type: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+}
+
+impl ApiError {
+    /// A problem with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into() }
+    }
+    /// 400 `INVALID_REQUEST`.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", detail)
+    }
+    /// 401 `UNAUTHORIZED`, sent with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", detail)
+    }
+    /// 403 `INSUFFICIENT_SCOPE`.
+    pub fn insufficient_scope(scope: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE", format!("this operation needs scope {scope:?}"))
+    }
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
+    }
+    /// 500 `INTERNAL`; the cause is logged here and never shown.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "an internal error occurred")
+    }
+    /// The status of this problem.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// The stable code of this problem.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The problem that stands for a bare status produced outside any handler (router, layers).
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::not_found("no such resource"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                Self::new(status, "METHOD_NOT_ALLOWED", "this method is not allowed on this resource")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(status, "PAYLOAD_TOO_LARGE", "the request body is larger than 64 KiB")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(status, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json")
+            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                Self::new(status, "UNAVAILABLE", "the service could not complete the request in time")
+            }
+            StatusCode::UNAUTHORIZED => Self::unauthorized("a valid bearer token is required"),
+            s if s.is_client_error() => Self::new(s, "INVALID_REQUEST", "the request could not be processed"),
+            s => Self::new(s, "INTERNAL", "an internal error occurred"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = ProblemBody {
+            r#type: "about:blank",
+            title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (self.status, bytes).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.detail.contains("expired") || self.detail.contains("invalid") {
+                "Bearer realm=\"tessera\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"tessera\""
+            };
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        } else if self.status == StatusCode::FORBIDDEN && self.code == "INSUFFICIENT_SCOPE" {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tessera\", error=\"insufficient_scope\""),
+            );
+        }
+        res
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(d) => Self::bad_request(d),
+            Error::NotFound(what) => Self::not_found(format!("{what} not found")),
+            Error::Conflict(d) => Self::new(StatusCode::CONFLICT, "CONFLICT", d),
+            Error::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", d),
+            Error::LimitExceeded(d) => Self::new(StatusCode::CONFLICT, "LIMIT_EXCEEDED", d),
+            Error::Database(db) => from_db(db),
+            Error::Internal(d) => Self::internal(d),
+        }
+    }
+}
+
+fn from_db(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::PoolTimedOut => {
+            tracing::warn!("database pool exhausted");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            ApiError::new(StatusCode::CONFLICT, "CONFLICT", "a resource with that identifier already exists")
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+            tracing::warn!("statement timeout");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database did not answer in time")
+        }
+        sqlx::Error::Io(_) => {
+            tracing::error!(error = %e, "database unreachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
+        }
+        _ => ApiError::internal(e),
+    }
+}
+
+/// An RFC 6749 §5.2 error, the only error body under `/oauth`.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// Malformed or contradictory request.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    /// Client authentication failed; never says why.
+    #[error("invalid_client")]
+    InvalidClient,
+    /// The grant (credentials, refresh token) is invalid, expired, revoked or reused.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(&'static str),
+    /// The client may not use this grant type.
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(&'static str),
+    /// The grant type is unknown.
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    /// The requested scope is broader than allowed or malformed.
+    #[error("invalid_scope: {0}")]
+    InvalidScope(String),
+    /// An authenticated client lacks the privilege for this endpoint.
+    #[error("insufficient_scope: {0}")]
+    InsufficientScope(&'static str),
+    /// The body exceeds the size limit (413, reported as `invalid_request`).
+    #[error("invalid_request: body too large")]
+    PayloadTooLarge,
+    /// Our fault; details are logged, never sent.
+    #[error("server_error")]
+    ServerError,
+    /// A dependency is down.
+    #[error("temporarily_unavailable")]
+    TemporarilyUnavailable,
+}
+
+#[derive(Serialize)]
+struct OAuthBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    /// The RFC 6749 `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) | Self::PayloadTooLarge => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            Self::InvalidRequest(d) | Self::InvalidScope(d) => d.clone(),
+            Self::InvalidClient => "client authentication failed".to_owned(),
+            Self::PayloadTooLarge => "the request body is larger than 64 KiB".to_owned(),
+            Self::InvalidGrant(d) | Self::UnauthorizedClient(d) | Self::InsufficientScope(d) => (*d).to_owned(),
+            Self::UnsupportedGrantType => "the grant type is not supported".to_owned(),
+            Self::ServerError => "an internal error occurred".to_owned(),
+            Self::TemporarilyUnavailable => "the service is temporarily unavailable, try again".to_owned(),
+        }
+    }
+
+    /// The error standing for a bare status produced outside any handler.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => Self::InvalidClient,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::METHOD_NOT_ALLOWED => Self::InvalidRequest("this endpoint only accepts POST".into()),
+            StatusCode::NOT_FOUND => Self::InvalidRequest("no such endpoint".into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::InvalidRequest("the body must be application/x-www-form-urlencoded".into())
+            }
+            s if s.is_server_error() && s != StatusCode::INTERNAL_SERVER_ERROR => Self::TemporarilyUnavailable,
+            s if s.is_client_error() => Self::InvalidRequest("the request could not be processed".into()),
+            _ => Self::ServerError,
+        }
+    }
+
+    /// Renders with a given status (used when a layer chose the status, e.g. 413 or 405).
+    pub fn into_response_with_status(self, status: StatusCode) -> Response {
+        let mut res = self.into_response();
+        *res.status_mut() = status;
+        res
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let desc = self.description();
+        let body = serde_json::to_vec(&OAuthBody { error: self.code(), error_description: &desc }).unwrap_or_default();
+        let mut res = (self.status(), body).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if matches!(self, Self::InvalidClient) {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tessera\""));
+        }
+        res
+    }
+}
+
+impl From<Error> for OAuthError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(d) => Self::InvalidRequest(d),
+            Error::Database(sqlx::Error::PoolTimedOut) | Error::Database(sqlx::Error::Io(_)) => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::TemporarilyUnavailable
+            }
+            other => {
+                tracing::error!(error = %other, "internal error in oauth endpoint");
+                Self::ServerError
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for OAuthError {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Database(e).into()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        from_db(e)
+    }
+}

@@ -1,0 +1,263 @@
+//! `/v1/admin/*`: clients, users, signing keys, audit log and anomalies. Scope `admin` throughout.
+
+use axum::{extract::State, http::StatusCode, Json};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    anomalies::{self, Anomaly},
+    audit::{self, AuditEntry, AuditQuery},
+    auth::Caller,
+    clients::{self, Client, CreatedClient, NewClient},
+    error::{ApiError, Error},
+    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, RequestId},
+    signing::lifecycle::{self, KeyInfo},
+    state::AppState,
+    users::{self, NewUser, User},
+};
+
+type Problem = crate::http::openapi::Problem;
+
+/// Admin routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_client, list_clients))
+        .routes(routes!(get_client, delete_client))
+        .routes(routes!(create_user))
+        .routes(routes!(get_user, delete_user))
+        .routes(routes!(list_signing_keys))
+        .routes(routes!(rotate_signing_key))
+        .routes(routes!(revoke_signing_key))
+        .routes(routes!(list_audit))
+        .routes(routes!(list_anomalies))
+}
+
+fn admin(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(crate::scopes::ADMIN)
+}
+
+/// Registers a client; a confidential client's secret is in this response only.
+#[utoipa::path(post, path = "/v1/admin/clients", tag = "admin", security(("bearer" = ["admin"])),
+    request_body = NewClient,
+    responses(
+        (status = 201, body = CreatedClient), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")
+    ))]
+async fn create_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiJson(body): ApiJson<NewClient>,
+) -> Result<(StatusCode, [(axum::http::HeaderName, &'static str); 1], Json<CreatedClient>), ApiError> {
+    admin(&caller)?;
+    let created = clients::create(&state.db, body, state.clock.now(), &caller.actor(ip, rid)).await?;
+    Ok((StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(created)))
+}
+
+/// Every client.
+#[utoipa::path(get, path = "/v1/admin/clients", tag = "admin", security(("bearer" = ["admin"])),
+    responses((status = 200, body = [Client]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_clients(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Client>>, ApiError> {
+    admin(&caller)?;
+    Ok(Json(clients::list(&state.db).await?))
+}
+
+/// One client.
+#[utoipa::path(get, path = "/v1/admin/clients/{client_id}", tag = "admin", security(("bearer" = ["admin"])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = Client), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Client>, ApiError> {
+    admin(&caller)?;
+    Ok(Json(clients::get(&state.db, &id).await?.ok_or(Error::NotFound("client"))?))
+}
+
+/// Disables a client and revokes its refresh tokens.
+#[utoipa::path(delete, path = "/v1/admin/clients/{client_id}", tag = "admin", security(("bearer" = ["admin"])),
+    params(("client_id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn delete_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    admin(&caller)?;
+    clients::disable(&state.db, &id, state.clock.now(), &caller.actor(ip, rid)).await?;
+    state.revoked.revoke_client(&id);
+    state.clients.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Registers a user.
+#[utoipa::path(post, path = "/v1/admin/users", tag = "admin", security(("bearer" = ["admin"])),
+    request_body = NewUser,
+    responses((status = 201, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    admin(&caller)?;
+    let user = users::create(&state.db, body, state.clock.now(), &caller.actor(ip, rid)).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "admin", security(("bearer" = ["admin"])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<User>, ApiError> {
+    admin(&caller)?;
+    Ok(Json(users::get(&state.db, id).await?))
+}
+
+/// Deletes a user, revoking their refresh tokens and API keys.
+#[utoipa::path(delete, path = "/v1/admin/users/{id}", tag = "admin", security(("bearer" = ["admin"])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    admin(&caller)?;
+    let keys = users::delete(&state.db, id, state.clock.now(), &caller.actor(ip, rid)).await?;
+    state.revoked.revoke_user(&id.to_string());
+    for k in keys {
+        state.apikeys.forget(&k);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every signing key, newest first; never any private part.
+#[utoipa::path(get, path = "/v1/admin/signing-keys", tag = "admin", security(("bearer" = ["admin"])),
+    responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_signing_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    admin(&caller)?;
+    Ok(Json(lifecycle::list(&state.db).await?))
+}
+
+/// The next key becomes active, a new next key is made; the old active key stays published until its tokens expire.
+#[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = ["admin"])),
+    responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn rotate_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    admin(&caller)?;
+    let now = state.clock.now();
+    let ctx = lifecycle::Ctx { db: &state.db, config: &state.config, wrap_key: &state.keys.signing_key_wrap, now };
+    lifecycle::rotate(&ctx, &caller.actor(ip, rid)).await?;
+    state.signing.reload(&state.db, now, true).await?;
+    Ok(Json(lifecycle::list(&state.db).await?))
+}
+
+/// Revokes a key: out of the JWKS at once, its tokens inactive, an event published.
+#[utoipa::path(post, path = "/v1/admin/signing-keys/{kid}/revoke", tag = "admin", security(("bearer" = ["admin"])),
+    params(("kid" = String, Path)),
+    responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn revoke_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    admin(&caller)?;
+    let now = state.clock.now();
+    let ctx = lifecycle::Ctx { db: &state.db, config: &state.config, wrap_key: &state.keys.signing_key_wrap, now };
+    lifecycle::revoke(&ctx, &kid, &caller.actor(ip, rid)).await?;
+    state.signing.forget(&kid);
+    state.signing.reload(&state.db, now, true).await?;
+    Ok(Json(lifecycle::list(&state.db).await?))
+}
+
+/// Audit query parameters.
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Entries at or after this RFC 3339 time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    since: Option<OffsetDateTime>,
+    /// Page size (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Only this actor.
+    actor: Option<String>,
+    /// Only this target id.
+    target_id: Option<String>,
+    /// Only this target type.
+    target_type: Option<String>,
+}
+
+/// Who did what to which client, user, key or signing key, when, from where.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = ["admin"])),
+    params(AuditParams),
+    responses((status = 200, body = [AuditEntry]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    admin(&caller)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be 1 to 1000"));
+    }
+    let query =
+        AuditQuery { since: q.since, actor: q.actor, target_id: q.target_id, target_type: q.target_type, limit };
+    Ok(Json(audit::list(&state.db, &query).await?))
+}
+
+/// Anomaly query parameters.
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnomalyParams {
+    /// Anomalies detected at or after this RFC 3339 time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    since: Option<OffsetDateTime>,
+    /// Only this kind.
+    kind: Option<String>,
+    /// Page size (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// Detected anomalies.
+#[utoipa::path(get, path = "/v1/admin/anomalies", tag = "admin", security(("bearer" = ["admin"])),
+    params(AnomalyParams),
+    responses((status = 200, body = [Anomaly]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_anomalies(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AnomalyParams>,
+) -> Result<Json<Vec<Anomaly>>, ApiError> {
+    admin(&caller)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be 1 to 1000"));
+    }
+    Ok(Json(anomalies::list(&state.db, q.since, q.kind.as_deref(), limit).await?))
+}

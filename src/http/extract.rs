@@ -1,0 +1,161 @@
+//! Extractors whose rejections come out in the service's own error formats, never as plain text.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        ConnectInfo, FromRequest, FromRequestParts, Request,
+    },
+    http::{header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, OAuthError};
+
+/// JSON body; bad JSON, unknown fields and wrong types become 400 problems, a wrong content type 415.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    use axum::http::StatusCode;
+    match r {
+        JsonRejection::JsonDataError(e) => {
+            // serde's message names the field and the problem ("unknown field `x`, expected ...").
+            let detail = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text());
+            ApiError::bad_request(format!("invalid request body: {detail}"))
+        }
+        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("the request body is not valid JSON"),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the request body must be application/json",
+        ),
+        JsonRejection::BytesRejection(e) => ApiError::from_status(e.status()),
+        other => ApiError::from_status(other.status()),
+    }
+}
+
+/// Path parameters; a malformed id is a 400 problem.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::bad_request(format!("invalid path parameter: {}", e.body_text())))
+            }
+            Err(other) => Err(ApiError::from_status(other.status())),
+        }
+    }
+}
+
+/// Query string; a bad parameter is a 400 problem.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::bad_request(format!("invalid query: {}", e.body_text())))
+            }
+            Err(other) => Err(ApiError::from_status(other.status())),
+        }
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body as RFC 6749 reads it: no repeated parameters,
+/// and empty values treated as absent.
+#[derive(Debug, Default)]
+pub struct OAuthForm(pub HashMap<String, String>);
+
+impl OAuthForm {
+    /// A parameter's value, if present and non-empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+    /// A parameter that must be present.
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name).ok_or_else(|| OAuthError::InvalidRequest(format!("missing parameter {name:?}")))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OAuthForm {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+            .unwrap_or(false);
+        if !is_form {
+            return Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| OAuthError::from_status(e.status()))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| OAuthError::InvalidRequest("the body is not valid form encoding".into()))?;
+        let mut map = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if v.is_empty() {
+                continue;
+            }
+            if map.insert(k.clone(), v).is_some() {
+                return Err(OAuthError::InvalidRequest(format!("parameter {k:?} is repeated")));
+            }
+        }
+        Ok(Self(map))
+    }
+}
+
+/// The caller's own address (the TCP peer).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(Self(ip))
+    }
+}
+
+/// The request id set by the request-id layer.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)))
+    }
+}

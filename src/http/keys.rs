@@ -1,0 +1,222 @@
+//! `/v1/keys`: create, list, read, rotate, revoke and verify API keys, and read their usage.
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, Request, State},
+    http::{header, HeaderName, StatusCode},
+    Json,
+};
+use serde::{de::DeserializeOwned, Deserialize};
+use time::OffsetDateTime;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    apikeys::{
+        manage::{self, Requester},
+        verify::{self, VerifyResponse},
+        ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey, Verification, VerifyRequest,
+    },
+    auth::Caller,
+    error::ApiError,
+    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, RequestId},
+    state::AppState,
+    usage::report::{self, Granularity, Usage},
+};
+
+type Problem = crate::http::openapi::Problem;
+type NoStore = [(HeaderName, &'static str); 1];
+
+const NO_STORE: NoStore = [(header::CACHE_CONTROL, "no-store")];
+
+/// Routes of this surface.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(verify_key))
+        .routes(routes!(get_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(key_usage))
+}
+
+/// A JSON body that may be left out entirely (an empty body, with or without a JSON content type):
+/// then it is `T::default()`. Anything else is read exactly as [`ApiJson`] reads it.
+struct OptionalJson<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, crate::http::BODY_LIMIT)
+            .await
+            .map_err(|_| ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        let req = Request::from_parts(parts, Body::from(bytes));
+        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| Self(v))
+    }
+}
+
+fn requester(caller: &Caller) -> Requester<'_> {
+    Requester { sub: caller.sub(), admin: caller.is_admin() }
+}
+
+/// Creates a key owned by the caller; the key itself is in this response only.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = ["keys:write"])),
+    request_body = NewKey,
+    responses(
+        (status = 201, body = CreatedKey, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json", description = "LIMIT_EXCEEDED: the owner has the most live keys allowed"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")
+    ))]
+async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<(StatusCode, NoStore, Json<CreatedKey>), ApiError> {
+    caller.require("keys:write")?;
+    let created = manage::create(&state, caller.sub(), body, &caller.actor(ip, rid)).await?;
+    Ok((StatusCode::CREATED, NO_STORE, Json(created)))
+}
+
+/// Listing parameters.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Another owner's keys (admin only).
+    owner: Option<String>,
+}
+
+/// The caller's keys (an admin: any owner's), oldest first; never the key or its hash.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = ["keys:read"])),
+    params(ListParams),
+    responses((status = 200, body = [ApiKeyView]), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListParams>,
+) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+    caller.require("keys:read")?;
+    Ok(Json(manage::list(&state, requester(&caller), q.owner.as_deref()).await?))
+}
+
+/// One key; another owner's key is not found (unless the caller is an admin).
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = ["keys:read"])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ApiKeyView), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    caller.require("keys:read")?;
+    Ok(Json(manage::get(&state, requester(&caller), id).await?))
+}
+
+/// Replaces a key: the new key (shown this once) inherits everything; the old one stays valid for the grace period.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", security(("bearer" = ["keys:write"])),
+    params(("id" = Uuid, Path)), request_body = RotateKey,
+    responses(
+        (status = 201, body = CreatedKey, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: already rotated, revoked or expired"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")
+    ))]
+async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalJson(body): OptionalJson<RotateKey>,
+) -> Result<(StatusCode, NoStore, Json<CreatedKey>), ApiError> {
+    caller.require("keys:write")?;
+    let created = manage::rotate(&state, requester(&caller), id, body, &caller.actor(ip, rid)).await?;
+    Ok((StatusCode::CREATED, NO_STORE, Json(created)))
+}
+
+/// Revokes a key (one's own; an admin: any), on every instance.
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", security(("bearer" = ["keys:write"])),
+    params(("id" = Uuid, Path)), request_body = RevokeKey,
+    responses((status = 200, body = ApiKeyView), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalJson(body): OptionalJson<RevokeKey>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    caller.require("keys:write")?;
+    Ok(Json(manage::revoke(&state, requester(&caller), id, body, &caller.actor(ip, rid)).await?))
+}
+
+/// Verifies a key: 200 with `valid: true` and the key's facts, or `valid: false` and why.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", security(("bearer" = ["keys:verify"])),
+    request_body = VerifyRequest,
+    responses((status = 200, body = VerifyResponse), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn verify_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> Result<Json<Verification>, ApiError> {
+    caller.require("keys:verify")?;
+    Ok(Json(verify::verify(&state, &body, ip).await?))
+}
+
+/// Usage query parameters.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Start, RFC 3339 (default: 24 hours before `to`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    from: Option<OffsetDateTime>,
+    /// End, RFC 3339 (default: now).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    to: Option<OffsetDateTime>,
+    /// `minute` (default) or `hour`.
+    #[param(inline)]
+    bucket: Option<Granularity>,
+}
+
+/// A key's verifications by minute or hour, with totals, distinct sources and its last use.
+#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys", security(("bearer" = ["keys:read"])),
+    params(("id" = Uuid, Path), UsageParams),
+    responses((status = 200, body = Usage), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn key_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<UsageParams>,
+) -> Result<Json<Usage>, ApiError> {
+    caller.require("keys:read")?;
+    manage::get(&state, requester(&caller), id).await?;
+    // What this instance counted but has not flushed yet belongs in the answer.
+    if let Err(e) = state.usage.flush(&state.db).await {
+        tracing::warn!(error = %e, "usage flush before a usage read failed");
+    }
+    let to = q.to.unwrap_or_else(|| state.clock.now());
+    let from = q.from.unwrap_or(to - time::Duration::DAY);
+    Ok(Json(report::usage(&state.db, id, from, to, q.bucket.unwrap_or_default()).await?))
+}

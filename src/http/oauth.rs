@@ -1,0 +1,153 @@
+//! `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`: extract, authenticate the client, call
+//! the token domain, answer. Every response is `no-store`.
+
+use axum::{extract::State, http::HeaderMap, middleware, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    clients::Credentials,
+    error::OAuthError,
+    http::extract::{ClientIp, OAuthForm},
+    state::AppState,
+    tokens::{grants, introspect, refresh, revoke, TokenResponse},
+};
+
+/// OAuth routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(introspect_token))
+        .layer(middleware::from_fn(super::no_store))
+}
+
+/// Form body of `/oauth/token`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// `client_credentials`, `password` or `refresh_token`.
+    grant_type: String,
+    /// Requested scopes, space-separated (a subset of what is allowed).
+    scope: Option<String>,
+    /// Requested audience (client credentials).
+    audience: Option<String>,
+    /// Password grant.
+    username: Option<String>,
+    /// Password grant.
+    password: Option<String>,
+    /// Refresh grant.
+    refresh_token: Option<String>,
+    /// For `client_secret_post` and public clients.
+    client_id: Option<String>,
+    /// For `client_secret_post`.
+    client_secret: Option<String>,
+}
+
+/// Form body of `/oauth/revoke` and `/oauth/introspect`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRefForm {
+    /// The token.
+    token: String,
+    /// `access_token` or `refresh_token`.
+    token_type_hint: Option<String>,
+    /// For `client_secret_post`.
+    client_id: Option<String>,
+    /// For `client_secret_post`.
+    client_secret: Option<String>,
+}
+
+/// `{}` — the empty body of a successful revocation.
+#[derive(Serialize, ToSchema)]
+pub struct Empty {}
+
+fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAuthError> {
+    Credentials::from_request(headers, form.get("client_id"), form.get("client_secret"))
+}
+
+/// Issues tokens.
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client_basic" = [])),
+    responses(
+        (status = 200, body = TokenResponse, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, body = crate::http::openapi::OAuthErrorBody),
+        (status = 401, body = crate::http::openapi::OAuthErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, body = crate::http::openapi::OAuthErrorBody)
+    ))]
+async fn token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Json<TokenResponse>, OAuthError> {
+    let grant_type = form.require("grant_type")?;
+    if !matches!(grant_type, "client_credentials" | "password" | "refresh_token") {
+        return Err(OAuthError::UnsupportedGrantType);
+    }
+    let creds = credentials(&headers, &form)?;
+    let client = state.clients.authenticate(&state.db, &creds).await?;
+    let res = match grant_type {
+        "client_credentials" => grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?,
+        "password" => {
+            grants::password(
+                &state,
+                &client,
+                form.require("username")?,
+                form.require("password")?,
+                form.get("scope"),
+                ip,
+            )
+            .await?
+        }
+        _ => refresh::rotate(&state, &client, form.require("refresh_token")?, form.get("scope")).await?,
+    };
+    Ok(Json(res))
+}
+
+/// RFC 7009 revocation: always 200 for a well-formed request from an authenticated client.
+#[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
+    request_body(content = TokenRefForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = [])),
+    responses(
+        (status = 200, body = Empty),
+        (status = 400, body = crate::http::openapi::OAuthErrorBody),
+        (status = 401, body = crate::http::openapi::OAuthErrorBody)
+    ))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Json<Empty>, OAuthError> {
+    let creds = credentials(&headers, &form)?;
+    let client = state.clients.authenticate(&state.db, &creds).await?;
+    let token = form.require("token")?;
+    revoke::revoke(&state, &client, token, form.get("token_type_hint")).await?;
+    Ok(Json(Empty {}))
+}
+
+/// RFC 7662 introspection, for clients holding scope `introspect`.
+#[utoipa::path(post, path = "/oauth/introspect", tag = "oauth",
+    request_body(content = TokenRefForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = [])),
+    responses(
+        (status = 200, body = introspect::Introspection),
+        (status = 400, body = crate::http::openapi::OAuthErrorBody),
+        (status = 401, body = crate::http::openapi::OAuthErrorBody),
+        (status = 403, body = crate::http::openapi::OAuthErrorBody)
+    ))]
+async fn introspect_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Json<introspect::Introspection>, OAuthError> {
+    let creds = credentials(&headers, &form)?;
+    let client = state.clients.authenticate(&state.db, &creds).await?;
+    if !crate::scopes::allows(client.scopes.iter().map(String::as_str), "introspect") {
+        return Err(OAuthError::InsufficientScope("this client needs scope introspect"));
+    }
+    let token = form.require("token")?;
+    Ok(Json(introspect::introspect(&state, token).await?))
+}

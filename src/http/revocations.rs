@@ -1,0 +1,65 @@
+//! `GET /v1/revocations`: catch-up for services that were offline.
+
+use axum::{extract::State, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::Caller,
+    error::ApiError,
+    http::extract::ApiQuery,
+    revocation::{self, RevocationEvent},
+    state::AppState,
+};
+
+/// Revocation routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
+}
+
+/// Paging parameters.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Params {
+    /// Return events with `seq` greater than this (default 0).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// A page of events.
+#[derive(Serialize, ToSchema)]
+pub struct Page {
+    /// Events in `seq` order.
+    events: Vec<RevocationEvent>,
+    /// Pass as `after` to get the next page (the last `seq` here, or `after` if none).
+    next_after: i64,
+}
+
+/// Revocation events after `after`, in strictly increasing `seq`; never skips one.
+#[utoipa::path(get, path = "/v1/revocations", tag = "revocations", security(("bearer" = ["revocations:read"])),
+    params(Params),
+    responses((status = 200, body = Page), (status = 400, body = crate::http::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, body = crate::http::openapi::Problem, content_type = "application/problem+json"), (status = 403, body = crate::http::openapi::Problem, content_type = "application/problem+json")))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<Params>,
+) -> Result<Json<Page>, ApiError> {
+    caller.require("revocations:read")?;
+    let after = p.after.unwrap_or(0);
+    let limit = p.limit.unwrap_or(100);
+    if after < 0 {
+        return Err(ApiError::bad_request("after: must be 0 or more"));
+    }
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be 1 to 1000"));
+    }
+    let events = revocation::events_after(&state.db, after, limit).await?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(Json(Page { events, next_after }))
+}

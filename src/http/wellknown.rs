@@ -1,0 +1,92 @@
+//! RFC 8414 metadata and the RFC 7517 JWKS, served from memory.
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+/// Discovery routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metadata)).routes(routes!(jwks))
+}
+
+/// RFC 8414 authorization server metadata.
+#[derive(Serialize, ToSchema)]
+pub struct Metadata {
+    issuer: String,
+    token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    jwks_uri: String,
+    grant_types_supported: [&'static str; 3],
+    response_types_supported: [&'static str; 0],
+    token_endpoint_auth_methods_supported: [&'static str; 3],
+    revocation_endpoint_auth_methods_supported: [&'static str; 2],
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    id_token_signing_alg_values_supported: Vec<&'static str>,
+    access_token_signing_alg_values_supported: Vec<&'static str>,
+    scopes_supported: Vec<&'static str>,
+    service_documentation: String,
+}
+
+/// RFC 8414 metadata document.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, body = Metadata)))]
+async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
+    let base = &state.config.issuer;
+    Json(Metadata {
+        issuer: base.clone(),
+        token_endpoint: format!("{base}/oauth/token"),
+        revocation_endpoint: format!("{base}/oauth/revoke"),
+        introspection_endpoint: format!("{base}/oauth/introspect"),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        grant_types_supported: ["client_credentials", "password", "refresh_token"],
+        response_types_supported: [],
+        token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+        revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+        introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+        token_endpoint_auth_signing_alg_values_supported: vec![],
+        id_token_signing_alg_values_supported: vec![],
+        access_token_signing_alg_values_supported: vec!["ES256", "EdDSA", "RS256"],
+        scopes_supported: vec!["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"],
+        service_documentation: format!("{base}/docs"),
+    })
+}
+
+/// Every key a verifier may meet: active, next, and retired keys whose tokens may still be live.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses(
+        (status = 200, description = "RFC 7517 JWK Set", content_type = "application/json",
+         headers(("ETag" = String, description = "Strong validator"), ("Cache-Control" = String, description = "public, max-age"))),
+        (status = 304, description = "Not modified (If-None-Match matched)")
+    ))]
+async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let set = state.signing.get();
+    let cache = format!("public, max-age={}", state.config.jwks_max_age.as_secs());
+    let cache = HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("public, max-age=60"));
+    let etag = HeaderValue::from_str(&set.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == set.etag || t.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache),
+        ],
+        set.jwks.clone(),
+    )
+        .into_response()
+}

@@ -1,0 +1,77 @@
+//! Prometheus metrics: one process-wide recorder, named helpers for what Tessera counts.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process (several test applications share it) and returns its handle.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &buckets)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// Records one HTTP request.
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+}
+
+/// Records the pool's state just before rendering.
+pub fn db_pool(size: u32, idle: usize) {
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(idle as f64);
+    metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(size).max(idle as f64) - idle as f64);
+}
+
+/// An access token was issued.
+pub fn token_issued(grant: &'static str) {
+    metrics::counter!("tokens_issued_total", "grant" => grant).increment(1);
+}
+
+/// A refresh token was presented again after it was spent.
+pub fn refresh_reuse() {
+    metrics::counter!("refresh_token_reuse_total").increment(1);
+}
+
+/// A revocation was committed.
+pub fn revocation(kind: &'static str) {
+    metrics::counter!("revocations_total", "kind" => kind).increment(1);
+}
+
+/// Outbox events published by this instance's relay.
+pub fn outbox_published(n: u64) {
+    if n > 0 {
+        metrics::counter!("outbox_published_total").increment(n);
+    }
+}
+
+/// Outbox backlog: events not yet published and the age of the oldest.
+pub fn outbox_lag(pending: i64, oldest_age_secs: f64) {
+    metrics::gauge!("outbox_pending_events").set(pending as f64);
+    metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest_age_secs);
+}
+
+/// An API key verification and its result.
+pub fn key_verification(result: &'static str) {
+    metrics::counter!("api_key_verifications_total", "result" => result).increment(1);
+}
+
+/// API-key cache lookups.
+pub fn key_cache(hit: bool) {
+    metrics::counter!("api_key_cache_lookups_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+/// An anomaly was raised.
+pub fn anomaly(kind: &str) {
+    metrics::counter!("anomalies_total", "kind" => kind.to_owned()).increment(1);
+}

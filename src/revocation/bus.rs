@@ -1,0 +1,246 @@
+//! The fan-out bus: Redis pub/sub + stream when configured, an in-process broadcast otherwise.
+//! One small interface for both, so the relay and the consumers do not care which one runs.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{broadcast, OnceCell};
+use tokio_util::sync::CancellationToken;
+
+/// What the bus hands to this instance's consumers.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    /// One event as published (JSON text).
+    Event(Arc<str>),
+    /// The subscription was (re)established: messages may have been missed, catch up from Postgres.
+    Resync,
+}
+
+/// Publishing failed; the caller keeps the event and tries again later.
+#[derive(Debug, thiserror::Error)]
+#[error("bus unavailable: {0}")]
+pub struct BusError(String);
+
+/// Health of the bus for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusStatus {
+    /// No Redis configured: the in-process bus serves one instance.
+    InProcess,
+    /// Redis answers.
+    Up,
+    /// Redis is configured but unreachable; events wait in Postgres.
+    Down,
+}
+
+impl BusStatus {
+    /// Lower-case name for JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in_process",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Redis (or in-process) fan-out.
+#[derive(Clone)]
+pub struct Bus {
+    local: broadcast::Sender<BusMessage>,
+    redis: Option<Arc<RedisBus>>,
+}
+
+struct RedisBus {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    up: AtomicBool,
+    channel: String,
+    stream: String,
+}
+
+/// Largest number of entries kept in the Redis stream (approximate trimming).
+pub const STREAM_MAX_LEN: usize = 100_000;
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Bus {
+    /// An in-process bus for single-instance mode and tests.
+    pub fn in_process() -> Self {
+        let (local, _) = broadcast::channel(4096);
+        Self { local, redis: None }
+    }
+
+    /// A Redis bus; it connects in the background and reconnects by itself.
+    pub fn redis(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let (local, _) = broadcast::channel(4096);
+        Ok(Self {
+            local,
+            redis: Some(Arc::new(RedisBus {
+                client,
+                conn: OnceCell::new(),
+                up: AtomicBool::new(false),
+                channel: format!("{prefix}:revocations"),
+                stream: format!("{prefix}:revocations:stream"),
+            })),
+        })
+    }
+
+    /// The pub/sub channel name.
+    pub fn channel(&self) -> Option<&str> {
+        self.redis.as_ref().map(|r| r.channel.as_str())
+    }
+
+    /// The stream key.
+    pub fn stream(&self) -> Option<&str> {
+        self.redis.as_ref().map(|r| r.stream.as_str())
+    }
+
+    /// Receives what this instance should apply.
+    pub fn subscribe(&self) -> broadcast::Receiver<BusMessage> {
+        self.local.subscribe()
+    }
+
+    /// Current health.
+    pub fn status(&self) -> BusStatus {
+        match &self.redis {
+            None => BusStatus::InProcess,
+            Some(r) if r.up.load(Ordering::Relaxed) => BusStatus::Up,
+            Some(_) => BusStatus::Down,
+        }
+    }
+
+    /// Checks Redis with a PING (for `/readyz`), updating the status.
+    pub async fn ping(&self) -> BusStatus {
+        let Some(r) = &self.redis else {
+            return BusStatus::InProcess;
+        };
+        let ok = match r.connection().await {
+            Some(mut conn) => matches!(
+                tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn)).await,
+                Ok(Ok(_))
+            ),
+            None => false,
+        };
+        r.up.store(ok, Ordering::Relaxed);
+        self.status()
+    }
+
+    /// Publishes one event to the channel and appends it to the capped stream.
+    pub async fn publish(&self, seq: i64, payload: &str) -> Result<(), BusError> {
+        let Some(r) = &self.redis else {
+            // Nobody listening is fine: consumers also catch up from Postgres.
+            let _ = self.local.send(BusMessage::Event(Arc::from(payload)));
+            return Ok(());
+        };
+        let mut conn = r.connection().await.ok_or_else(|| BusError("not connected".into()))?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(&r.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX_LEN)
+            .arg("*")
+            .arg("seq")
+            .arg(seq)
+            .arg("event")
+            .arg(payload)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&r.channel)
+            .arg(payload)
+            .ignore();
+        let res = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        match res {
+            Ok(Ok(())) => {
+                r.up.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                r.up.store(false, Ordering::Relaxed);
+                Err(BusError(e.to_string()))
+            }
+            Err(_) => {
+                r.up.store(false, Ordering::Relaxed);
+                Err(BusError("timed out".into()))
+            }
+        }
+    }
+
+    /// Runs the Redis subscriber until shutdown: forwards channel messages to local consumers,
+    /// reconnecting with backoff and asking them to resync after every (re)connection.
+    pub async fn run_subscriber(self, shutdown: CancellationToken) {
+        let Some(r) = self.redis.clone() else { return };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                let mut pubsub = r.client.get_async_pubsub().await?;
+                pubsub.subscribe(&r.channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(mut pubsub)) => {
+                    backoff = Duration::from_millis(100);
+                    r.up.store(true, Ordering::Relaxed);
+                    tracing::info!(channel = %r.channel, "subscribed to revocation channel");
+                    let _ = self.local.send(BusMessage::Resync);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            msg = messages.next() => match msg {
+                                Some(msg) => {
+                                    if let Ok(payload) = msg.get_payload::<String>() {
+                                        let _ = self.local.send(BusMessage::Event(Arc::from(payload)));
+                                    }
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    r.up.store(false, Ordering::Relaxed);
+                    tracing::warn!("revocation subscription lost; reconnecting");
+                }
+                Ok(Err(e)) => {
+                    r.up.store(false, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "redis subscribe failed");
+                }
+                Err(_) => r.up.store(false, Ordering::Relaxed),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+impl RedisBus {
+    /// The shared connection manager, created on first success; it reconnects by itself afterwards.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        if let Some(c) = self.conn.get() {
+            return Some(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let created = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.conn.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config)),
+        )
+        .await;
+        match created {
+            Ok(Ok(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+}

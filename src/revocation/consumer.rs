@@ -1,0 +1,109 @@
+//! Applies revocation events to this instance's caches, idempotently. Fast path: the bus
+//! (Redis pub/sub, or in-process). Safety net: catch-up from Postgres by `seq` on start, on
+//! (re)connection, on every sequencing notification and on a short interval.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{bus::BusMessage, relay, Kind, RevocationEvent};
+use crate::state::AppState;
+
+/// Longest time a missed message can leave a cache stale.
+pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Applies one event to the in-memory state.
+pub fn apply(state: &AppState, ev: &RevocationEvent) {
+    let max_ttl = state.config.max_access_token_ttl().as_secs() as i64;
+    match ev.kind {
+        Kind::AccessToken => {
+            if let Ok(jti) = Uuid::parse_str(ev.jti.as_deref().unwrap_or(&ev.id)) {
+                let exp = ev.expires_at.map(|e| e.unix_timestamp()).unwrap_or(ev.revoked_at.unix_timestamp() + max_ttl);
+                state.revoked.revoke_jti(jti, exp);
+            }
+        }
+        Kind::RefreshFamily => {
+            if let Ok(id) = Uuid::parse_str(&ev.id) {
+                state.revoked.revoke_family(id, ev.revoked_at.unix_timestamp() + max_ttl);
+            }
+        }
+        Kind::Client => {
+            state.revoked.revoke_client(&ev.id);
+            state.clients.forget(&ev.id);
+        }
+        Kind::User => state.revoked.revoke_user(&ev.id),
+        Kind::ApiKey => {
+            if let Ok(id) = Uuid::parse_str(&ev.id) {
+                state.apikeys.forget(&id);
+            }
+        }
+        Kind::SigningKey => state.signing.forget(ev.kid.as_deref().unwrap_or(&ev.id)),
+    }
+}
+
+/// Reads and applies every sequenced event after the last one applied.
+pub async fn catch_up(state: &AppState) {
+    loop {
+        let after = state.revoked.applied_seq();
+        match super::events_after(&state.db, after, 1000).await {
+            Ok(events) => {
+                let n = events.len();
+                for ev in &events {
+                    apply(state, ev);
+                    state.revoked.set_applied_seq(ev.seq);
+                }
+                if n < 1000 {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation catch-up failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs until shutdown.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut rx = state.bus.subscribe();
+    let mut listener = listen(&state).await;
+    let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
+    loop {
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.try_recv().await.ok().flatten().is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => catch_up(&state).await,
+            ok = notified => {
+                if !ok { listener = listen(&state).await; }
+                catch_up(&state).await;
+            }
+            msg = rx.recv() => match msg {
+                Ok(BusMessage::Event(payload)) => match relay::decode(&payload) {
+                    Some(ev) if ev.seq == state.revoked.applied_seq() + 1 => {
+                        apply(&state, &ev);
+                        state.revoked.set_applied_seq(ev.seq);
+                    }
+                    Some(ev) if ev.seq <= state.revoked.applied_seq() => {}
+                    _ => catch_up(&state).await,
+                },
+                Ok(BusMessage::Resync) | Err(RecvError::Lagged(_)) => catch_up(&state).await,
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+async fn listen(state: &AppState) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(&state.db).await.ok()?;
+    l.listen(relay::SEQUENCED_CHANNEL).await.ok()?;
+    Some(l)
+}

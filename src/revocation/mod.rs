@@ -1,0 +1,286 @@
+//! Revocations: the outbox row written with every revocation, the in-memory view each instance
+//! keeps of what is revoked, the relay that sequences and publishes, and the consumer that applies.
+
+pub mod bus;
+pub mod consumer;
+pub mod relay;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        RwLock,
+    },
+};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// What was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One access token, by `jti`.
+    AccessToken,
+    /// Every refresh token of one login, and the access tokens issued from it.
+    RefreshFamily,
+    /// One API key.
+    ApiKey,
+    /// One signing key and every token it signed.
+    SigningKey,
+    /// A client, its refresh tokens and its access tokens.
+    Client,
+    /// A user, their refresh tokens and API keys.
+    User,
+}
+
+impl Kind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::RefreshFamily => "refresh_family",
+            Self::ApiKey => "api_key",
+            Self::SigningKey => "signing_key",
+            Self::Client => "client",
+            Self::User => "user",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "access_token" => Self::AccessToken,
+            "refresh_family" => Self::RefreshFamily,
+            "api_key" => Self::ApiKey,
+            "signing_key" => Self::SigningKey,
+            "client" => Self::Client,
+            "user" => Self::User,
+            _ => return None,
+        })
+    }
+}
+
+/// A revocation about to be written to the outbox.
+#[derive(Debug, Clone)]
+pub struct NewRevocation {
+    /// What was revoked.
+    pub kind: Kind,
+    /// Its id (jti, family id, key id, kid, client id or user id).
+    pub id: String,
+    /// For access tokens.
+    pub jti: Option<String>,
+    /// For signing keys.
+    pub kid: Option<String>,
+    /// When what was revoked would have expired anyway.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Why, when known.
+    pub reason: Option<String>,
+}
+
+impl NewRevocation {
+    /// A revocation of `kind` for `id` at `at`.
+    pub fn new(kind: Kind, id: impl Into<String>, at: OffsetDateTime) -> Self {
+        Self { kind, id: id.into(), jti: None, kid: None, expires_at: None, revoked_at: at, reason: None }
+    }
+    /// With a reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+    /// With an expiry.
+    pub fn expires(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+}
+
+/// A published revocation event, exactly as the contract shapes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct RevocationEvent {
+    /// Strictly increasing position in the event log.
+    pub seq: i64,
+    /// What was revoked.
+    pub kind: Kind,
+    /// Its id.
+    pub id: String,
+    /// For access tokens.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jti: Option<String>,
+    /// For signing keys.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kid: Option<String>,
+    /// When it would have expired anyway.
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none", default)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// Writes a revocation to the outbox, inside the caller's transaction.
+pub async fn record(conn: &mut PgConnection, r: &NewRevocation) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revocation_events (kind, subject_id, jti, kid, expires_at, revoked_at, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(r.kind.as_str())
+    .bind(&r.id)
+    .bind(&r.jti)
+    .bind(&r.kid)
+    .bind(r.expires_at)
+    .bind(r.revoked_at)
+    .bind(&r.reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) type EventRow =
+    (i64, String, String, Option<String>, Option<String>, Option<OffsetDateTime>, OffsetDateTime, Option<String>);
+
+pub(crate) fn from_row(r: EventRow) -> Option<RevocationEvent> {
+    Some(RevocationEvent {
+        seq: r.0,
+        kind: Kind::parse(&r.1)?,
+        id: r.2,
+        jti: r.3,
+        kid: r.4,
+        expires_at: r.5,
+        revoked_at: r.6,
+        reason: r.7,
+    })
+}
+
+/// Sequenced events after `after`, in order, at most `limit`.
+pub async fn events_after(db: &PgPool, after: i64, limit: i64) -> Result<Vec<RevocationEvent>> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT seq, kind, subject_id, jti, kid, expires_at, revoked_at, reason FROM revocation_events
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().filter_map(from_row).collect())
+}
+
+/// Highest sequenced event.
+pub async fn last_seq(db: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar::<_, Option<i64>>("SELECT max(seq) FROM revocation_events").fetch_one(db).await?.unwrap_or(0))
+}
+
+/// What this instance knows to be revoked among tokens that could otherwise still verify.
+/// Kept exact (never evicted), pruned once entries could no longer matter.
+#[derive(Debug, Default)]
+pub struct RevokedSet {
+    jtis: RwLock<HashMap<Uuid, i64>>,
+    families: RwLock<HashMap<Uuid, i64>>,
+    clients: RwLock<HashSet<String>>,
+    users: RwLock<HashSet<String>>,
+    applied_seq: AtomicI64,
+}
+
+impl RevokedSet {
+    /// Whether the access token `jti` is revoked.
+    pub fn jti_revoked(&self, jti: &Uuid) -> bool {
+        self.jtis.read().map(|m| m.contains_key(jti)).unwrap_or(true)
+    }
+    /// Whether the refresh family `sid` is revoked.
+    pub fn family_revoked(&self, sid: &Uuid) -> bool {
+        self.families.read().map(|m| m.contains_key(sid)).unwrap_or(true)
+    }
+    /// Whether the client is disabled.
+    pub fn client_revoked(&self, client_id: &str) -> bool {
+        self.clients.read().map(|s| s.contains(client_id)).unwrap_or(true)
+    }
+    /// Whether the user (as a token `sub`) is deleted.
+    pub fn user_revoked(&self, sub: &str) -> bool {
+        self.users.read().map(|s| s.contains(sub)).unwrap_or(true)
+    }
+
+    /// Marks an access token revoked until `exp` (unix seconds).
+    pub fn revoke_jti(&self, jti: Uuid, exp: i64) {
+        if let Ok(mut m) = self.jtis.write() {
+            m.insert(jti, exp);
+        }
+    }
+    /// Marks a refresh family revoked; kept until `until` (unix seconds).
+    pub fn revoke_family(&self, id: Uuid, until: i64) {
+        if let Ok(mut m) = self.families.write() {
+            m.insert(id, until);
+        }
+    }
+    /// Marks a client disabled.
+    pub fn revoke_client(&self, client_id: &str) {
+        if let Ok(mut s) = self.clients.write() {
+            s.insert(client_id.to_owned());
+        }
+    }
+    /// Marks a user deleted.
+    pub fn revoke_user(&self, sub: &str) {
+        if let Ok(mut s) = self.users.write() {
+            s.insert(sub.to_owned());
+        }
+    }
+
+    /// The last event sequence applied.
+    pub fn applied_seq(&self) -> i64 {
+        self.applied_seq.load(Ordering::Acquire)
+    }
+    /// Records that events up to `seq` are applied (never moves backwards).
+    pub fn set_applied_seq(&self, seq: i64) {
+        self.applied_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Drops entries for tokens that have expired anyway.
+    pub fn prune(&self, now: i64) {
+        if let Ok(mut m) = self.jtis.write() {
+            m.retain(|_, exp| *exp > now);
+        }
+        if let Ok(mut m) = self.families.write() {
+            m.retain(|_, until| *until > now);
+        }
+    }
+
+    /// Loads the current state from Postgres (at start).
+    pub async fn load(&self, db: &PgPool, now: OffsetDateTime, max_access_ttl: time::Duration) -> Result<()> {
+        let seq = last_seq(db).await?;
+        let jtis: Vec<(Uuid, OffsetDateTime)> =
+            sqlx::query_as("SELECT jti, expires_at FROM revoked_jtis WHERE expires_at > $1")
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+        for (jti, exp) in jtis {
+            self.revoke_jti(jti, exp.unix_timestamp());
+        }
+        let fams: Vec<(Uuid, OffsetDateTime)> =
+            sqlx::query_as("SELECT id, revoked_at FROM refresh_families WHERE revoked_at > $1")
+                .bind(now - max_access_ttl)
+                .fetch_all(db)
+                .await?;
+        for (id, at) in fams {
+            self.revoke_family(id, (at + max_access_ttl).unix_timestamp());
+        }
+        let clients: Vec<String> =
+            sqlx::query_scalar("SELECT client_id FROM clients WHERE disabled_at IS NOT NULL").fetch_all(db).await?;
+        for c in clients {
+            self.revoke_client(&c);
+        }
+        let users: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM users WHERE deleted_at IS NOT NULL").fetch_all(db).await?;
+        for u in users {
+            self.revoke_user(&u.to_string());
+        }
+        self.set_applied_seq(seq);
+        Ok(())
+    }
+}

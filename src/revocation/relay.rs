@@ -1,0 +1,136 @@
+//! The outbox relay. Every instance runs it; a transaction-scoped advisory lock lets exactly one
+//! work at a time, so if that instance dies the next tick of another takes over.
+//!
+//! Each pass, under the lock: give every committed, unsequenced event the next `seq` in commit
+//! order (a `bigserial` alone can commit out of order), then publish unpublished events in `seq`
+//! order, stopping at the first failure so order holds, and mark what went out. At-least-once.
+
+use std::time::Duration;
+
+use sqlx::{postgres::PgListener, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::{bus::Bus, RevocationEvent};
+use crate::error::Result;
+
+/// Advisory lock key of the relay ("tessrly").
+pub const RELAY_LOCK: i64 = 0x0074_6573_7372_6c79;
+/// Channel notified when rows are inserted into the outbox.
+pub const OUTBOX_CHANNEL: &str = "tessera_outbox";
+/// Channel notified when events have been sequenced (instances then catch up).
+pub const SEQUENCED_CHANNEL: &str = "tessera_sequenced";
+const POLL: Duration = Duration::from_millis(500);
+const BATCH: i64 = 500;
+
+/// Outcome of one relay pass.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Whether this instance held the lock.
+    pub leader: bool,
+    /// Events that received a `seq`.
+    pub sequenced: u64,
+    /// Events published to the bus.
+    pub published: u64,
+    /// Events still waiting for the bus.
+    pub pending: bool,
+}
+
+/// One pass of the relay.
+pub async fn pass(db: &PgPool, bus: &Bus) -> Result<PassReport> {
+    let mut tx = db.begin().await?;
+    let leader: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
+    if !leader {
+        return Ok(PassReport::default());
+    }
+    let sequenced = sqlx::query(
+        "WITH base AS (SELECT coalesce(max(seq), 0) AS m FROM revocation_events),
+              pending AS (SELECT id, row_number() OVER (ORDER BY id) AS rn
+                          FROM revocation_events WHERE seq IS NULL ORDER BY id LIMIT $1)
+         UPDATE revocation_events e SET seq = base.m + pending.rn
+         FROM pending, base WHERE e.id = pending.id",
+    )
+    .bind(BATCH)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if sequenced > 0 {
+        sqlx::query("SELECT pg_notify($1, '')").bind(SEQUENCED_CHANNEL).execute(&mut *tx).await?;
+    }
+    let rows: Vec<super::EventRow> = sqlx::query_as(
+        "SELECT seq, kind, subject_id, jti, kid, expires_at, revoked_at, reason FROM revocation_events
+             WHERE published_at IS NULL AND seq IS NOT NULL ORDER BY seq LIMIT $1",
+    )
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    let total = rows.len();
+    let mut published_up_to = None;
+    let mut published = 0u64;
+    for row in rows {
+        let seq = row.0;
+        let Some(event) = super::from_row(row) else {
+            continue;
+        };
+        let payload = serde_json::to_string(&event).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+        if bus.publish(seq, &payload).await.is_err() {
+            break;
+        }
+        published += 1;
+        published_up_to = Some(seq);
+    }
+    if let Some(upto) = published_up_to {
+        sqlx::query("UPDATE revocation_events SET published_at = now() WHERE published_at IS NULL AND seq <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    crate::metrics::outbox_published(published);
+    Ok(PassReport { leader: true, sequenced, published, pending: published < total as u64 })
+}
+
+/// Runs the relay until shutdown: woken by `LISTEN tessera_outbox`, polling as a fallback.
+pub async fn run(db: PgPool, bus: Bus, shutdown: CancellationToken) {
+    let mut listener = listen(&db).await;
+    loop {
+        match pass(&db, &bus).await {
+            Ok(report) if report.published > 0 || report.sequenced > 0 => {
+                tracing::debug!(?report, "relay pass");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "relay pass failed"),
+        }
+        let wait = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    if l.try_recv().await.ok().flatten().is_none() {
+                        // Connection lost: drop it and fall back to polling until it is re-made.
+                        return false;
+                    }
+                    true
+                }
+                None => {
+                    tokio::time::sleep(POLL).await;
+                    true
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+            ok = wait => if !ok { listener = listen(&db).await; },
+        }
+    }
+}
+
+async fn listen(db: &PgPool) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(db).await.ok()?;
+    l.listen(OUTBOX_CHANNEL).await.ok()?;
+    Some(l)
+}
+
+/// Decodes a payload received from the bus.
+pub fn decode(payload: &str) -> Option<RevocationEvent> {
+    serde_json::from_str(payload).ok()
+}

@@ -1,0 +1,273 @@
+//! Secret material: the master key, keys derived from it, redacted secret strings,
+//! random token bodies, keyed hashes and constant-time comparison.
+
+use std::{fmt, path::Path};
+
+use base64::{engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use ring::{aead, hkdf, hmac, rand::SecureRandom};
+
+/// A secret string (password, client secret, token) whose `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The 32-byte master key that everything else is derived from.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+impl MasterKey {
+    /// Parses base64 (standard or URL-safe, padded or not) of exactly 32 bytes.
+    pub fn from_base64(s: &str) -> Result<Self, String> {
+        let trimmed = s.trim().trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(trimmed)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+            .map_err(|_| "must be base64".to_owned())?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|b: Vec<u8>| format!("must decode to exactly 32 bytes, got {}", b.len()))?;
+        Ok(Self(arr))
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        fill_random(&mut k);
+        Self(k)
+    }
+
+    /// Base64 of the key, for writing the development key file.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    /// Reads the development key file, creating it (mode 0600) when missing.
+    pub fn load_or_create_dev_file(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => Self::from_base64(&s)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let key = Self::generate();
+                write_private_file(path, key.to_base64().as_bytes())?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn derive(&self, label: &'static [u8]) -> [u8; 32] {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"tessera/v1");
+        let prk = salt.extract(&self.0);
+        let info = [label];
+        let mut out = [0u8; 32];
+        // HKDF-SHA256 can always expand 32 bytes; a failure here is impossible by construction.
+        if let Ok(okm) = prk.expand(&info, Len32) {
+            let _ = okm.fill(&mut out);
+        }
+        out
+    }
+
+    /// Derives the independent keys Tessera uses.
+    pub fn derive_keys(&self) -> DerivedKeys {
+        DerivedKeys {
+            refresh_token_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"refresh-token-hmac")),
+            api_key_hmac_v1: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"api-key-hmac-v1")),
+            client_secret_cache: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-cache")),
+            signing_key_wrap: self.derive(b"signing-key-wrap"),
+        }
+    }
+}
+
+struct Len32;
+impl hkdf::KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+/// Keys derived from the master key with HKDF, one per purpose.
+#[derive(Clone)]
+pub struct DerivedKeys {
+    /// Keyed hash of refresh tokens.
+    pub refresh_token_hmac: hmac::Key,
+    /// Keyed hash of API keys (hash version 1).
+    pub api_key_hmac_v1: hmac::Key,
+    /// Keyed hash of (client, secret) pairs remembered after a successful Argon2 check.
+    pub client_secret_cache: hmac::Key,
+    /// AES-256-GCM key that wraps signing keys at rest.
+    pub signing_key_wrap: [u8; 32],
+}
+
+impl fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedKeys([redacted])")
+    }
+}
+
+/// HMAC-SHA-256 of `data` under `key`.
+pub fn keyed_hash(key: &hmac::Key, data: &[u8]) -> [u8; 32] {
+    let tag = hmac::sign(key, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Constant-time equality of two byte strings.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Fills `buf` from the OS CSPRNG.
+pub fn fill_random(buf: &mut [u8]) {
+    // SystemRandom only fails when the OS has no entropy source at all; nothing can be issued safely then.
+    if ring::rand::SystemRandom::new().fill(buf).is_err() {
+        panic!("the operating system's random number generator failed");
+    }
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `len` uniformly random base62 characters (rejection sampling, no modulo bias).
+pub fn random_base62(len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        fill_random(&mut buf);
+        for &b in &buf {
+            // 248 = 4 * 62: bytes above it would bias the distribution.
+            if b < 248 {
+                out.push(BASE62[(b % 62) as usize] as char);
+                if out.len() == len {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `n` encoded in exactly `width` base62 characters (most significant first).
+pub fn base62_fixed(mut n: u64, width: usize) -> String {
+    let mut chars = vec![b'0'; width];
+    for slot in chars.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8_lossy(&chars).into_owned()
+}
+
+/// Whether every byte of `s` is a base62 character.
+pub fn is_base62(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// URL-safe base64 of `n` random bytes.
+pub fn random_urlsafe(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    fill_random(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Encrypts with AES-256-GCM under `key`; `aad` binds the ciphertext to its context. Output: nonce || ciphertext+tag.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    fill_random(&mut nonce);
+    let mut in_out = plaintext.to_vec();
+    // AES-256 keys of 32 bytes and inputs under 64 GiB cannot fail.
+    let sealed = aead::UnboundKey::new(&aead::AES_256_GCM, key).map(aead::LessSafeKey::new).and_then(|k| {
+        k.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(aad), &mut in_out)
+    });
+    if sealed.is_err() {
+        panic!("AES-256-GCM sealing failed");
+    }
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&in_out);
+    out
+}
+
+/// Decrypts what [`seal`] produced; `None` if the key, context or ciphertext is wrong.
+pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 + 16 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(12);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let k = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?);
+    let mut buf = ct.to_vec();
+    let plain = k.open_in_place(nonce, aead::Aad::from(aad), &mut buf).ok()?;
+    Some(plain.to_vec())
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret([redacted])");
+    }
+
+    #[test]
+    fn seal_round_trips_and_binds_aad() {
+        let key = [7u8; 32];
+        let sealed = seal(&key, b"kid-1", b"private");
+        assert_eq!(open(&key, b"kid-1", &sealed).as_deref(), Some(&b"private"[..]));
+        assert!(open(&key, b"kid-2", &sealed).is_none());
+        assert!(open(&[8u8; 32], b"kid-1", &sealed).is_none());
+    }
+
+    #[test]
+    fn base62_is_fixed_width_and_random_is_base62() {
+        assert_eq!(base62_fixed(0, 6), "000000");
+        assert_eq!(base62_fixed(61, 2), "0z");
+        let r = random_base62(40);
+        assert_eq!(r.len(), 40);
+        assert!(is_base62(&r));
+    }
+
+    #[test]
+    fn master_key_needs_32_bytes() {
+        assert!(MasterKey::from_base64(&STANDARD.encode([1u8; 32])).is_ok());
+        assert!(MasterKey::from_base64(&STANDARD.encode([1u8; 31])).is_err());
+        assert!(MasterKey::from_base64("not base64!").is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Signing keys: lifecycle `next → active → retired` (+ `revoked`) in Postgres, sealed at rest,
+//! and the in-memory key set every instance signs and verifies with and serves as the JWKS.
+
+pub mod lifecycle;
+pub mod material;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use axum::body::Bytes;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::{config::SigningAlg, error::Result, secrets};
+
+pub use material::Signer;
+
+/// The key that signs new tokens.
+pub struct ActiveKey {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlg,
+    /// Base64url of the JWS header `{"alg","kid","typ":"at+jwt"}`, computed once.
+    pub header_b64: String,
+    /// The parsed private key.
+    pub signer: Signer,
+}
+
+/// A public key a token may be verified with.
+pub struct Verifier {
+    /// The algorithm recorded for this key (never taken from a token).
+    pub alg: Algorithm,
+    /// The public key.
+    pub key: DecodingKey,
+}
+
+/// Everything derived from one state of the `signing_keys` table.
+pub struct KeySet {
+    /// The signing key, when one is active.
+    pub active: Option<Arc<ActiveKey>>,
+    /// Every published key by `kid`: next, active and retired-but-published.
+    pub verifiers: HashMap<String, Verifier>,
+    /// The JWKS document, serialised once.
+    pub jwks: Bytes,
+    /// Strong ETag of `jwks`.
+    pub etag: String,
+    /// Identifies the table state this set was built from.
+    pub fingerprint: String,
+}
+
+impl KeySet {
+    fn empty() -> Self {
+        Self {
+            active: None,
+            verifiers: HashMap::new(),
+            jwks: Bytes::from_static(br#"{"keys":[]}"#),
+            etag: "\"empty\"".into(),
+            fingerprint: String::new(),
+        }
+    }
+}
+
+/// The current [`KeySet`], swapped whole when the keys change.
+pub struct KeyStore {
+    current: RwLock<Arc<KeySet>>,
+    wrap_key: [u8; 32],
+}
+
+type KeyRow = (String, String, String, Vec<u8>, Value, Option<OffsetDateTime>);
+
+impl KeyStore {
+    /// An empty store; [`KeyStore::reload`] fills it.
+    pub fn new(wrap_key: [u8; 32]) -> Self {
+        Self { current: RwLock::new(Arc::new(KeySet::empty())), wrap_key }
+    }
+
+    /// The current key set.
+    pub fn get(&self) -> Arc<KeySet> {
+        self.current.read().map(|g| Arc::clone(&g)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// Rebuilds the key set from Postgres when the table changed (or always, with `force`).
+    pub async fn reload(&self, db: &PgPool, now: OffsetDateTime, force: bool) -> Result<bool> {
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT kid, alg, state, private_key_enc, public_jwk, publish_until FROM signing_keys
+             WHERE state IN ('next', 'active') OR (state = 'retired' AND publish_until > $1)
+             ORDER BY CASE state WHEN 'active' THEN 0 WHEN 'next' THEN 1 ELSE 2 END, created_at DESC",
+        )
+        .bind(now)
+        .fetch_all(db)
+        .await?;
+        let fingerprint = rows.iter().map(|r| format!("{}:{};", r.0, r.2)).collect::<String>();
+        if !force && fingerprint == self.get().fingerprint {
+            return Ok(false);
+        }
+        let set = self.build(rows, fingerprint)?;
+        if let Ok(mut cur) = self.current.write() {
+            *cur = Arc::new(set);
+        }
+        Ok(true)
+    }
+
+    /// Removes a key at once (revocation seen before the table reload).
+    pub fn forget(&self, kid: &str) {
+        let cur = self.get();
+        if !cur.verifiers.contains_key(kid) {
+            return;
+        }
+        // Rebuild the JWKS without it; the next reload makes it exact.
+        let jwks: Value = serde_json::from_slice(&cur.jwks).unwrap_or(Value::Null);
+        let keys: Vec<Value> = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|ks| ks.iter().filter(|k| k.get("kid").and_then(Value::as_str) != Some(kid)).cloned().collect())
+            .unwrap_or_default();
+        let (body, etag) = jwks_body(&keys);
+        let verifiers = cur
+            .verifiers
+            .iter()
+            .filter(|(k, _)| k.as_str() != kid)
+            .map(|(k, v)| (k.clone(), Verifier { alg: v.alg, key: v.key.clone() }))
+            .collect();
+        let active = cur.active.clone().filter(|a| a.kid != kid);
+        if let Ok(mut w) = self.current.write() {
+            *w = Arc::new(KeySet { active, verifiers, jwks: body, etag, fingerprint: "stale".into() });
+        }
+    }
+
+    fn build(&self, rows: Vec<KeyRow>, fingerprint: String) -> Result<KeySet> {
+        let mut verifiers = HashMap::new();
+        let mut public = Vec::new();
+        let mut active = None;
+        for (kid, alg, state, sealed, jwk, _) in rows {
+            let Some(alg) = SigningAlg::parse(&alg) else {
+                continue;
+            };
+            let (jalg, key) = material::verifier(alg, &jwk)?;
+            verifiers.insert(kid.clone(), Verifier { alg: jalg, key });
+            public.push(jwk);
+            if state == "active" {
+                let der = secrets::open(&self.wrap_key, kid.as_bytes(), &sealed).ok_or_else(|| {
+                    crate::error::Error::Internal(format!(
+                        "signing key {kid} cannot be decrypted: is TESSERA_MASTER_KEY the one it was sealed with?"
+                    ))
+                })?;
+                let signer = Signer::from_pkcs8(alg, &der)?;
+                let header = format!(r#"{{"alg":"{}","kid":"{}","typ":"at+jwt"}}"#, alg.as_str(), kid);
+                active = Some(Arc::new(ActiveKey {
+                    kid,
+                    alg,
+                    header_b64: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header),
+                    signer,
+                }));
+            }
+        }
+        let (jwks, etag) = jwks_body(&public);
+        Ok(KeySet { active, verifiers, jwks, etag, fingerprint })
+    }
+}
+
+fn jwks_body(keys: &[Value]) -> (Bytes, String) {
+    let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let etag = format!("\"{}\"", hex::encode(&digest.as_ref()[..16]));
+    (Bytes::from(body), etag)
+}

@@ -1,0 +1,78 @@
+//! The grants of `/oauth/token`. Each takes an authenticated client and the form, and returns a
+//! token response or an RFC 6749 error.
+
+use crate::{
+    clients::Client,
+    error::OAuthError,
+    scopes,
+    state::AppState,
+    tokens::{issue_access_token, resolve_audience, Grant, TokenResponse},
+};
+
+/// Resolves the `scope` parameter against what is allowed: default all of it, else a subset.
+pub fn narrow_scopes(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>, OAuthError> {
+    match requested {
+        None => Ok(allowed.to_vec()),
+        Some(param) => {
+            let wanted =
+                scopes::parse_param(param).ok_or_else(|| OAuthError::InvalidScope("malformed scope".into()))?;
+            if wanted.is_empty() {
+                return Ok(allowed.to_vec());
+            }
+            if !scopes::is_subset(&wanted, allowed) {
+                return Err(OAuthError::InvalidScope("the requested scope exceeds what is allowed".into()));
+            }
+            Ok(wanted)
+        }
+    }
+}
+
+/// `grant_type=client_credentials`.
+pub fn client_credentials(
+    state: &AppState,
+    client: &Client,
+    scope: Option<&str>,
+    audience: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    if client.public || !client.allows_grant("client_credentials") {
+        return Err(OAuthError::UnauthorizedClient("this client may not use the client_credentials grant"));
+    }
+    let granted = narrow_scopes(scope, &client.scopes)?;
+    let aud = resolve_audience(state, client, audience).map_err(|e| OAuthError::InvalidRequest(e.into()))?;
+    let grant = Grant { client, sub: client.client_id.clone(), scopes: &granted, aud, sid: None };
+    let (access_token, expires_in) = issue_access_token(state, &grant)?;
+    crate::metrics::token_issued("client_credentials");
+    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token: None })
+}
+
+/// `grant_type=password`: an access token and the first refresh token of a new family.
+pub async fn password(
+    state: &AppState,
+    client: &Client,
+    username: &str,
+    password: &str,
+    scope: Option<&str>,
+    _ip: std::net::IpAddr,
+) -> Result<TokenResponse, OAuthError> {
+    if !client.allows_grant("password") {
+        return Err(OAuthError::UnauthorizedClient("this client may not use the password grant"));
+    }
+    let now = state.clock.now();
+    let user = crate::users::authenticate(&state.db, &state.config, now, username, password)
+        .await?
+        .ok_or(OAuthError::InvalidGrant("invalid username or password"))?;
+    let allowed: Vec<String> = user.scopes.iter().filter(|s| client.scopes.contains(s)).cloned().collect();
+    let granted = narrow_scopes(scope, &allowed)?;
+    let (family, refresh_token) = super::refresh::start_family(state, client, user.id, &granted).await?;
+    let aud = resolve_audience(state, client, None).map_err(|e| OAuthError::InvalidRequest(e.into()))?;
+    let grant = Grant { client, sub: user.id.to_string(), scopes: &granted, aud, sid: Some(family) };
+    let (access_token, expires_in) = issue_access_token(state, &grant)?;
+    crate::metrics::token_issued("password");
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+        scope: granted.join(" "),
+        refresh_token: Some(refresh_token),
+    })
+}

@@ -1,0 +1,152 @@
+//! Writes a batch of counts in one transaction, as additive upserts, so what several instances
+//! flush adds up exactly. Rows go in primary-key order, so concurrent flushes from different
+//! instances take their row locks in the same order.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::recorder::{Batch, Counts};
+use crate::{error::Result, state::AppState};
+
+/// How often counts are flushed.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+/// After shutdown begins, counts keep being flushed until none arrived for this long (requests
+/// still draining record after the shutdown signal), but no longer than [`SHUTDOWN_LIMIT`].
+const SHUTDOWN_QUIET: Duration = Duration::from_millis(300);
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(8);
+
+fn denied_json(c: &Counts) -> Value {
+    Value::Object(c.denied.iter().map(|(k, n)| ((*k).to_owned(), Value::from(*n))).collect::<Map<_, _>>())
+}
+
+fn at(minute: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(minute).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Writes one batch: `key_usage` (minute buckets), `key_usage_ips`, `source_failures` and the
+/// keys' `last_used_at`/`last_used_ip`, all or nothing.
+pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
+    let mut tx = db.begin().await?;
+
+    let mut keys: Vec<_> = batch.keys.iter().collect();
+    keys.sort_by_key(|((id, minute), _)| (*id, *minute));
+    if !keys.is_empty() {
+        let ids: Vec<Uuid> = keys.iter().map(|((id, _), _)| *id).collect();
+        let starts: Vec<OffsetDateTime> = keys.iter().map(|((_, m), _)| at(*m)).collect();
+        let valid: Vec<i64> = keys.iter().map(|(_, c)| count(c.valid)).collect();
+        let denied: Vec<Value> = keys.iter().map(|(_, c)| denied_json(c)).collect();
+        sqlx::query(
+            "INSERT INTO key_usage (key_id, bucket, start, valid, denied)
+             SELECT id, 'minute', start, valid, denied
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::jsonb[]) AS u(id, start, valid, denied)
+             ON CONFLICT (key_id, bucket, start) DO UPDATE SET
+                 valid = key_usage.valid + EXCLUDED.valid,
+                 denied = jsonb_add_counts(key_usage.denied, EXCLUDED.denied)",
+        )
+        .bind(ids)
+        .bind(starts)
+        .bind(valid)
+        .bind(denied)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let mut addresses: Vec<_> = batch.addresses.iter().map(|((id, ip), s)| (*id, ip.to_string(), *s)).collect();
+    addresses.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    if !addresses.is_empty() {
+        sqlx::query(
+            "INSERT INTO key_usage_ips (key_id, ip, first_seen, last_seen)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+             ON CONFLICT (key_id, ip) DO UPDATE SET
+                 first_seen = LEAST(key_usage_ips.first_seen, EXCLUDED.first_seen),
+                 last_seen = GREATEST(key_usage_ips.last_seen, EXCLUDED.last_seen)",
+        )
+        .bind(addresses.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(addresses.iter().map(|a| a.1.clone()).collect::<Vec<_>>())
+        .bind(addresses.iter().map(|a| a.2.first).collect::<Vec<_>>())
+        .bind(addresses.iter().map(|a| a.2.last).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let mut sources: Vec<_> = batch.sources.iter().map(|((ip, m), c)| (ip.to_string(), *m, c)).collect();
+    sources.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    if !sources.is_empty() {
+        sqlx::query(
+            "INSERT INTO source_failures (source, minute, count, codes)
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::jsonb[])
+             ON CONFLICT (source, minute) DO UPDATE SET
+                 count = source_failures.count + EXCLUDED.count,
+                 codes = jsonb_add_counts(source_failures.codes, EXCLUDED.codes)",
+        )
+        .bind(sources.iter().map(|s| s.0.clone()).collect::<Vec<_>>())
+        .bind(sources.iter().map(|s| at(s.1)).collect::<Vec<_>>())
+        .bind(sources.iter().map(|s| count(s.2.denied_total())).collect::<Vec<_>>())
+        .bind(sources.iter().map(|s| denied_json(s.2)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let mut last: Vec<_> = batch.last_used.iter().map(|(id, (t, ip))| (*id, *t, ip.to_string())).collect();
+    last.sort_by_key(|l| l.0);
+    if !last.is_empty() {
+        sqlx::query(
+            "UPDATE api_keys k SET last_used_at = u.at, last_used_ip = u.ip
+             FROM (SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS x(id, at, ip)) u
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+        )
+        .bind(last.iter().map(|l| l.0).collect::<Vec<_>>())
+        .bind(last.iter().map(|l| l.1).collect::<Vec<_>>())
+        .bind(last.iter().map(|l| l.2.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn flush_logged(state: &AppState) {
+    if let Err(e) = state.usage.flush(&state.db).await {
+        tracing::warn!(error = %e, "usage flush failed; counts kept for the next attempt");
+    }
+}
+
+/// Flushes every [`INTERVAL`] until shutdown, then once more for what was counted meanwhile and for
+/// what requests still draining count after the signal.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => flush_logged(&state).await,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_LIMIT;
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        if state.usage.has_pending() {
+            flush_logged(&state).await;
+            quiet_since = tokio::time::Instant::now();
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline || (now - quiet_since >= SHUTDOWN_QUIET && !state.usage.has_pending()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = state.usage.take();
+    if !left.is_empty() {
+        tracing::error!(verifications = left.verifications(), "usage counts lost at shutdown: Postgres unavailable");
+    }
+}

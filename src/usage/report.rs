@@ -1,0 +1,127 @@
+//! A key's usage as the API shows it: buckets by minute or hour, totals, distinct source addresses
+//! and the last use. Minute rows older than the minute retention have been rolled up into hour
+//! rows; those appear as they are (one bucket at the start of their hour) and always count in the totals.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Bucket width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// One bucket per minute.
+    #[default]
+    Minute,
+    /// One bucket per hour.
+    Hour,
+}
+
+impl Granularity {
+    fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
+        let t = t.replace_nanosecond(0).and_then(|t| t.replace_second(0)).unwrap_or(t);
+        match self {
+            Self::Minute => t,
+            Self::Hour => t.replace_minute(0).unwrap_or(t),
+        }
+    }
+}
+
+/// Counts in one bucket (or in total).
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
+pub struct Tally {
+    /// Valid verifications.
+    pub valid: i64,
+    /// Refusals by code.
+    pub denied: BTreeMap<String, i64>,
+}
+
+impl Tally {
+    fn add(&mut self, valid: i64, denied: &Value) {
+        self.valid += valid;
+        if let Value::Object(m) = denied {
+            for (code, n) in m {
+                *self.denied.entry(code.clone()).or_default() += n.as_i64().unwrap_or(0);
+            }
+        }
+    }
+}
+
+/// One bucket.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Bucket {
+    /// Start of the bucket.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Valid verifications.
+    pub valid: i64,
+    /// Refusals by code.
+    pub denied: BTreeMap<String, i64>,
+}
+
+/// `GET /v1/keys/{id}/usage` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    /// Buckets with any use, oldest first.
+    pub buckets: Vec<Bucket>,
+    /// Sum of the buckets.
+    pub totals: Tally,
+    /// Source addresses seen within the range.
+    pub distinct_ips: i64,
+    /// Last verification of the key (any result, any time).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Its source address.
+    pub last_used_ip: Option<String>,
+}
+
+/// Usage of `key` between `from` and `to` (inclusive), in `granularity` buckets.
+pub async fn usage(
+    db: &PgPool,
+    key: Uuid,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    granularity: Granularity,
+) -> Result<Usage> {
+    if from > to {
+        return Err(Error::invalid("from: must not be after to"));
+    }
+    let from = granularity.floor(from);
+    let rows: Vec<(OffsetDateTime, i64, Value)> = sqlx::query_as(
+        "SELECT start, valid, denied FROM key_usage WHERE key_id = $1 AND start >= $2 AND start <= $3 ORDER BY start",
+    )
+    .bind(key)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let mut by_start: BTreeMap<OffsetDateTime, Tally> = BTreeMap::new();
+    let mut totals = Tally::default();
+    for (start, valid, denied) in rows {
+        by_start.entry(granularity.floor(start)).or_default().add(valid, &denied);
+        totals.add(valid, &denied);
+    }
+    let buckets = by_start.into_iter().map(|(start, t)| Bucket { start, valid: t.valid, denied: t.denied }).collect();
+    let distinct_ips: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM key_usage_ips WHERE key_id = $1 AND last_seen >= $2 AND first_seen <= $3",
+    )
+    .bind(key)
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    let (last_used_at, last_used_ip): (Option<OffsetDateTime>, Option<String>) =
+        sqlx::query_as("SELECT last_used_at, last_used_ip FROM api_keys WHERE id = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await?
+            .unwrap_or((None, None));
+    Ok(Usage { buckets, totals, distinct_ips, last_used_at, last_used_ip })
+}

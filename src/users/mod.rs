@@ -1,0 +1,212 @@
+//! Users: registration, deletion (which revokes their refresh tokens and API keys), and password
+//! authentication with lockout. Wrong password, unknown user and locked account look the same.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    audit::{self, Actor},
+    config::Config,
+    error::{Error, Result},
+    passwords,
+    revocation::{self, Kind, NewRevocation},
+    scopes,
+};
+
+/// `POST /v1/admin/users` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Login name (case-insensitive, unique among live users).
+    pub username: String,
+    /// Password, 8 to 1024 characters. Stored only as an Argon2id hash.
+    pub password: String,
+    /// Scopes the user may be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser").field("username", &self.username).field("password", &"[redacted]").finish()
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct User {
+    /// Id (UUID v7); the `sub` of the user's tokens.
+    pub id: Uuid,
+    /// Login name.
+    pub username: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+fn valid_username(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 128
+        && u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+'))
+}
+
+/// Registers a user.
+pub async fn create(db: &PgPool, new: NewUser, now: OffsetDateTime, actor: &Actor) -> Result<User> {
+    if !valid_username(&new.username) {
+        return Err(Error::invalid("username: 1-128 characters of A-Z a-z 0-9 . _ - @ +"));
+    }
+    let len = new.password.chars().count();
+    if !(8..=1024).contains(&len) {
+        return Err(Error::invalid("password: must be 8 to 1024 characters"));
+    }
+    let scopes = scopes::validate_list("scopes", &new.scopes)?;
+    let hash = passwords::hash(new.password).await?;
+    let user = User { id: Uuid::now_v7(), username: new.username, scopes, created_at: now };
+    let mut tx = db.begin().await?;
+    let res =
+        sqlx::query("INSERT INTO users (id, username, password_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(user.id)
+            .bind(&user.username)
+            .bind(hash)
+            .bind(&user.scopes)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+    match res {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            return Err(Error::Conflict(format!("username {:?} is taken", user.username)))
+        }
+        other => other?,
+    };
+    audit::record(&mut tx, now, actor, "user.create", "user", &user.id.to_string(), json!({"username": user.username}))
+        .await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// A live user.
+pub async fn get(db: &PgPool, id: Uuid) -> Result<User> {
+    sqlx::query_as("SELECT id, username, scopes, created_at FROM users WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(Error::NotFound("user"))
+}
+
+/// Deletes a user: their refresh families and API keys are revoked, events published.
+pub async fn delete(db: &PgPool, id: Uuid, now: OffsetDateTime, actor: &Actor) -> Result<Vec<Uuid>> {
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query("UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(Error::NotFound("user"));
+    }
+    let families: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'user deleted'
+         WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let keys: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE api_keys SET revoked_at = $2, revoked_reason = 'owner deleted'
+         WHERE owner = $1 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    revocation::record(&mut tx, &NewRevocation::new(Kind::User, id.to_string(), now).reason("user deleted")).await?;
+    for key in &keys {
+        revocation::record(&mut tx, &NewRevocation::new(Kind::ApiKey, key.to_string(), now).reason("owner deleted"))
+            .await?;
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "user.delete",
+        "user",
+        &id.to_string(),
+        json!({"refresh_families_revoked": families.len(), "api_keys_revoked": keys.len()}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::metrics::revocation("user");
+    Ok(keys)
+}
+
+type LoginRow = (Uuid, String, Vec<String>, OffsetDateTime, String, Option<OffsetDateTime>);
+
+/// Checks a username and password. `None` for every failure — unknown user, wrong password,
+/// locked account — each costing one Argon2 verification. Failures count towards a lockout.
+pub async fn authenticate(
+    db: &PgPool,
+    config: &Config,
+    now: OffsetDateTime,
+    username: &str,
+    password: &str,
+) -> Result<Option<User>> {
+    if username.len() > 128 || password.len() > 4096 {
+        passwords::verify(None, String::new()).await?;
+        return Ok(None);
+    }
+    let row: Option<LoginRow> = sqlx::query_as(
+        "SELECT id, username, scopes, created_at, password_hash, locked_until FROM users
+         WHERE lower(username) = lower($1) AND deleted_at IS NULL",
+    )
+    .bind(username)
+    .fetch_optional(db)
+    .await?;
+    let Some((id, username, scopes, created_at, hash, locked_until)) = row else {
+        passwords::verify(None, password.to_owned()).await?;
+        return Ok(None);
+    };
+    if locked_until.is_some_and(|t| t > now) {
+        passwords::verify(None, password.to_owned()).await?;
+        return Ok(None);
+    }
+    if passwords::verify(Some(hash), password.to_owned()).await? {
+        sqlx::query(
+            "UPDATE users SET failed_logins = 0, first_failure_at = NULL, locked_until = NULL
+             WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
+        )
+        .bind(id)
+        .execute(db)
+        .await?;
+        return Ok(Some(User { id, username, scopes, created_at }));
+    }
+    let window_start = now - config.login_failure_window;
+    let lockout = time::Duration::try_from(config.login_lockout).unwrap_or(time::Duration::MINUTE);
+    let locked: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
+        "UPDATE users SET
+            failed_logins = CASE WHEN first_failure_at IS NULL OR first_failure_at < $2 THEN 1 ELSE failed_logins + 1 END,
+            first_failure_at = CASE WHEN first_failure_at IS NULL OR first_failure_at < $2 THEN $3 ELSE first_failure_at END,
+            locked_until = CASE WHEN (CASE WHEN first_failure_at IS NULL OR first_failure_at < $2 THEN 1 ELSE failed_logins + 1 END) >= $4
+                                THEN $3 + $5 ELSE locked_until END
+         WHERE id = $1 RETURNING locked_until",
+    )
+    .bind(id)
+    .bind(window_start)
+    .bind(now)
+    .bind(config.login_max_failures as i32)
+    .bind(lockout)
+    .fetch_optional(db)
+    .await?;
+    if let Some(Some(until)) = locked {
+        if until > now {
+            tracing::warn!(user_id = %id, "account locked after repeated failed logins");
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,96 @@
+//! The audit log and the operational metrics.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    helpers::*,
+    signing::parts,
+    tokens::{password_grant, refresh, setup_login},
+};
+
+#[tokio::test]
+async fn every_admin_mutation_is_audited_with_its_actor_address_and_request_id() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let l = setup_login(&app, &["a"], &["a"]).await;
+    let kid = parts(&admin).0["kid"].as_str().unwrap().to_owned();
+    app.post_json("/v1/admin/signing-keys/rotate", &admin, &json!({})).await;
+    let res = app
+        .http
+        .post(app.url(&format!("/v1/admin/signing-keys/{kid}/revoke")))
+        .bearer_auth(&admin)
+        .header("x-request-id", "req-audit-1")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let admin = app.admin_token().await;
+    app.delete_auth(&format!("/v1/admin/users/{}", l.user_id), &admin).await;
+    app.delete_auth(&format!("/v1/admin/clients/{}", l.client_id), &admin).await;
+
+    let entries: Value = app.get_auth("/v1/admin/audit?limit=100", &admin).await.json().await.unwrap();
+    let entries = entries.as_array().unwrap();
+    let find = |action: &str, target: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action && e["target_id"] == target)
+            .unwrap_or_else(|| panic!("no {action} on {target}: {entries:?}"))
+            .clone()
+    };
+    for (action, target) in [
+        ("client.create", l.client_id.as_str()),
+        ("user.create", l.user_id.as_str()),
+        ("signing_key.revoke", kid.as_str()),
+        ("user.delete", l.user_id.as_str()),
+        ("client.disable", l.client_id.as_str()),
+    ] {
+        let e = find(action, target);
+        assert_eq!(e["actor"], "admin", "{e}");
+        assert_eq!(e["ip"], "127.0.0.1");
+        assert!(e["at"].is_string() && e["id"].is_string());
+    }
+    assert_eq!(find("signing_key.revoke", &kid)["request_id"], "req-audit-1");
+    assert!(entries.iter().any(|e| e["action"] == "signing_key.rotate"));
+
+    // Filters.
+    let only: Value =
+        app.get_auth(&format!("/v1/admin/audit?target_id={}", l.user_id), &admin).await.json().await.unwrap();
+    let actions: Vec<&str> = only.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["user.create", "user.delete"]);
+    let none: Value = app.get_auth("/v1/admin/audit?actor=nobody", &admin).await.json().await.unwrap();
+    assert_eq!(none, json!([]));
+    assert_problem(app.get_auth("/v1/admin/audit?limit=0", &admin).await, 400, "INVALID_REQUEST").await;
+    assert_problem(app.get_auth("/v1/admin/audit?since=yesterday", &admin).await, 400, "INVALID_REQUEST").await;
+    let weak = app.token_with_scopes(&["keys:read"]).await;
+    assert_problem(app.get_auth("/v1/admin/audit", &weak).await, 403, "INSUFFICIENT_SCOPE").await;
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_metrics_move_with_issuance_reuse_and_revocation() {
+    let app = spawn_app().await;
+    let scrape = || async { app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let before = scrape().await;
+    let l = setup_login(&app, &["a"], &["a"]).await;
+    let login: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let rt = login["refresh_token"].as_str().unwrap();
+    refresh(&app, &l, rt, None).await;
+    refresh(&app, &l, rt, None).await; // reuse
+    let after = scrape().await;
+    let moved = |name: &str, label: &str| metric(&after, name, label) - metric(&before, name, label);
+    assert!(moved("tokens_issued_total", "grant=\"client_credentials\"") >= 1.0);
+    assert!(moved("tokens_issued_total", "grant=\"password\"") >= 1.0);
+    assert!(moved("tokens_issued_total", "grant=\"refresh_token\"") >= 1.0);
+    assert!(moved("refresh_token_reuse_total", "") >= 1.0);
+    assert!(moved("revocations_total", "kind=\"refresh_family\"") >= 1.0);
+    assert!(moved("anomalies_total", "kind=\"REFRESH_TOKEN_REUSE\"") >= 1.0);
+    assert!(after.contains("outbox_pending_events") || after.contains("outbox_published_total"));
+}

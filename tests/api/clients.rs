@@ -1,0 +1,266 @@
+//! Clients and the client-credentials grant.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{helpers::*, signing::parts};
+
+#[tokio::test]
+async fn a_confidential_client_gets_its_secret_once_stored_only_as_argon2id() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "billing", "grant_types": ["client_credentials"], "scopes": ["keys:read"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let created: Value = res.json().await.unwrap();
+    let id = created["client_id"].as_str().unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    assert!(secret.len() >= 43, "256-bit secret");
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+
+    let one = app.get_auth(&format!("/v1/admin/clients/{id}"), &admin).await.text().await.unwrap();
+    let all = app.get_auth("/v1/admin/clients", &admin).await.text().await.unwrap();
+    for text in [&one, &all] {
+        assert!(!text.contains(secret));
+        assert!(!text.contains("argon2"));
+        assert!(!text.contains("client_secret"));
+    }
+    let hash: String = sqlx::query_scalar("SELECT secret_hash FROM clients WHERE client_id = $1")
+        .bind(id)
+        .fetch_one(&mut app.db().await)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"));
+    assert!(!hash.contains(secret));
+}
+
+#[tokio::test]
+async fn client_credentials_issues_an_rfc9068_token_with_the_clients_ttl_and_scopes() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let created: Value = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"client_id": "reporting", "name": "r", "grant_types": ["client_credentials"], "scopes": ["a", "b"],
+                    "audience": "https://api.example.com", "access_token_ttl": 120}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    let res = app.token_for("reporting", secret, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 120);
+    assert_eq!(body["scope"], "a b");
+    assert!(body.get("refresh_token").is_none());
+    let (h, c) = parts(body["access_token"].as_str().unwrap());
+    assert_eq!(h["typ"], "at+jwt");
+    assert_eq!(c["sub"], "reporting");
+    assert_eq!(c["client_id"], "reporting");
+    assert_eq!(c["aud"], "https://api.example.com");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
+
+    // Narrower scope is fine; wider is invalid_scope.
+    let body: Value = app.token_for("reporting", secret, Some("b")).await.json().await.unwrap();
+    assert_eq!(body["scope"], "b");
+    assert_oauth_error(app.token_for("reporting", secret, Some("a c")).await, 400, "invalid_scope").await;
+
+    // Audience: the configured one or this service; nothing else.
+    let form = [("grant_type", "client_credentials"), ("audience", "https://evil.example")];
+    let res =
+        app.http.post(app.url("/oauth/token")).basic_auth("reporting", Some(secret)).form(&form).send().await.unwrap();
+    assert_oauth_error(res, 400, "invalid_request").await;
+    let form = [("grant_type", "client_credentials"), ("audience", "http://127.0.0.1:8080")];
+    let body: Value = app
+        .http
+        .post(app.url("/oauth/token"))
+        .basic_auth("reporting", Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(parts(body["access_token"].as_str().unwrap()).1["aud"], "http://127.0.0.1:8080");
+}
+
+#[tokio::test]
+async fn client_secret_post_works_and_both_methods_at_once_is_invalid_request() {
+    let app = spawn_app().await;
+    let (id, secret) = app.create_client(&["client_credentials"], &["x"]).await;
+    let form = [("grant_type", "client_credentials"), ("client_id", id.as_str()), ("client_secret", secret.as_str())];
+    let res = app.http.post(app.url("/oauth/token")).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.http.post(app.url("/oauth/token")).basic_auth(&id, Some(&secret)).form(&form).send().await.unwrap();
+    assert_oauth_error(res, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn unknown_client_and_wrong_secret_are_indistinguishable() {
+    let app = spawn_app().await;
+    let (id, _) = app.create_client(&["client_credentials"], &[]).await;
+    let wrong = app.token_for(&id, "not-the-secret", None).await;
+    let unknown = app.token_for("no-such-client", "not-the-secret", None).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    for h in ["www-authenticate", "content-type", "cache-control"] {
+        assert_eq!(wrong.headers().get(h), unknown.headers().get(h), "{h}");
+    }
+    assert!(wrong.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert_eq!(wrong.text().await.unwrap(), unknown.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn grant_rules_are_enforced() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    // A client not registered for client_credentials.
+    let (id, secret) = app.create_client(&["password"], &[]).await;
+    assert_oauth_error(app.token_for(&id, &secret, None).await, 400, "unauthorized_client").await;
+    // An unknown grant type.
+    let res = app
+        .http
+        .post(app.url("/oauth/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "implicit")])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(res, 400, "unsupported_grant_type").await;
+    // A missing grant type.
+    let res = app
+        .http
+        .post(app.url("/oauth/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("scope", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(res, 400, "invalid_request").await;
+    // A JSON body is not a form.
+    let res =
+        app.http.post(app.url("/oauth/token")).json(&json!({"grant_type": "client_credentials"})).send().await.unwrap();
+    assert_oauth_error(res, 400, "invalid_request").await;
+    // A public client cannot be registered for client_credentials.
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "spa", "public": true, "grant_types": ["client_credentials"], "scopes": []}),
+        )
+        .await;
+    assert_problem(res, 400, "INVALID_REQUEST").await;
+    // Bad registrations.
+    for bad in [
+        json!({"name": "", "grant_types": ["password"], "scopes": []}),
+        json!({"name": "x", "grant_types": [], "scopes": []}),
+        json!({"name": "x", "grant_types": ["authorization_code"], "scopes": []}),
+        json!({"name": "x", "grant_types": ["password"], "scopes": ["bad scope"]}),
+        json!({"name": "x", "grant_types": ["password"], "scopes": [], "access_token_ttl": 0}),
+        json!({"name": "x", "client_id": "has space", "grant_types": ["password"], "scopes": []}),
+    ] {
+        let res = app.post_json("/v1/admin/clients", &admin, &bad).await;
+        assert_problem(res, 400, "INVALID_REQUEST").await;
+    }
+    let dup = json!({"client_id": "same", "name": "x", "grant_types": ["password"], "scopes": []});
+    assert_eq!(app.post_json("/v1/admin/clients", &admin, &dup).await.status(), StatusCode::CREATED);
+    assert_problem(app.post_json("/v1/admin/clients", &admin, &dup).await, 409, "CONFLICT").await;
+}
+
+#[tokio::test]
+async fn v1_needs_a_bearer_token_and_the_routes_scope() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/v1/admin/clients")).send().await.unwrap();
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert_problem(res, 401, "UNAUTHORIZED").await;
+    let res = app.http.get(app.url("/v1/admin/clients")).header("authorization", "Basic abc").send().await.unwrap();
+    assert_problem(res, 401, "UNAUTHORIZED").await;
+    let weak = app.token_with_scopes(&["keys:read"]).await;
+    let res = app.get_auth("/v1/admin/clients", &weak).await;
+    assert_problem(res, 403, "INSUFFICIENT_SCOPE").await;
+    // A token for another audience is not accepted by Tessera's own API.
+    let admin = app.admin_token().await;
+    let created: Value = app
+        .post_json("/v1/admin/clients", &admin, &json!({"name": "x", "grant_types": ["client_credentials"], "scopes": ["admin"], "audience": "https://other"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other: Value = app
+        .token_for(created["client_id"].as_str().unwrap(), created["client_secret"].as_str().unwrap(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_problem(
+        app.get_auth("/v1/admin/clients", other["access_token"].as_str().unwrap()).await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_client_disables_it_and_its_tokens() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let created: Value = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "x", "grant_types": ["client_credentials"], "scopes": ["admin"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (created["client_id"].as_str().unwrap(), created["client_secret"].as_str().unwrap());
+    let token: Value = app.token_for(id, secret, None).await.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    assert_eq!(app.get_auth("/v1/admin/clients", token).await.status(), StatusCode::OK);
+    assert_eq!(app.delete_auth(&format!("/v1/admin/clients/{id}"), &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_problem(app.get_auth("/v1/admin/clients", token).await, 401, "UNAUTHORIZED").await;
+    assert_oauth_error(app.token_for(id, secret, None).await, 401, "invalid_client").await;
+    let shown: Value = app.get_auth(&format!("/v1/admin/clients/{id}"), &admin).await.json().await.unwrap();
+    assert!(shown["disabled_at"].is_string());
+    assert_problem(app.delete_auth("/v1/admin/clients/nope", &admin).await, 404, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn the_cli_creates_a_client_offline_and_prints_it_as_json() {
+    let db = fresh_database().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["clients", "create", "--name", "cli-made", "--scopes", "a b", "--grant", "client_credentials"])
+        .env("TESSERA_DATABASE_URL", format!("{}/{db}", server_url()))
+        .env("TESSERA_MASTER_KEY", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [42u8; 32]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["name"], "cli-made");
+    assert_eq!(printed["scopes"], json!(["a", "b"]));
+    assert!(printed["client_secret"].as_str().unwrap().len() >= 43);
+    let mut builder = TestAppBuilder::new();
+    builder.db_name = Some(db.clone());
+    let app = builder.spawn().await;
+    let res =
+        app.token_for(printed["client_id"].as_str().unwrap(), printed["client_secret"].as_str().unwrap(), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(app);
+    let mut admin = admin_connection().await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+}

@@ -1,0 +1,273 @@
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+}
+
+#[tokio::test]
+async fn readyz_reports_postgres_and_redis() {
+    let app = TestAppBuilder::new().with_redis().spawn().await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["postgres"], "up");
+    assert_eq!(body["redis"], "up");
+
+    let single = spawn_app().await;
+    let body: Value = single.http.get(single.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["redis"], "in_process");
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_postgres_is_unreachable() {
+    let app = spawn_app().await;
+    // Cut every connection of this test's database and forbid new ones.
+    let mut admin = admin_connection().await;
+    sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", app.db_name))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&app.db_name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["postgres"], "down");
+    // Liveness is unaffected.
+    assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", app.db_name))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn malformed_json_unknown_fields_wrong_types_and_content_type_are_problems() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let url = app.url("/v1/admin/clients");
+
+    let res = app
+        .http
+        .post(&url)
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "INVALID_REQUEST").await;
+
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "x", "grant_types": ["client_credentials"], "scopes": [], "surprise": 1}),
+        )
+        .await;
+    let body = assert_problem(res, 400, "INVALID_REQUEST").await;
+    assert!(body["detail"].as_str().unwrap().contains("surprise"), "{body}");
+
+    let res = app.post_json("/v1/admin/clients", &admin, &json!({"name": 5, "grant_types": [], "scopes": []})).await;
+    assert_problem(res, 400, "INVALID_REQUEST").await;
+
+    let res =
+        app.http.post(&url).bearer_auth(&admin).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_problem(res, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+}
+
+#[tokio::test]
+async fn a_70_kib_body_is_413_in_the_contract_format() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let big = json!({"name": "x".repeat(70 * 1024), "grant_types": ["client_credentials"], "scopes": []});
+    let res = app.post_json("/v1/admin/clients", &admin, &big).await;
+    assert_problem(res, 413, "PAYLOAD_TOO_LARGE").await;
+
+    let form = [("grant_type", "client_credentials"), ("scope", &"a".repeat(70 * 1024))];
+    let res = app
+        .http
+        .post(app.url("/oauth/token"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(res, 413, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_are_problems_not_plain_text() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/nope")).send().await.unwrap();
+    assert_problem(res, 404, "NOT_FOUND").await;
+    let res = app.http.get(app.url("/v1/nope")).send().await.unwrap();
+    assert_problem(res, 404, "NOT_FOUND").await;
+    let res = app.http.delete(app.url("/healthz")).send().await.unwrap();
+    assert_problem(res, 405, "METHOD_NOT_ALLOWED").await;
+    let res = app.http.get(app.url("/oauth/token")).send().await.unwrap();
+    assert_oauth_error(res, 405, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn responses_carry_a_request_id() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert!(res.headers().get("x-request-id").is_some());
+    let res = app.http.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_count_a_request_we_made() {
+    let app = spawn_app().await;
+    let read = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("http_requests_total{") && l.contains("route=\"/readyz\"") && l.contains("status=\"200\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = read(&app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    app.http.get(app.url("/readyz")).send().await.unwrap();
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(read(&text) >= before + 1.0, "before {before}, after {}", read(&text));
+    assert!(text.contains("http_request_duration_seconds_bucket"));
+    assert!(text.contains("db_pool_connections{state=\"idle\"}"));
+}
+
+#[test]
+fn bad_configuration_stops_the_binary_with_one_line_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("serve")
+        .env("TESSERA_ACCESS_TOKEN_TTL", "soon")
+        .env("TESSERA_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/never_created_here")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("TESSERA_ACCESS_TOKEN_TTL"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_database_is_created_when_missing_and_migrated() {
+    let name = format!("tessera_test_{}", uuid::Uuid::new_v4().simple());
+    let mut env = TestAppBuilder::new().env;
+    env.insert("TESSERA_DATABASE_URL".into(), format!("{}/{name}", server_url()));
+    let config = tessera::Config::from_map(&env).unwrap();
+    let app = tessera::Application::build(config).await.expect("builds against a missing database");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys").fetch_one(&app.state().db).await.unwrap();
+    assert_eq!(n, 2, "an active and a next key");
+    app.state().db.close().await;
+    drop(app);
+    let mut admin = admin_connection().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_sent_to_the_service_never_reach_the_logs() {
+    let app = spawn_app().await;
+    let marker = format!("leak-{}", uuid::Uuid::new_v4().simple());
+    // In a form body, an Authorization header, and a JSON body.
+    let _ = app
+        .http
+        .post(app.url("/oauth/token"))
+        .basic_auth("admin", Some(&marker))
+        .form(&[("grant_type", "password"), ("username", "u"), ("password", marker.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let _ = app.http.get(app.url("/v1/admin/clients")).bearer_auth(&marker).send().await.unwrap();
+    let admin = app.admin_token().await;
+    let created: Value = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "n", "grant_types": ["client_credentials"], "scopes": []}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let _ = app.token_for(created["client_id"].as_str().unwrap(), &secret, None).await;
+    let logs = captured_logs();
+    assert!(logs.contains("request"), "logs were captured");
+    assert!(!logs.contains(&marker), "a secret reached the logs");
+    assert!(!logs.contains(&secret), "a client secret reached the logs");
+    assert!(!logs.contains(ADMIN_SECRET), "the admin secret reached the logs");
+    assert!(!logs.contains(&admin), "an access token reached the logs");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_request_finish() {
+    let app = spawn_app().await;
+    // Twenty Argon2 verifications (token requests with a wrong secret) queue behind the
+    // bounded hashing pool, so most are still in flight when the stop comes.
+    let mut in_flight = Vec::new();
+    for _ in 0..20 {
+        let http = app.http.clone();
+        let url = app.url("/oauth/token");
+        in_flight.push(tokio::spawn(async move {
+            http.post(url)
+                .basic_auth("admin", Some("wrong-secret"))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    app.stop().await;
+    for req in in_flight {
+        let res = req.await.unwrap().expect("the request was answered, not cut");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn the_purge_job_removes_expired_refresh_tokens_and_revoked_jtis() {
+    let app = spawn_app().await;
+    let mut db = app.db().await;
+    let now = app.clock.now();
+    let long_ago = now - time::Duration::days(10);
+    let family = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO refresh_families (id, client_id, user_id, created_at, absolute_expires_at) VALUES ($1, 'c', $1, $2, $2)")
+        .bind(family)
+        .bind(long_ago)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at) VALUES ('\\x00', $1, 0, '{}', $2, $2)")
+        .bind(family)
+        .bind(long_ago)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO revoked_jtis (jti, expires_at, revoked_at) VALUES ($1, $2, $2)")
+        .bind(uuid::Uuid::now_v7())
+        .bind(long_ago)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // (The background job may get there first; either way nothing expired is left.)
+    tessera::maintenance::purge_expired(&app.state).await.unwrap();
+    for table in ["refresh_tokens", "refresh_families", "revoked_jtis"] {
+        let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut db).await.unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+}

@@ -1,0 +1,14 @@
+//! Black-box tests of the HTTP API against real Postgres (and Redis where a test says so).
+//! One binary, one module per feature.
+
+mod helpers;
+
+mod anomalies;
+mod audit;
+mod clients;
+mod foundation;
+mod keys;
+mod openapi;
+mod revocations;
+mod signing;
+mod tokens;

@@ -1,0 +1,291 @@
+//! Revocation fan-out: outbox → Redis pub/sub + stream, catch-up paging, Redis outages.
+
+use std::{
+    collections::HashSet,
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    helpers::*,
+    signing::parts,
+    tokens::{password_grant, setup_login},
+};
+
+/// A redis-server of the test's own, on a free port, killed on drop.
+struct OwnRedis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(5), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child: Some(child), port }
+    }
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(port)
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn prefix(app: &TestApp) -> String {
+    app.env["TESSERA_REDIS_PREFIX"].clone()
+}
+
+async fn stream_events(redis_url: &str, key: &str) -> Vec<Value> {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg(key).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let event = fields.into_iter().find(|(k, _)| k == "event").unwrap().1;
+            serde_json::from_str(&event).unwrap()
+        })
+        .collect()
+}
+
+async fn revocations_page(app: &TestApp, token: &str, after: i64, limit: i64) -> Value {
+    let res = app.get_auth(&format!("/v1/revocations?after={after}&limit={limit}"), token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn every_revocation_kind_is_published_on_the_channel_and_the_stream() {
+    let app = TestAppBuilder::new().with_redis().spawn().await;
+    let prefix = prefix(&app);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(format!("{prefix}:revocations")).await.unwrap();
+
+    let admin = app.admin_token().await;
+    let l = setup_login(&app, &["a"], &["a"]).await;
+    let login: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let at = login["access_token"].as_str().unwrap().to_owned();
+    let jti = parts(&at).1["jti"].as_str().unwrap().to_owned();
+    let family = parts(&at).1["sid"].as_str().unwrap().to_owned();
+    let revoke = |token: String| {
+        let (http, url, id, secret) =
+            (app.http.clone(), app.url("/oauth/revoke"), l.client_id.clone(), l.secret.clone());
+        async move { http.post(url).basic_auth(id, Some(secret)).form(&[("token", token)]).send().await.unwrap() }
+    };
+    assert_eq!(revoke(at.clone()).await.status(), StatusCode::OK);
+    assert_eq!(revoke(login["refresh_token"].as_str().unwrap().to_owned()).await.status(), StatusCode::OK);
+    let kid = parts(&admin).0["kid"].as_str().unwrap().to_owned();
+    let (victim, _) = app.create_client(&["client_credentials"], &[]).await;
+    assert_eq!(app.delete_auth(&format!("/v1/admin/clients/{victim}"), &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete_auth(&format!("/v1/admin/users/{}", l.user_id), &admin).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.post_json(&format!("/v1/admin/signing-keys/{kid}/revoke"), &admin, &json!({})).await.status(),
+        StatusCode::OK
+    );
+
+    let mut received = Vec::new();
+    let mut messages = pubsub.on_message();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while received.len() < 5 {
+        let msg = tokio::time::timeout_at(deadline, messages.next()).await.expect("5 events within 5 s").unwrap();
+        received.push(serde_json::from_str::<Value>(&msg.get_payload::<String>().unwrap()).unwrap());
+    }
+    let on_stream = stream_events(&redis_url(), &format!("{prefix}:revocations:stream")).await;
+    assert_eq!(on_stream, received, "stream and channel carry the same events in the same order");
+
+    let seqs: Vec<i64> = received.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    let by_kind = |k: &str| received.iter().filter(|e| e["kind"] == k).cloned().collect::<Vec<_>>();
+    let access = by_kind("access_token");
+    assert_eq!(access.len(), 1);
+    assert_eq!(access[0]["jti"], jti.as_str());
+    assert_eq!(access[0]["id"], jti.as_str());
+    assert!(access[0]["expires_at"].is_string());
+    let fam = by_kind("refresh_family");
+    assert_eq!(fam.len(), 1);
+    assert_eq!(fam[0]["id"], family.as_str());
+    assert_eq!(by_kind("client")[0]["id"], victim.as_str());
+    assert_eq!(by_kind("user")[0]["id"], l.user_id.as_str());
+    let sk = by_kind("signing_key");
+    assert_eq!(sk[0]["kid"], kid.as_str());
+    for e in &received {
+        let revoked_at = e["revoked_at"].as_str().unwrap();
+        assert!(time::OffsetDateTime::parse(revoked_at, &time::format_description::well_known::Rfc3339).is_ok());
+        let allowed: HashSet<&str> = ["seq", "kind", "id", "jti", "kid", "expires_at", "revoked_at", "reason"].into();
+        assert!(e.as_object().unwrap().keys().all(|k| allowed.contains(k.as_str())), "{e}");
+    }
+
+    // The same events, by catch-up.
+    let reader = app.token_with_scopes(&["revocations:read"]).await;
+    let page = revocations_page(&app, &reader, 0, 100).await;
+    assert_eq!(page["events"].as_array().unwrap(), &received);
+    assert_eq!(page["next_after"], *seqs.last().unwrap());
+    let weak = app.token_with_scopes(&["keys:read"]).await;
+    assert_problem(app.get_auth("/v1/revocations", &weak).await, 403, "INSUFFICIENT_SCOPE").await;
+}
+
+#[tokio::test]
+async fn events_committed_while_redis_is_down_are_delivered_in_order_after_it_returns() {
+    let mut redis_srv = OwnRedis::start();
+    let a = TestAppBuilder::new().set("TESSERA_REDIS_URL", &redis_srv.url()).spawn().await;
+    let b = a.spawn_peer().await;
+    let reader = a.token_with_scopes(&["revocations:read"]).await;
+    let l = setup_login(&a, &["a"], &["a"]).await;
+    // Wait until Redis is seen as up, then take it away.
+    let ready: Value = a.http.get(a.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["redis"], "up");
+    redis_srv.kill();
+
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        let login: Value = password_grant(&a, &l, &l.password, None).await.json().await.unwrap();
+        let rt = login["refresh_token"].as_str().unwrap().to_owned();
+        let res = a
+            .http
+            .post(a.url("/oauth/revoke"))
+            .basic_auth(&l.client_id, Some(&l.secret))
+            .form(&[("token", rt.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "revocations commit while Redis is down");
+        tokens.push(login["access_token"].as_str().unwrap().to_owned());
+    }
+    let ready = a.http.get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "Postgres is up: still ready");
+    assert_eq!(ready.json::<Value>().await.unwrap()["redis"], "down");
+    // The peer converges without Redis too (catch-up from Postgres).
+    for t in &tokens {
+        let mut refused = false;
+        for _ in 0..40 {
+            if b.get_auth("/v1/revocations", t).await.status() == StatusCode::UNAUTHORIZED {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(refused);
+    }
+
+    // Redis returns on the same port: everything is published, in seq order.
+    let redis_srv = OwnRedis::start_on(redis_srv.port);
+    let key = format!("{}:revocations:stream", prefix(&a));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let delivered = loop {
+        let got = stream_events(&redis_srv.url(), &key).await;
+        if got.len() >= 5 || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivered.len(), 5, "{delivered:?}");
+    let seqs: Vec<i64> = delivered.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let page = revocations_page(&a, &reader, 0, 100).await;
+    let expected: Vec<i64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, expected, "published in seq order, none lost");
+}
+
+#[tokio::test]
+async fn paging_by_after_never_skips_or_repeats_under_concurrent_revocations_from_two_instances() {
+    let a = spawn_app().await;
+    let b = a.spawn_peer().await;
+    let reader = a.token_with_scopes(&["revocations:read"]).await;
+    let l = setup_login(&a, &["a"], &["a"]).await;
+    // Tokens to revoke: access tokens (cheap to mint, each revocation one event).
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        let login: Value = password_grant(&a, &l, &l.password, None).await.json().await.unwrap();
+        tokens.push(login["refresh_token"].as_str().unwrap().to_owned());
+    }
+    let (cc_id, cc_secret) = a.create_client(&["client_credentials"], &["x"]).await;
+    for _ in 0..56 {
+        let t: Value = a.token_for(&cc_id, &cc_secret, None).await.json().await.unwrap();
+        tokens.push(t["access_token"].as_str().unwrap().to_owned());
+    }
+    let total = tokens.len();
+
+    // A reader pages concurrently while both instances revoke.
+    let reader_task = {
+        let (http, url, token) = (a.http.clone(), a.addr.clone(), reader.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            let started = Instant::now();
+            while seen.len() < total && started.elapsed() < Duration::from_secs(20) {
+                let page: Value = http
+                    .get(format!("{url}/v1/revocations?after={after}&limit=7"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                for e in page["events"].as_array().unwrap() {
+                    seen.push(e["seq"].as_i64().unwrap());
+                }
+                after = page["next_after"].as_i64().unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        })
+    };
+    let mut tasks = Vec::new();
+    for (i, t) in tokens.into_iter().enumerate() {
+        let base = if i % 2 == 0 { a.addr.clone() } else { b.addr.clone() };
+        let (http, id, secret) = (
+            a.http.clone(),
+            if i < 4 { l.client_id.clone() } else { cc_id.clone() },
+            if i < 4 { l.secret.clone() } else { cc_secret.clone() },
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{base}/oauth/revoke"))
+                .basic_auth(id, Some(secret))
+                .form(&[("token", t)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let seen = reader_task.await.unwrap();
+    assert_eq!(seen.len(), total, "the reader saw every event exactly once");
+    let expected: Vec<i64> = (1..=total as i64).collect();
+    assert_eq!(seen, expected, "contiguous, increasing, no gap, no repeat");
+}

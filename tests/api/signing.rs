@@ -1,0 +1,268 @@
+//! Signing keys, the JWKS, discovery, and the refusal of forged tokens.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+pub fn b64(v: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(v)
+}
+
+pub fn parts(token: &str) -> (Value, Value) {
+    let mut it = token.split('.');
+    let h = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
+    let p = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
+    (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&p).unwrap())
+}
+
+/// Verifies an ES256 token with nothing but the JWKS JSON and ring's P-256 verifier.
+fn verify_with_jwks(jwks: &Value, token: &str) -> bool {
+    let (header, _) = parts(token);
+    let kid = header["kid"].as_str().unwrap();
+    let Some(jwk) = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid) else { return false };
+    assert_eq!(jwk["kty"], "EC");
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap());
+    point.extend(URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap());
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(input.as_bytes(), &sig)
+        .is_ok()
+}
+
+async fn jwks(app: &TestApp) -> Value {
+    app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn accepted(app: &TestApp, token: &str) -> bool {
+    let res = app.get_auth("/v1/admin/clients", token).await;
+    match res.status() {
+        StatusCode::OK => true,
+        StatusCode::UNAUTHORIZED => {
+            let www = res.headers().get("www-authenticate").unwrap().to_str().unwrap().to_owned();
+            assert!(www.starts_with("Bearer"), "{www}");
+            false
+        }
+        s => panic!("unexpected status {s}"),
+    }
+}
+
+#[tokio::test]
+async fn a_token_verifies_against_the_published_jwks_with_an_independent_verifier() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let (header, claims) = parts(&token);
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+    assert!(verify_with_jwks(&jwks(&app).await, &token));
+    for c in ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope"] {
+        assert!(!claims[c].is_null(), "claim {c} missing: {claims}");
+    }
+    assert_eq!(claims["iss"], "http://127.0.0.1:8080");
+}
+
+#[tokio::test]
+async fn the_jwks_has_active_and_next_keys_an_etag_and_answers_304() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cc = res.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(cc.starts_with("public, max-age="), "{cc}");
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    let keys = body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "active and next: {body}");
+    for k in keys {
+        assert!(k.get("d").is_none(), "private part published");
+        assert_eq!(k["use"], "sig");
+    }
+    let res = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn discovery_metadata_names_every_endpoint() {
+    let app = spawn_app().await;
+    let m: Value =
+        app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["issuer"], "http://127.0.0.1:8080");
+    assert_eq!(m["token_endpoint"], "http://127.0.0.1:8080/oauth/token");
+    assert_eq!(m["revocation_endpoint"], "http://127.0.0.1:8080/oauth/revoke");
+    assert_eq!(m["introspection_endpoint"], "http://127.0.0.1:8080/oauth/introspect");
+    assert_eq!(m["jwks_uri"], "http://127.0.0.1:8080/.well-known/jwks.json");
+    assert!(m["grant_types_supported"].as_array().unwrap().contains(&json!("refresh_token")));
+    assert!(m["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("client_secret_basic")));
+}
+
+#[tokio::test]
+async fn forged_tokens_are_refused() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    assert!(accepted(&app, &token).await);
+    let (header, claims) = parts(&token);
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let payload_b64 = input.split('.').nth(1).unwrap();
+    let make = |h: Value, p: &str, s: &str| format!("{}.{}.{}", b64(h.to_string().as_bytes()), p, s);
+
+    let mut forged = Vec::new();
+    for none in ["none", "None", "NONE", "nOnE"] {
+        forged.push((format!("alg {none}"), make(json!({"alg": none, "typ": "at+jwt", "kid": kid}), payload_b64, "")));
+    }
+    // HS256 keyed with the public key (algorithm confusion).
+    let jwks = jwks(&app).await;
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap().to_string();
+    let h = b64(json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}).to_string().as_bytes());
+    let signing_input = format!("{h}.{payload_b64}");
+    let mac =
+        ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwk.as_bytes()), signing_input.as_bytes());
+    forged.push(("HS256 with the public key".into(), format!("{signing_input}.{}", b64(mac.as_ref()))));
+    // Tampered payload.
+    let mut c2 = claims.clone();
+    c2["sub"] = json!("someone-else");
+    forged.push((
+        "tampered payload".into(),
+        format!("{}.{}.{sig}", input.split('.').next().unwrap(), b64(c2.to_string().as_bytes())),
+    ));
+    // Stripped and truncated signatures.
+    forged.push(("stripped signature".into(), format!("{input}.")));
+    forged.push(("no signature part".into(), input.to_owned()));
+    forged.push(("truncated signature".into(), format!("{input}.{}", &sig[..sig.len() / 2])));
+    // Unknown and hostile kids, and a jku header.
+    for bad_kid in ["unknown-kid", "' OR 1=1 --", "../../../etc/passwd", ""] {
+        let mut h = header.clone();
+        h["kid"] = json!(bad_kid);
+        forged.push((format!("kid {bad_kid:?}"), make(h, payload_b64, sig)));
+    }
+    let mut h = header.clone();
+    h["jku"] = json!("http://127.0.0.1:9/jwks.json");
+    forged.push(("jku header".into(), make(h, payload_b64, sig)));
+    let mut h = header.clone();
+    h["typ"] = json!("JWT");
+    forged.push(("typ JWT".into(), make(h, payload_b64, sig)));
+    let (iid, isecret) = app.create_client(&["client_credentials"], &["introspect"]).await;
+    for (what, t) in forged {
+        assert!(!accepted(&app, &t).await, "{what} was accepted");
+        let res: Value = app
+            .http
+            .post(app.url("/oauth/introspect"))
+            .basic_auth(&iid, Some(&isecret))
+            .form(&[("token", t.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(res, json!({"active": false}), "{what} introspected as active");
+    }
+}
+
+#[tokio::test]
+async fn two_instances_publish_the_same_jwks_and_accept_each_others_tokens() {
+    let a = spawn_app().await;
+    let b = a.spawn_peer().await;
+    assert_eq!(jwks(&a).await, jwks(&b).await);
+    let ta = a.admin_token().await;
+    let tb = b.admin_token().await;
+    assert!(accepted(&b, &ta).await);
+    assert!(accepted(&a, &tb).await);
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_tokens_valid_and_signs_with_the_former_next_key() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let keys: Value = app.get_auth("/v1/admin/signing-keys", &admin).await.json().await.unwrap();
+    let next =
+        keys.as_array().unwrap().iter().find(|k| k["state"] == "next").unwrap()["kid"].as_str().unwrap().to_owned();
+    let old = parts(&admin).0["kid"].as_str().unwrap().to_owned();
+    let res = app.post_json("/v1/admin/signing-keys/rotate", &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let after: Value = res.json().await.unwrap();
+    let state_of = |kid: &str| after.as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap()["state"].clone();
+    assert_eq!(state_of(&old), "retired");
+    assert_eq!(state_of(&next), "active");
+    assert!(accepted(&app, &admin).await, "a token of the retired key is still valid");
+    let fresh = app.admin_token().await;
+    assert_eq!(parts(&fresh).0["kid"], next.as_str());
+    let published = jwks(&app).await;
+    let kids: Vec<&str> = published["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert!(kids.contains(&old.as_str()) && kids.contains(&next.as_str()) && kids.len() == 3, "{kids:?}");
+}
+
+#[tokio::test]
+async fn revoking_a_key_refuses_its_tokens_at_once_here_and_soon_on_a_peer() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer().await;
+    let admin = app.admin_token().await;
+    let kid = parts(&admin).0["kid"].as_str().unwrap().to_owned();
+    let victim = app.admin_token().await;
+    let res = app.post_json(&format!("/v1/admin/signing-keys/{kid}/revoke"), &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(!accepted(&app, &victim).await);
+    let published = jwks(&app).await;
+    assert!(!published.to_string().contains(&kid));
+    let mut refused = false;
+    for _ in 0..40 {
+        if !accepted(&peer, &victim).await {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the peer still accepts a token of a revoked key after 4 s");
+    // A new active key took over.
+    let fresh = app.admin_token().await;
+    assert_ne!(parts(&fresh).0["kid"], kid.as_str());
+    assert!(accepted(&app, &fresh).await);
+}
+
+#[tokio::test]
+async fn private_keys_are_sealed_in_the_database_and_never_shown() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut db = app.db().await;
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT kid, private_key_enc FROM signing_keys").fetch_all(&mut db).await.unwrap();
+    let wrap = tessera::secrets::MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([42u8; 32]))
+        .unwrap()
+        .derive_keys()
+        .signing_key_wrap;
+    let listing = app.get_auth("/v1/admin/signing-keys", &admin).await.text().await.unwrap();
+    let jwks = jwks(&app).await.to_string();
+    let logs = captured_logs();
+    for (kid, sealed) in rows {
+        let der = tessera::secrets::open(&wrap, kid.as_bytes(), &sealed).expect("sealed under the master key");
+        // The PKCS#8 document never appears in the clear: not in the column, responses or logs.
+        assert!(!sealed.windows(der.len()).any(|w| w == der.as_slice()));
+        for text in [&listing, &jwks, &logs] {
+            assert!(!text.contains(&b64(&der)));
+            assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode(&der)));
+        }
+    }
+    assert!(!listing.contains("private"));
+}
+
+#[tokio::test]
+async fn eddsa_and_rs256_services_issue_tokens_their_jwks_verifies() {
+    for alg in ["EdDSA", "RS256"] {
+        let app = TestAppBuilder::new().set("TESSERA_SIGNING_ALG", alg).spawn().await;
+        let token = app.admin_token().await;
+        assert_eq!(parts(&token).0["alg"], alg);
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks(&app).await).unwrap();
+        let kid = parts(&token).0["kid"].as_str().unwrap().to_owned();
+        let key = jsonwebtoken::DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(if alg == "EdDSA" {
+            jsonwebtoken::Algorithm::EdDSA
+        } else {
+            jsonwebtoken::Algorithm::RS256
+        });
+        v.set_audience(&["http://127.0.0.1:8080"]);
+        assert!(jsonwebtoken::decode::<Value>(&token, &key, &v).is_ok(), "{alg}");
+        assert!(accepted(&app, &token).await);
+    }
+}
