@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench's results.txt (key=value lines) into the markdown report: the table of
+endpoints, their ceilings and ratios, the peer comparison, revocation latency, RSS, and the
+goals of issue #9 with PASS / FAIL / NOT MEASURED. Standard library only."""
+
+import sys
+
+NM = "not measured"
+
+
+def load(path):
+    r = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                r[k] = v
+    return r
+
+
+def num(r, k):
+    try:
+        return float(r[k])
+    except (KeyError, ValueError):
+        return None
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "—"
+    return f"{x:,.{nd}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def main():
+    r = load(sys.argv[1])
+    out = []
+    w = out.append
+    cores = num(r, "machine.nproc") or 1
+    dur = r.get("config.duration", "?")
+
+    w("# Tessera benchmark report")
+    w("")
+    w(f"- machine: {int(cores)} cores ({r.get('machine.cpu', '?')}), {r.get('machine.mem', '?')} memory, "
+      f"kernel {r.get('machine.kernel', '?')}, PostgreSQL {r.get('machine.pg', '?')}")
+    w(f"- load at start: `{r.get('machine.uptime_at_start', '?')}`")
+    w(f"- load at end: `{r.get('machine.uptime_at_end', '?')}`")
+    w(f"- wrk: {r.get('config.connections', '?')} connections, {r.get('config.threads', '?')} threads, "
+      f"{dur} s per run after a discarded warm-up; signing algorithm {r.get('config.alg', '?')}; "
+      f"whole run {r.get('run.seconds', '?')} s")
+    if r.get("config.tessera_extra_env"):
+        w(f"- EXPERIMENT: Tessera ran with extra environment `{r['config.tessera_extra_env']}`")
+    w("")
+
+    hello = num(r, "hello.rps")
+    sign1 = num(r, "sign.sign_tokens_per_sec")
+    pgb = num(r, "pgbench.tps")
+    sign_ceiling = sign1 * cores if sign1 else None
+    token_ceiling = min(x for x in (sign_ceiling, hello) if x is not None) if (sign_ceiling or hello) else None
+
+    w("## Ceilings of this machine")
+    w("")
+    w("| ceiling | rate | notes |")
+    w("|---|---:|---|")
+    w(f"| axum hello-world (JWKS-sized body, {fmt(num(r, 'jwks.body_bytes'))} B) | {fmt(hello)} req/s | "
+      f"p50 {fmt(num(r, 'hello.p50_ms'), 2)} ms, p99 {fmt(num(r, 'hello.p99_ms'), 2)} ms, errors {fmt(num(r, 'hello.errors'))}, "
+      f"server CPU {r.get('hello.server_cpu_us_per_req', '?')} µs/request |")
+    w(f"| signing, service path (`tokens::jwt::sign`), 1 thread | {fmt(sign1)} tokens/s | "
+      f"{r.get('sign.sign_us_per_token', '?')} µs/token, {r.get('sign.token_bytes', '?')} B tokens; × {int(cores)} cores = {fmt(sign_ceiling)}/s |")
+    w(f"| signing, ring alone, 1 thread | {fmt(num(r, 'sign.ring_sign_per_sec'))} signatures/s | "
+      f"{r.get('sign.ring_us_per_sign', '?')} µs/signature |")
+    w(f"| pgbench refresh rotation (UPDATE…RETURNING + INSERT, 1 tx, 64 clients) | {fmt(pgb)} tx/s | "
+      f"avg latency {r.get('pgbench.latency_avg_ms', '?')} ms, failed {r.get('pgbench.failed', '?')} |")
+    w("")
+
+    rows = [
+        ("JWKS `GET /.well-known/jwks.json`", "jwks", hello, "hello-world"),
+        ("token issuance `client_credentials`", "token", token_ceiling, "min(signing × cores, hello-world)"),
+        ("refresh rotation `grant_type=refresh_token`", "refresh", pgb, "pgbench rotation"),
+        ("API-key verify, one hot key", "verify_hot", hello, "hello-world"),
+        ("API-key verify, random over all seeded keys", "verify_all", None, ""),
+        ("introspection (access token)", "introspect", None, ""),
+    ]
+    w("## Tessera endpoints")
+    w("")
+    w("| endpoint | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | ceiling | ratio to ceiling |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    total_errors = 0
+    measured_any = False
+    for name, k, ceil, ceil_name in rows:
+        rps = num(r, f"{k}.rps")
+        if rps is None:
+            w(f"| {name} | {NM} | | | | | | | |")
+            continue
+        measured_any = True
+        errs = num(r, f"{k}.errors") or 0
+        total_errors += errs
+        detail = []
+        for sub in ("non2xx", "bad_body", "socket_errors", "lost_tokens"):
+            v = num(r, f"{k}.{sub}")
+            if v:
+                detail.append(f"{sub} {int(v)}")
+        e = fmt(errs) + (f" ({', '.join(detail)})" if detail else "")
+        rt = ratio(rps, ceil)
+        w(f"| {name} | {fmt(rps)} | {fmt(num(r, f'{k}.p50_ms'), 2)} | {fmt(num(r, f'{k}.p99_ms'), 2)} | "
+          f"{fmt(num(r, f'{k}.p999_ms'), 2)} | {e} | {fmt(num(r, f'{k}.server_cpu_us_per_req'), 1)} | {ceil_name + (' ' + fmt(ceil) if ceil else '') if ceil_name else '—'} | "
+          f"{fmt(rt, 2) if rt is not None else '—'} |")
+    # Informational: wrk shares the cores, so a request can at best cost its signature plus what
+    # hello-world costs in all (server + wrk): 1 / (1 / (sign × cores) + 1 / hello).
+    if sign_ceiling and hello and num(r, "token.rps"):
+        composed = 1 / (1 / sign_ceiling + 1 / hello)
+        w("")
+        w(f"Token issuance against a ceiling that also charges the load generator's share of the cores, "
+          f"1 / (1 / (signing × cores) + 1 / hello-world) = {fmt(composed)} req/s: ratio "
+          f"{fmt(ratio(num(r, 'token.rps'), composed), 2)} (informational; the goal uses the formula of the issue).")
+    if r.get("keys.seeded"):
+        w("")
+        w(f"API keys seeded through `POST /v1/keys`: {r['keys.seeded']} ({r.get('keys.seed_per_sec', '?')} keys/s).")
+    elif r.get("keys.status"):
+        w("")
+        w(f"API-key scenarios: {NM} ({r['keys.status']}).")
+    w("")
+
+    peer_w = r.get("peer.compared_workers")
+    w("## Peer: node oidc-provider")
+    w("")
+    if not peer_w:
+        w(f"{NM}.")
+        peer_tok = peer_jwks = None
+    else:
+        w(f"oidc-provider {r.get('peer.version', '?')} on node {r.get('peer.node', '?')}, ES256 RFC 9068 JWT access tokens "
+          f"for client_credentials (resource indicators), in-memory adapter. Ratios use the {peer_w}-process run.")
+        w("")
+        w("| peer run | req/s | p50 ms | p99 ms | p99.9 ms | errors | Tessera ÷ peer |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        runs = {k.split(".")[0] for k in r if k.startswith("peer") and "_" in k.split(".")[0]}
+        # The compared run first, then by process count, token before JWKS.
+        order = lambda key: (key[4:key.index("_")] != peer_w, key[4:key.index("_")], key[key.index("_") + 1:] != "token")
+        for key in sorted(runs, key=order):
+            nproc = key[4:key.index("_")]
+            kind = key[key.index("_") + 1:]
+            ours = num(r, f"{kind}.rps")
+            theirs = num(r, f"{key}.rps")
+            w(f"| {kind}, {nproc} node process(es) | {fmt(theirs)} | {fmt(num(r, f'{key}.p50_ms'), 2)} | "
+              f"{fmt(num(r, f'{key}.p99_ms'), 2)} | {fmt(num(r, f'{key}.p999_ms'), 2)} | {fmt(num(r, f'{key}.errors'))} | "
+              f"{fmt(ratio(ours, theirs), 2)} |")
+        peer_tok = num(r, f"peer{peer_w}_token.rps")
+        peer_jwks = num(r, f"peer{peer_w}_jwks.rps")
+    w("")
+
+    w("## Revocation latency (revoke on A, refused on B; same Postgres and Redis)")
+    w("")
+    w("| kind | n | p50 ms | p99 ms | max ms | p50 / p99 ms after A's 200 | timeouts (5 s) |")
+    w("|---|---:|---:|---:|---:|---|---:|")
+    rev_p99 = []
+    for kind, label in (("access_token", "access token (`/oauth/revoke` → `/oauth/introspect`)"),
+                        ("api_key", "API key (`/v1/keys/{id}/revoke` → `/v1/keys/verify`)")):
+        n = num(r, f"rev_{kind}_n")
+        if not n:
+            w(f"| {label} | {NM} | | | | | |")
+            continue
+        p99 = num(r, f"rev_{kind}_p99_ms")
+        rev_p99.append((kind, p99, num(r, f"rev_{kind}_timeouts") or 0))
+        w(f"| {label} | {int(n)} | {fmt(num(r, f'rev_{kind}_p50_ms'), 2)} | {fmt(p99, 2)} | "
+          f"{fmt(num(r, f'rev_{kind}_max_ms'), 2)} | {fmt(num(r, f'rev_{kind}_p50_after_ack_ms'), 2)} / "
+          f"{fmt(num(r, f'rev_{kind}_p99_after_ack_ms'), 2)} | {fmt(num(r, f'rev_{kind}_timeouts'))} |")
+    w("")
+
+    peak_kb = num(r, "rss.tessera_peak_kb")
+    peak_mb = peak_kb * 1024 / 1e6 if peak_kb else None
+    w("## Memory")
+    w("")
+    def mib(k):
+        v = num(r, k)
+        return fmt(v / 1024, 1) if v else "—"
+
+    w(f"RSS of Tessera A: {mib('rss.after_start_kb')} MiB after start, {mib('rss.after_logins_kb')} MiB after seeding "
+      f"clients, the user and the logins (Argon2id), {mib('rss.after_keys_kb')} MiB after seeding the API keys.")
+    w("")
+    w(f"Tessera A peak RSS (VmHWM at the end of the run, seeding included): {fmt(peak_kb / 1024 if peak_kb else None, 1)} MiB "
+      f"({fmt(peak_mb, 1)} MB); after the load scenarios: {fmt(num(r, 'rss.tessera_peak_kb_after_load') / 1024 if num(r, 'rss.tessera_peak_kb_after_load') else None, 1)} MiB; "
+      f"RSS at the end: {fmt(num(r, 'rss.tessera_now_kb') / 1024 if num(r, 'rss.tessera_now_kb') else None, 1)} MiB.")
+    w("")
+
+    def goal(name, value, ok):
+        if value is None:
+            return f"| {name} | {NM} | NOT MEASURED |"
+        return f"| {name} | {value} | {'PASS' if ok else 'FAIL'} |"
+
+    w("## Goals (issue #9)")
+    w("")
+    w("| goal | measured | result |")
+    w("|---|---|---|")
+    tok = num(r, "token.rps")
+    jw = num(r, "jwks.rps")
+    x = ratio(tok, peer_tok)
+    w(goal("token issuance ≥ 4× oidc-provider", x and f"{x:.2f}×", x is not None and x >= 4))
+    x = ratio(jw, peer_jwks)
+    w(goal("JWKS ≥ 3× oidc-provider", x and f"{x:.2f}×", x is not None and x >= 3))
+    x = ratio(jw, hello)
+    w(goal("JWKS ≥ 0.9 of hello-world", x and f"{x:.2f}", x is not None and x >= 0.9))
+    vh = num(r, "verify_hot.rps")
+    vp99 = num(r, "verify_hot.p99_ms")
+    x = ratio(vh, hello)
+    w(goal("cached verify ≥ 0.7 of hello-world", x and f"{x:.2f}", x is not None and x >= 0.7))
+    w(goal("cached verify p99 ≤ 2 ms", vp99 is not None and f"{vp99:.2f} ms" or None, vp99 is not None and vp99 <= 2))
+    x = ratio(tok, token_ceiling)
+    w(goal("token issuance ≥ 0.6 of min(signing ceiling × cores, hello-world)", x and f"{x:.2f}", x is not None and x >= 0.6))
+    x = ratio(num(r, "refresh.rps"), pgb)
+    w(goal("refresh ≥ 0.5 of the pgbench rate", x and f"{x:.2f}", x is not None and x >= 0.5))
+    for kind, p99, timeouts in rev_p99:
+        w(goal(f"revocation on B p99 ≤ 100 ms ({kind})", f"{p99:.2f} ms" + (f", {int(timeouts)} timeouts" if timeouts else ""),
+               p99 <= 100 and not timeouts))
+    if not any(k == "api_key" for k, _, _ in rev_p99):
+        w(goal("revocation on B p99 ≤ 100 ms (api_key)", None, False))
+    w(goal("peak RSS ≤ 150 MB", peak_mb is not None and f"{peak_mb:.1f} MB" or None, peak_mb is not None and peak_mb <= 150))
+    w(goal("zero errors (Tessera runs)", measured_any and f"{int(total_errors)}" or None, total_errors == 0))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
