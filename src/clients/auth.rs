@@ -1,12 +1,20 @@
 //! Client authentication for `/oauth/*`: `client_secret_basic`, `client_secret_post`, or a public
 //! client's bare `client_id`. Argon2 is paid once per (client, secret) per few minutes: after a
 //! successful check a keyed hash of the pair is remembered; failures are never remembered.
+//! Concurrent checks of the same pair share one Argon2 run, so a busy client whose entry is cold
+//! (start, or expiry under load) costs one verification, not one per waiting request.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::http::{header, HeaderMap};
 use base64::{engine::general_purpose::STANDARD, Engine};
-use moka::sync::Cache;
+use moka::{future::Cache as AsyncCache, sync::Cache};
 use ring::hmac;
 use sqlx::PgPool;
 
@@ -76,8 +84,16 @@ fn form_decode(s: &str) -> Option<String> {
 /// Authenticates clients, caching records briefly and successful secret checks for a while.
 pub struct ClientAuth {
     records: Cache<String, Arc<Client>>,
-    verified: Cache<[u8; 32], ()>,
+    verified: AsyncCache<[u8; 32], ()>,
     cache_key: hmac::Key,
+    secret_checks: AtomicU64,
+}
+
+/// Why a coalesced secret check did not succeed; never cached.
+#[derive(Debug)]
+enum CheckFailed {
+    Mismatch,
+    Internal(Error),
 }
 
 impl ClientAuth {
@@ -85,9 +101,20 @@ impl ClientAuth {
     pub fn new(cache_key: hmac::Key) -> Self {
         Self {
             records: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build(),
-            verified: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
+            verified: AsyncCache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
             cache_key,
+            secret_checks: AtomicU64::new(0),
         }
+    }
+
+    /// Argon2 verifications of client secrets this instance has run (dummy checks included).
+    pub fn secret_checks(&self) -> u64 {
+        self.secret_checks.load(Ordering::Relaxed)
+    }
+
+    async fn argon2_verify(&self, phc: Option<String>, secret: &str) -> Result<bool, Error> {
+        self.secret_checks.fetch_add(1, Ordering::Relaxed);
+        passwords::verify(phc, secret.to_owned()).await
     }
 
     /// Forgets a client at once (disabled on this or another instance).
@@ -116,7 +143,7 @@ impl ClientAuth {
         let Some(client) = client else {
             if let Some(secret) = &creds.secret {
                 // Same cost as a real check, so timing does not reveal which clients exist.
-                passwords::verify(None, secret.expose().to_owned()).await?;
+                self.argon2_verify(None, secret.expose()).await?;
             }
             return Err(OAuthError::InvalidClient);
         };
@@ -130,14 +157,23 @@ impl ClientAuth {
                 material.push(0);
                 material.extend_from_slice(hash.as_bytes());
                 let tag = keyed_hash(&self.cache_key, &material);
-                if self.verified.contains_key(&tag) {
-                    return Ok(client);
-                }
-                if passwords::verify(Some(hash.clone()), secret.expose().to_owned()).await? {
-                    self.verified.insert(tag, ());
-                    Ok(client)
-                } else {
-                    Err(OAuthError::InvalidClient)
+                // try_get_with runs one check per tag at a time and caches only a success.
+                let checked = self
+                    .verified
+                    .try_get_with(tag, async {
+                        match self.argon2_verify(Some(hash.clone()), secret.expose()).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(CheckFailed::Mismatch),
+                            Err(e) => Err(CheckFailed::Internal(e)),
+                        }
+                    })
+                    .await;
+                match checked {
+                    Ok(()) => Ok(client),
+                    Err(e) => match &*e {
+                        CheckFailed::Mismatch => Err(OAuthError::InvalidClient),
+                        CheckFailed::Internal(e) => Err(Error::Internal(e.to_string()).into()),
+                    },
                 }
             }
             _ => Err(OAuthError::InvalidClient),

@@ -264,3 +264,32 @@ async fn the_cli_creates_a_client_offline_and_prints_it_as_json() {
     let mut admin = admin_connection().await;
     sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_requests_with_a_cold_secret_cache_share_one_argon2_check_and_failures_are_not_cached() {
+    let app = spawn_app().await;
+    let (id, secret) = app.create_client(&["client_credentials"], &["read"]).await;
+    let before = app.state.clients.secret_checks();
+
+    // 24 concurrent requests with the same, not yet verified, credentials: one Argon2 run between them.
+    let requests = (0..24).map(|_| app.token_for(&id, &secret, None));
+    for res in futures::future::join_all(requests).await {
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(app.state.clients.secret_checks() - before, 1, "one Argon2 verification for 24 requests");
+
+    // Warm: no more Argon2.
+    assert_eq!(app.token_for(&id, &secret, None).await.status(), StatusCode::OK);
+    assert_eq!(app.state.clients.secret_checks() - before, 1);
+
+    // A wrong secret is checked every time (never remembered as a success, nor as a failure).
+    for i in 0..3 {
+        let res = app.token_for(&id, "not-the-secret", None).await;
+        assert_oauth_error(res, 401, "invalid_client").await;
+        assert_eq!(app.state.clients.secret_checks() - before, 2 + i);
+    }
+    // And the right one still works, from the cache.
+    assert_eq!(app.token_for(&id, &secret, None).await.status(), StatusCode::OK);
+    assert_eq!(app.state.clients.secret_checks() - before, 4);
+    app.stop().await;
+}
