@@ -111,6 +111,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
         print!("{}", tessera::http::openapi::document_json());
@@ -196,3 +197,20 @@ async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+/// Pins glibc's mmap threshold at 1 MiB. Argon2id allocates 19 MiB per hash or verify; by default
+/// glibc raises its threshold after the first such buffer is freed, so every later buffer is carved
+/// from a blocking thread's arena and kept: measured here, RSS grew ~19 MiB per login, to ~1 GB under
+/// the benchmark. Pinned, each buffer is mmapped and returned to the kernel when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called once, first thing in main, with a
+    // valid parameter and value. A zero return (refused) leaves glibc's defaults, which still work.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+    if ok == 0 {
+        eprintln!("warning: mallopt(M_MMAP_THRESHOLD) refused; memory use may grow with Argon2 load");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
