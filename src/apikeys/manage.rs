@@ -46,11 +46,11 @@ pub async fn create(state: &AppState, owner: &str, body: NewKey, actor: &Actor) 
     let id = Uuid::now_v7();
     let start = secret.start();
     let mut tx = state.db.begin().await?;
-    let live = store::lock_and_count_live(&mut tx, owner, now).await?;
     let max = i64::from(state.config.max_keys_per_owner);
+    let live = store::lock_and_count_live(&mut tx, owner, now, max).await?;
     if live >= max {
         return Err(Error::LimitExceeded(format!(
-            "the owner already has {live} live API keys, the most allowed; revoke one first"
+            "the owner already has {max} live API keys, the most allowed; revoke one first"
         )));
     }
     let row = NewRow {

@@ -71,19 +71,22 @@ pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyV
 }
 
 /// Takes the owner's creation lock for the rest of the transaction, then counts the owner's live
-/// keys: not revoked, not expired, not replaced by a rotation.
-pub async fn lock_and_count_live(conn: &mut PgConnection, owner: &str, now: OffsetDateTime) -> Result<i64> {
+/// keys (not revoked, not expired, not replaced by a rotation), stopping at `limit`: the answer is
+/// exact below the limit and `limit` at or above it, so the cost is bounded by the limit and the
+/// partial index `api_keys_owner_live` keeps dead keys out of the walk.
+pub async fn lock_and_count_live(conn: &mut PgConnection, owner: &str, now: OffsetDateTime, limit: i64) -> Result<i64> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(OWNER_LOCK_CLASS)
         .bind(owner)
         .execute(&mut *conn)
         .await?;
     Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM api_keys WHERE owner = $1 AND revoked_at IS NULL AND rotated_to IS NULL
-           AND (expires_at IS NULL OR expires_at > $2)",
+        "SELECT count(*) FROM (SELECT 1 FROM api_keys WHERE owner = $1 AND revoked_at IS NULL AND rotated_to IS NULL
+           AND (expires_at IS NULL OR expires_at > $2) LIMIT $3) AS live",
     )
     .bind(owner)
     .bind(now)
+    .bind(limit)
     .fetch_one(conn)
     .await?)
 }

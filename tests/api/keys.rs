@@ -650,6 +650,19 @@ async fn an_owner_at_the_live_key_limit_is_refused_until_a_key_is_revoked() {
 }
 
 #[tokio::test]
+async fn concurrent_creations_at_the_limit_admit_exactly_the_limit() {
+    let app = TestAppBuilder::new().set("TESSERA_MAX_KEYS_PER_OWNER", "3").spawn().await;
+    let (token, _) = developer(&app).await;
+    let body = json!({"name": "race", "scopes": [], "environment": "test"});
+    let attempts = (0..12).map(|_| app.post_json("/v1/keys", &token, &body));
+    let statuses: Vec<u16> = futures::future::join_all(attempts).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 9, "{statuses:?}");
+    let listed: Value = app.get_auth("/v1/keys", &token).await.json().await.unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
+
+#[tokio::test]
 async fn create_rotate_and_revoke_are_audited_with_actor_address_and_request_id() {
     let app = spawn_app().await;
     let (token, user) = developer(&app).await;
