@@ -156,8 +156,10 @@ impl Application {
             .with_graceful_shutdown(graceful)
             .await;
         token.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        // One deadline for all of them together: a task stuck on an unreachable database must not
+        // hold the process for 10 s per task.
+        if tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(self.tasks)).await.is_err() {
+            tracing::warn!("background tasks did not stop within 10 s; exiting without them");
         }
         served
     }
