@@ -284,6 +284,17 @@ impl TestApp {
     pub async fn db(&self) -> PgConnection {
         PgConnection::connect(&format!("{}/{}", server_url(), self.db_name)).await.unwrap()
     }
+
+    /// The whole database as `pg_dump` writes it (schema and every row, as SQL text).
+    pub fn pg_dump(&self) -> String {
+        let out = std::process::Command::new("pg_dump")
+            .arg("--no-owner")
+            .arg(format!("{}/{}", server_url(), self.db_name))
+            .output()
+            .expect("pg_dump is installed (postgresql-client)");
+        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for TestApp {

@@ -235,8 +235,15 @@ async fn private_keys_are_sealed_in_the_database_and_never_shown() {
     let listing = app.get_auth("/v1/admin/signing-keys", &admin).await.text().await.unwrap();
     let jwks = jwks(&app).await.to_string();
     let logs = captured_logs();
+    let pg_dump = app.pg_dump();
     for (kid, sealed) in rows {
         let der = tessera::secrets::open(&wrap, kid.as_bytes(), &sealed).expect("sealed under the master key");
+        // pg_dump writes bytea as hex: neither the document nor its base64 forms appear.
+        assert!(pg_dump.contains(&kid), "pg_dump holds the key rows");
+        assert!(!pg_dump.contains(&hex::encode(&der)));
+        assert!(
+            !pg_dump.contains(&b64(&der)) && !pg_dump.contains(&base64::engine::general_purpose::STANDARD.encode(&der))
+        );
         // The PKCS#8 document never appears in the clear: not in the column, responses or logs.
         assert!(!sealed.windows(der.len()).any(|w| w == der.as_slice()));
         for text in [&listing, &jwks, &logs] {

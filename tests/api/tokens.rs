@@ -82,6 +82,12 @@ async fn the_password_grant_returns_an_access_token_for_the_user_and_a_refresh_t
     let dump: Vec<String> =
         sqlx::query_scalar("SELECT encode(token_hash, 'escape') FROM refresh_tokens").fetch_all(&mut db).await.unwrap();
     assert!(dump.iter().all(|d| !d.contains(&rt[4..])));
+    // Nowhere in the database: not the refresh token, not the password, not the client secret.
+    let pg_dump = app.pg_dump();
+    assert!(pg_dump.contains(&l.user_id), "pg_dump holds the user");
+    for secret in [&rt[4..], l.password.as_str(), l.secret.as_str()] {
+        assert!(!pg_dump.contains(secret) && !pg_dump.contains(&hex::encode(secret.as_bytes())));
+    }
     // A wider scope than allowed is refused.
     assert_oauth_error(password_grant(&app, &l, &l.password, Some("other")).await, 400, "invalid_scope").await;
 }
