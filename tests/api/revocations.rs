@@ -289,3 +289,67 @@ async fn paging_by_after_never_skips_or_repeats_under_concurrent_revocations_fro
     let expected: Vec<i64> = (1..=total as i64).collect();
     assert_eq!(seen, expected, "contiguous, increasing, no gap, no repeat");
 }
+
+async fn new_key(app: &TestApp, token: &str) -> (String, String) {
+    let res = app.post_json("/v1/keys", token, &json!({"name": "fan-out", "scopes": [], "environment": "live"})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v: Value = res.json().await.unwrap();
+    (v["id"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+}
+
+/// `VALID` or the refusal code.
+async fn verify_code(app: &TestApp, token: &str, key: &str) -> String {
+    let v: Value = app.post_json("/v1/keys/verify", token, &json!({"key": key})).await.json().await.unwrap();
+    v["code"].as_str().unwrap_or("VALID").to_owned()
+}
+
+#[tokio::test]
+async fn through_redis_a_second_instance_refuses_revoked_keys_within_a_second_and_a_survivor_keeps_publishing() {
+    let redis_srv = OwnRedis::start();
+    let a = TestAppBuilder::new().set("TESSERA_REDIS_URL", &redis_srv.url()).spawn().await;
+    let b = a.spawn_peer().await;
+    let scopes = ["keys:read", "keys:write", "keys:verify"];
+    let l = setup_login(&a, &scopes, &scopes).await;
+    let login: Value = password_grant(&a, &l, &l.password, None).await.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let stream = format!("{}:revocations:stream", prefix(&a));
+
+    for round in 0..5 {
+        let (id, key) = new_key(&a, &token).await;
+        assert_eq!(verify_code(&b, &token, &key).await, "VALID", "round {round}: B has the key cached as valid");
+        let res = a.post_json(&format!("/v1/keys/{id}/revoke"), &token, &json!({})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let revoked = Instant::now();
+        while verify_code(&b, &token, &key).await != "REVOKED" {
+            assert!(revoked.elapsed() < Duration::from_secs(1), "round {round}: B accepted a revoked key for 1 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // One instance goes away (B: A owns the test database); A's revocations still reach the stream,
+    // whichever of the two was relaying before.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let n = stream_events(&redis_srv.url(), &stream).await.len();
+        if n == 5 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(before, 5, "one stream entry per revoked key");
+    b.stop().await;
+    let (id, _) = new_key(&a, &token).await;
+    let res = a.post_json(&format!("/v1/keys/{id}/revoke"), &token, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = stream_events(&redis_srv.url(), &stream).await;
+        if events.len() > before {
+            assert_eq!(events.len(), before + 1, "{events:?}");
+            assert_eq!(events[before]["id"], id.as_str(), "{events:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing published after the first instance stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
