@@ -163,6 +163,13 @@ impl From<Error> for ApiError {
     }
 }
 
+/// SQLSTATE 22021 (character_not_in_repertoire, what Postgres answers for U+0000 in text) and
+/// 22P05 (untranslatable_character): the input, not the service, is at fault. Inputs that could
+/// carry such text are checked before they reach SQL; this keeps any that are missed a 400.
+fn is_unstorable_text(code: Option<&str>) -> bool {
+    matches!(code, Some("22021" | "22P05"))
+}
+
 fn from_db(e: sqlx::Error) -> ApiError {
     match &e {
         sqlx::Error::PoolTimedOut => {
@@ -171,6 +178,9 @@ fn from_db(e: sqlx::Error) -> ApiError {
         }
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
             ApiError::new(StatusCode::CONFLICT, "CONFLICT", "a resource with that identifier already exists")
+        }
+        sqlx::Error::Database(db) if is_unstorable_text(db.code().as_deref()) => {
+            ApiError::bad_request("text values must not contain NUL (U+0000) characters")
         }
         sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
             tracing::warn!("statement timeout");
@@ -308,6 +318,9 @@ impl From<Error> for OAuthError {
     fn from(e: Error) -> Self {
         match e {
             Error::Invalid(d) => Self::InvalidRequest(d),
+            Error::Database(sqlx::Error::Database(db)) if is_unstorable_text(db.code().as_deref()) => {
+                Self::InvalidRequest("text values must not contain NUL (U+0000) characters".into())
+            }
             Error::Database(sqlx::Error::PoolTimedOut) | Error::Database(sqlx::Error::Io(_)) => {
                 tracing::error!(error = %e, "database unavailable");
                 Self::TemporarilyUnavailable

@@ -139,7 +139,12 @@ impl ClientAuth {
         if creds.client_id.len() > 128 || creds.secret.as_ref().is_some_and(|s| s.expose().len() > 512) {
             return Err(OAuthError::InvalidClient);
         }
-        let client = self.record(db, &creds.client_id).await?.filter(|c| c.disabled_at.is_none());
+        // Postgres text cannot hold U+0000, so such an id names no client: answer as for any unknown one.
+        let client = if creds.client_id.contains('\0') {
+            None
+        } else {
+            self.record(db, &creds.client_id).await?.filter(|c| c.disabled_at.is_none())
+        };
         let Some(client) = client else {
             if let Some(secret) = &creds.secret {
                 // Same cost as a real check, so timing does not reveal which clients exist.

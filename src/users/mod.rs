@@ -157,7 +157,8 @@ pub async fn authenticate(
     username: &str,
     password: &str,
 ) -> Result<Option<User>> {
-    if username.len() > 128 || password.len() > 4096 {
+    // Postgres text cannot hold U+0000: such a name cannot exist, and must fail like any unknown one.
+    if username.len() > 128 || password.len() > 4096 || username.contains('\0') {
         passwords::verify(None, String::new()).await?;
         return Ok(None);
     }

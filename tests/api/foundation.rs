@@ -271,3 +271,83 @@ async fn the_purge_job_removes_expired_refresh_tokens_and_revoked_jtis() {
         assert_eq!(left, 0, "{table}");
     }
 }
+
+/// Postgres text cannot hold U+0000. Wherever such a character can arrive — form, Basic header, path,
+/// query, JSON — the answer is a 4xx in the contract's format, never a 500.
+#[tokio::test]
+async fn nul_characters_in_any_input_are_4xx_never_500() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let l = crate::tokens::setup_login(&app, &["keys:read", "keys:write"], &["keys:read", "keys:write"]).await;
+    let login: Value = crate::tokens::password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let user = login["access_token"].as_str().unwrap().to_owned();
+    let token_url = app.url("/oauth/token");
+    let mut answers: Vec<(String, u16, Value)> = Vec::new();
+    let mut note = |what: &str, status: StatusCode, body: Value| answers.push((what.to_owned(), status.as_u16(), body));
+
+    // Client authentication: an id holding NUL is an unknown client (401 invalid_client, as for any other).
+    let res = app.token_for("ad\0min", "secret", None).await;
+    note("basic client id", res.status(), res.json().await.unwrap());
+    let res = app
+        .http
+        .post(&token_url)
+        .form(&[("grant_type", "client_credentials"), ("client_id", "a\0"), ("client_secret", "x")])
+        .send()
+        .await
+        .unwrap();
+    note("post client id", res.status(), res.json().await.unwrap());
+    // Password grant: a username holding NUL is an unknown user.
+    let res = app
+        .http
+        .post(&token_url)
+        .basic_auth(&l.client_id, Some(&l.secret))
+        .form(&[("grant_type", "password"), ("username", "us\0er"), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
+    note("username", res.status(), res.json().await.unwrap());
+    for path in [
+        "/v1/admin/clients/a%00b",
+        "/v1/admin/audit?actor=a%00b",
+        "/v1/admin/audit?target_id=a%00b",
+        "/v1/admin/audit?target_type=a%00b",
+        "/v1/admin/anomalies?kind=a%00b",
+    ] {
+        let res = app.get_auth(path, &admin).await;
+        note(path, res.status(), res.json().await.unwrap());
+    }
+    let res = app.delete_auth("/v1/admin/clients/a%00b", &admin).await;
+    note("delete client", res.status(), res.json().await.unwrap());
+    let res = app.post_json("/v1/admin/signing-keys/a%00b/revoke", &admin, &json!({})).await;
+    note("revoke signing key", res.status(), res.json().await.unwrap());
+    for (what, path, token, body) in [
+        ("client name", "/v1/admin/clients", &admin, json!({"name": "a\u{0}b", "grant_types": ["client_credentials"]})),
+        ("client audience", "/v1/admin/clients", &admin, json!({"name": "n", "audience": "a\u{0}b"})),
+        ("username", "/v1/admin/users", &admin, json!({"username": "a\u{0}b", "password": "long enough pw"})),
+        ("key name", "/v1/keys", &user, json!({"name": "a\u{0}b", "scopes": [], "environment": "live"})),
+        (
+            "key metadata",
+            "/v1/keys",
+            &user,
+            json!({"name": "n", "scopes": [], "environment": "live", "metadata": {"k": "a\u{0}b"}}),
+        ),
+        (
+            "key metadata name",
+            "/v1/keys",
+            &user,
+            json!({"name": "n", "scopes": [], "environment": "live", "metadata": {"a\u{0}": 1}}),
+        ),
+    ] {
+        let res = app.post_json(path, token, &body).await;
+        note(what, res.status(), res.json().await.unwrap());
+    }
+    for (what, status, body) in &answers {
+        assert!((400..500).contains(status), "{what}: {status} {body}");
+        assert!(body.get("code").is_some() || body.get("error").is_some(), "{what}: contract format: {body}");
+    }
+    let find = |what: &str| answers.iter().find(|a| a.0 == what).unwrap();
+    assert_eq!(find("basic client id").1, 401);
+    assert_eq!(find("basic client id").2["error"], "invalid_client");
+    assert_eq!(find("post client id").2["error"], "invalid_client");
+    assert_eq!(find("username").2["error"], "invalid_grant");
+}
