@@ -145,6 +145,10 @@ async fn introspect_token(
 ) -> Result<Json<introspect::Introspection>, OAuthError> {
     let creds = credentials(&headers, &form)?;
     let client = state.clients.authenticate(&state.db, &creds).await?;
+    // RFC 7662 §2.1: the caller must authenticate; a public client presents only an id anyone can copy.
+    if client.public {
+        return Err(OAuthError::InvalidClient);
+    }
     if !crate::scopes::allows(client.scopes.iter().map(String::as_str), "introspect") {
         return Err(OAuthError::InsufficientScope("this client needs scope introspect"));
     }

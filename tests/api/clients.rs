@@ -293,3 +293,61 @@ async fn concurrent_requests_with_a_cold_secret_cache_share_one_argon2_check_and
     assert_eq!(app.state.clients.secret_checks() - before, 4);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_public_client_logs_in_with_its_id_alone_but_may_not_introspect() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "spa", "public": true, "grant_types": ["password", "refresh_token"], "scopes": ["a", "introspect"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let client: Value = res.json().await.unwrap();
+    assert!(client.get("client_secret").is_none_or(Value::is_null), "a public client has no secret: {client}");
+    let id = client["client_id"].as_str().unwrap().to_owned();
+    let res = app
+        .post_json(
+            "/v1/admin/users",
+            &admin,
+            &json!({"username": "pub-user", "password": "correct horse battery", "scopes": ["a"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", id.as_str()),
+        ("username", "pub-user"),
+        ("password", "correct horse battery"),
+    ];
+    let res = app.http.post(app.url("/oauth/token")).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let tokens: Value = res.json().await.unwrap();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let res = app
+        .http
+        .post(app.url("/oauth/token"))
+        .form(&[("grant_type", "refresh_token"), ("client_id", id.as_str()), ("refresh_token", rt)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "a public client refreshes with its id alone");
+
+    // Introspection needs real client authentication: an id is not a credential.
+    let at = tokens["access_token"].as_str().unwrap();
+    let res = app
+        .http
+        .post(app.url("/oauth/introspect"))
+        .form(&[("client_id", id.as_str()), ("token", at)])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(res, 401, "invalid_client").await;
+    // A public client presenting a secret is refused too.
+    let res = app.token_for(&id, "made-up", None).await;
+    assert_oauth_error(res, 401, "invalid_client").await;
+}
