@@ -28,6 +28,10 @@ pub enum Error {
     /// Postgres failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A moment's gap in what the service needs (no active signing key between a revocation and
+    /// the reload that promotes its successor): try again.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(&'static str),
     /// Anything else that is our fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -158,6 +162,14 @@ impl From<Error> for ApiError {
             Error::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", d),
             Error::LimitExceeded(d) => Self::new(StatusCode::CONFLICT, "LIMIT_EXCEEDED", d),
             Error::Database(db) => from_db(db),
+            Error::Unavailable(why) => {
+                tracing::warn!(why, "temporarily unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the service is temporarily unavailable, try again",
+                )
+            }
             Error::Internal(d) => Self::internal(d),
         }
     }
@@ -320,6 +332,10 @@ impl From<Error> for OAuthError {
             Error::Invalid(d) => Self::InvalidRequest(d),
             Error::Database(sqlx::Error::Database(db)) if is_unstorable_text(db.code().as_deref()) => {
                 Self::InvalidRequest("text values must not contain NUL (U+0000) characters".into())
+            }
+            Error::Unavailable(why) => {
+                tracing::warn!(why, "temporarily unavailable");
+                Self::TemporarilyUnavailable
             }
             Error::Database(sqlx::Error::PoolTimedOut) | Error::Database(sqlx::Error::Io(_)) => {
                 tracing::error!(error = %e, "database unavailable");

@@ -40,7 +40,17 @@ pub fn apply(state: &AppState, ev: &RevocationEvent) {
                 state.apikeys.forget(&id);
             }
         }
-        Kind::SigningKey => state.signing.forget(ev.kid.as_deref().unwrap_or(&ev.id)),
+        Kind::SigningKey => {
+            state.signing.forget(ev.kid.as_deref().unwrap_or(&ev.id));
+            // Revoking the active key promoted its successor in the same transaction: load it now
+            // rather than at the next 2 s poll, so this instance is without a signer for milliseconds.
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = state.signing.reload(&state.db, state.clock.now(), true).await {
+                    tracing::warn!(error = %e, "signing key reload after a revocation failed");
+                }
+            });
+        }
     }
 }
 

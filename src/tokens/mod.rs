@@ -66,7 +66,7 @@ pub fn issue_access_token(state: &AppState, grant: &Grant<'_>) -> Result<(String
         sid: grant.sid.map(|s| s.to_string()),
     };
     let keys = state.signing.get();
-    let active = keys.active.as_ref().ok_or_else(|| Error::Internal("no active signing key".into()))?;
+    let active = keys.active.as_ref().ok_or(Error::Unavailable("no active signing key loaded yet"))?;
     Ok((jwt::sign(active, &claims)?, ttl))
 }
 
