@@ -139,6 +139,12 @@ impl ApiKeys {
         }
     }
 
+    /// Forgets every key (after a gap in change notifications).
+    pub fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.by_hash.invalidate_all();
+    }
+
     /// Records cached (approximate; for metrics and tests).
     pub fn len(&self) -> u64 {
         self.by_hash.entry_count()

@@ -134,6 +134,12 @@ pub async fn rotate(
     let details = json!({"rotated_to": new_id, "grace_period": grace.whole_seconds(),
                          "old_key_valid_until": old_until.unix_timestamp(), "start": view.start});
     audit::record(&mut tx, now, actor, "api_key.rotate", "api_key", &id.to_string(), details).await?;
+    // Delivered on commit to every instance, which drops its cached record of the old key.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::revocation::consumer::API_KEY_CHANGED_CHANNEL)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     state.apikeys.forget(&id);
     Ok(CreatedKey { key: secret, view })

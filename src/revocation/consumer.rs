@@ -14,6 +14,11 @@ use crate::state::AppState;
 
 /// Longest time a missed message can leave a cache stale.
 pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
+/// Notified (payload: the key id) in the transaction that changes an API key in a way that is not a
+/// revocation — a rotation cuts the old key's validity to the grace period — so every instance drops
+/// its cached record at once instead of serving it until the cache TTL. Not an outbox event: a
+/// listener that was disconnected at that moment clears every cached key when it reconnects.
+pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
 
 /// Applies one event to the in-memory state.
 pub fn apply(state: &AppState, ev: &RevocationEvent) {
@@ -83,19 +88,29 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let mut listener = listen(&state).await;
     let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
     loop {
+        // Some(notification), or None when the connection was lost.
         let notified = async {
             match listener.as_mut() {
-                Some(l) => l.try_recv().await.ok().flatten().is_some(),
+                Some(l) => l.try_recv().await.ok().flatten(),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => catch_up(&state).await,
-            ok = notified => {
-                if !ok { listener = listen(&state).await; }
-                catch_up(&state).await;
-            }
+            note = notified => match note {
+                Some(n) if n.channel() == API_KEY_CHANGED_CHANNEL => {
+                    if let Ok(id) = Uuid::parse_str(n.payload()) {
+                        state.apikeys.forget(&id);
+                    }
+                }
+                Some(_) => catch_up(&state).await,
+                None => {
+                    listener = listen(&state).await;
+                    state.apikeys.forget_all();
+                    catch_up(&state).await;
+                }
+            },
             msg = rx.recv() => match msg {
                 Ok(BusMessage::Event(payload)) => match relay::decode(&payload) {
                     Some(ev) if ev.seq == state.revoked.applied_seq() + 1 => {
@@ -114,6 +129,6 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 
 async fn listen(state: &AppState) -> Option<PgListener> {
     let mut l = PgListener::connect_with(&state.db).await.ok()?;
-    l.listen(relay::SEQUENCED_CHANNEL).await.ok()?;
+    l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
     Some(l)
 }

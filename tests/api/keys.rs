@@ -833,3 +833,23 @@ async fn usage_buckets_by_minute_or_hour_over_a_range_including_rolled_up_hours(
     assert_eq!(minutes["totals"]["valid"], 12);
     assert_eq!(minutes["distinct_ips"], 0);
 }
+
+#[tokio::test]
+async fn a_rotation_without_grace_is_enforced_at_once_on_another_instance_too() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let old = key_of(&created).to_owned();
+    // The peer has the old key cached as valid (its cache would keep it for 30 s).
+    assert_eq!(code(&peer, &token, json!({"key": old})).await, "VALID");
+    let res = rotate(&app, &token, id_of(&created), json!({"grace_period": 0})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let rotated: Value = res.json().await.unwrap();
+    let started = Instant::now();
+    while code(&peer, &token, json!({"key": old})).await != "EXPIRED" {
+        assert!(started.elapsed() < Duration::from_secs(1), "the peer accepted the rotated key for 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(code(&peer, &token, json!({"key": key_of(&rotated)})).await, "VALID");
+}
