@@ -302,15 +302,18 @@ pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &
             .await?;
         return if exists { Ok(()) } else { Err(Error::NotFound("client")) };
     }
-    let families = sqlx::query(
-        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'client disabled' WHERE client_id = $1 AND revoked_at IS NULL",
+    let families: Vec<(uuid::Uuid, OffsetDateTime)> = sqlx::query_as(
+        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'client disabled' WHERE client_id = $1 AND revoked_at IS NULL
+         RETURNING id, absolute_expires_at",
     )
     .bind(client_id)
     .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_all(&mut *tx)
+    .await?;
     revocation::record(&mut tx, &NewRevocation::new(Kind::Client, client_id, now).reason("client disabled")).await?;
+    // Services that track sessions by `sid` learn of each family, as for any other family revocation.
+    revocation::record_families(&mut tx, &families, now, "client disabled").await?;
+    let families = families.len();
     audit::record(
         &mut tx,
         now,

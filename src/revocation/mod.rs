@@ -144,6 +144,33 @@ pub async fn record(conn: &mut PgConnection, r: &NewRevocation) -> Result<()> {
     Ok(())
 }
 
+/// Records one `refresh_family` event per family (id, absolute expiry) in a single statement, for
+/// revocations that end many families at once (client disabled, user deleted).
+pub async fn record_families(
+    conn: &mut PgConnection,
+    families: &[(uuid::Uuid, OffsetDateTime)],
+    revoked_at: OffsetDateTime,
+    reason: &str,
+) -> Result<()> {
+    if families.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = families.iter().map(|(id, _)| id.to_string()).collect();
+    let expiries: Vec<OffsetDateTime> = families.iter().map(|(_, exp)| *exp).collect();
+    sqlx::query(
+        "INSERT INTO revocation_events (kind, subject_id, expires_at, revoked_at, reason)
+         SELECT $1, f.id, f.exp, $4, $5 FROM unnest($2::text[], $3::timestamptz[]) AS f(id, exp)",
+    )
+    .bind(Kind::RefreshFamily.as_str())
+    .bind(&ids)
+    .bind(&expiries)
+    .bind(revoked_at)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub(crate) type EventRow =
     (i64, String, String, Option<String>, Option<String>, Option<OffsetDateTime>, OffsetDateTime, Option<String>);
 

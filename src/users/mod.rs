@@ -110,9 +110,9 @@ pub async fn delete(db: &PgPool, id: Uuid, now: OffsetDateTime, actor: &Actor) -
     if updated.rows_affected() == 0 {
         return Err(Error::NotFound("user"));
     }
-    let families: Vec<Uuid> = sqlx::query_scalar(
+    let families: Vec<(Uuid, OffsetDateTime)> = sqlx::query_as(
         "UPDATE refresh_families SET revoked_at = $2, revoked_reason = 'user deleted'
-         WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+         WHERE user_id = $1 AND revoked_at IS NULL RETURNING id, absolute_expires_at",
     )
     .bind(id)
     .bind(now)
@@ -127,6 +127,7 @@ pub async fn delete(db: &PgPool, id: Uuid, now: OffsetDateTime, actor: &Actor) -
     .fetch_all(&mut *tx)
     .await?;
     revocation::record(&mut tx, &NewRevocation::new(Kind::User, id.to_string(), now).reason("user deleted")).await?;
+    revocation::record_families(&mut tx, &families, now, "user deleted").await?;
     for key in &keys {
         revocation::record(&mut tx, &NewRevocation::new(Kind::ApiKey, key.to_string(), now).reason("owner deleted"))
             .await?;

@@ -104,6 +104,19 @@ async fn every_revocation_kind_is_published_on_the_channel_and_the_stream() {
     };
     assert_eq!(revoke(at.clone()).await.status(), StatusCode::OK);
     assert_eq!(revoke(login["refresh_token"].as_str().unwrap().to_owned()).await.status(), StatusCode::OK);
+    // A second session stays live until the user is deleted, which must end it with an event of its own.
+    let second: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let second_family = parts(second["access_token"].as_str().unwrap()).1["sid"].as_str().unwrap().to_owned();
+    let keys_writer = app.token_with_scopes(&["keys:write"]).await;
+    let key: Value = app
+        .post_json("/v1/keys", &keys_writer, &json!({"name": "k", "scopes": [], "environment": "live"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let res = app.post_json(&format!("/v1/keys/{key_id}/revoke"), &keys_writer, &json!({"reason": "leaked"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
     let kid = parts(&admin).0["kid"].as_str().unwrap().to_owned();
     let (victim, _) = app.create_client(&["client_credentials"], &[]).await;
     assert_eq!(app.delete_auth(&format!("/v1/admin/clients/{victim}"), &admin).await.status(), StatusCode::NO_CONTENT);
@@ -119,8 +132,8 @@ async fn every_revocation_kind_is_published_on_the_channel_and_the_stream() {
     let mut received = Vec::new();
     let mut messages = pubsub.on_message();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while received.len() < 5 {
-        let msg = tokio::time::timeout_at(deadline, messages.next()).await.expect("5 events within 5 s").unwrap();
+    while received.len() < 7 {
+        let msg = tokio::time::timeout_at(deadline, messages.next()).await.expect("7 events within 5 s").unwrap();
         received.push(serde_json::from_str::<Value>(&msg.get_payload::<String>().unwrap()).unwrap());
     }
     let on_stream = stream_events(&redis_url(), &format!("{prefix}:revocations:stream")).await;
@@ -135,8 +148,15 @@ async fn every_revocation_kind_is_published_on_the_channel_and_the_stream() {
     assert_eq!(access[0]["id"], jti.as_str());
     assert!(access[0]["expires_at"].is_string());
     let fam = by_kind("refresh_family");
-    assert_eq!(fam.len(), 1);
+    assert_eq!(fam.len(), 2, "{fam:?}");
     assert_eq!(fam[0]["id"], family.as_str());
+    assert_eq!(fam[1]["id"], second_family.as_str());
+    assert_eq!(fam[1]["reason"], "user deleted");
+    assert!(fam[1]["expires_at"].is_string(), "a family event carries the family's absolute expiry");
+    let api_key = by_kind("api_key");
+    assert_eq!(api_key.len(), 1);
+    assert_eq!(api_key[0]["id"], key_id.as_str());
+    assert_eq!(api_key[0]["reason"], "leaked");
     assert_eq!(by_kind("client")[0]["id"], victim.as_str());
     assert_eq!(by_kind("user")[0]["id"], l.user_id.as_str());
     let sk = by_kind("signing_key");
