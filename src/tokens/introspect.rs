@@ -71,6 +71,8 @@ type RefreshRow = (
     Uuid,
     bool,
     bool,
+    Uuid,
+    i32,
 );
 
 /// Introspects an access token (from memory) or a refresh token (one indexed query).
@@ -80,7 +82,8 @@ pub async fn introspect(state: &AppState, token: &str) -> Result<Introspection, 
         let row: Option<RefreshRow> = sqlx::query_as(
             "SELECT t.scopes, t.issued_at, t.expires_at, t.spent_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.user_id,
                     EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NULL),
-                    EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
+                    EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL),
+                    f.id, t.generation
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
         )
         .bind(&hash[..])
@@ -88,7 +91,7 @@ pub async fn introspect(state: &AppState, token: &str) -> Result<Introspection, 
         .await?;
         let now = state.clock.now();
         return Ok(match row {
-            Some((scopes, iat, idle, None, None, absolute, client_id, user_id, true, true))
+            Some((scopes, iat, idle, None, None, absolute, client_id, user_id, true, true, family, generation))
                 if idle > now && absolute > now =>
             {
                 Introspection {
@@ -98,9 +101,13 @@ pub async fn introspect(state: &AppState, token: &str) -> Result<Introspection, 
                     sub: Some(user_id.to_string()),
                     exp: Some(idle.min(absolute).unix_timestamp()),
                     iat: Some(iat.unix_timestamp()),
+                    // Not secret, and stable for this token: its family (the `sid` of its access
+                    // tokens) and its place in the rotation chain.
+                    jti: Some(format!("{family}.{generation}")),
+                    // A refresh token is only ever presented to this issuer's token endpoint.
+                    aud: Some(Value::String(state.config.issuer.clone())),
                     iss: Some(state.config.issuer.clone()),
                     token_type: Some("refresh_token".into()),
-                    ..INACTIVE
                 }
             }
             _ => INACTIVE,

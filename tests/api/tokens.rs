@@ -113,6 +113,14 @@ async fn rotation_returns_a_new_pair_and_spends_the_old_token() {
     assert_eq!(active["active"], true);
     assert_eq!(active["token_type"], "refresh_token");
     assert_eq!(active["sub"], l.user_id.as_str());
+    // Every field the contract lists for an active token.
+    for field in ["scope", "client_id", "sub", "exp", "iat", "jti", "aud", "iss", "token_type"] {
+        assert!(!active[field].is_null(), "{field} missing: {active}");
+    }
+    let sid = parts(second["access_token"].as_str().unwrap()).1["sid"].as_str().unwrap().to_owned();
+    assert_eq!(active["jti"], format!("{sid}.1"), "family and generation");
+    assert_eq!(active["aud"], active["iss"], "a refresh token is for this issuer only");
+    assert_eq!(active["client_id"], l.client_id.as_str());
 }
 
 #[tokio::test]
