@@ -156,13 +156,17 @@ impl Serialize for Verification {
 }
 
 /// Verifies a presented key for a caller at `caller_ip`. Errors are request errors (bad scope
-/// names; an unreadable `ip` for a key limited to some addresses) or storage failures.
+/// names, an unreadable `ip`) or storage failures.
 pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) -> Result<Verification> {
     let required = scopes::validate_list("scopes", req.scopes.as_deref().unwrap_or_default())?;
-    let given_ip = req.ip.as_deref().map(|s| s.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| s));
-    let source = match given_ip {
-        Some(Ok(ip)) => ip,
-        _ => caller_ip.to_canonical(),
+    // The source, for the CIDR check, statistics and anomalies: the given `ip`, else the caller.
+    // An unreadable `ip` is refused whatever the key, rather than silently replaced by the caller.
+    let source = match req.ip.as_deref() {
+        Some(raw) => raw.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| {
+            let shown: String = raw.chars().take(64).collect();
+            Error::invalid(format!("ip: {shown:?} is not an IPv4 or IPv6 address"))
+        })?,
+        None => caller_ip.to_canonical(),
     };
     let now = state.clock.now();
 
@@ -191,7 +195,7 @@ pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) ->
         return Ok(refused_unknown(state, source, now, Denied::NotFound));
     };
 
-    let outcome = decide(&key, now, given_ip, caller_ip, &required)?;
+    let outcome = decide(&key, now, source, &required);
     let denied = match outcome {
         Verification::Invalid(d) => Some(d.code()),
         Verification::Valid { .. } => None,
@@ -201,36 +205,20 @@ pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) ->
     Ok(outcome)
 }
 
-fn decide(
-    key: &Arc<KeyRecord>,
-    now: OffsetDateTime,
-    given_ip: Option<std::result::Result<IpAddr, &str>>,
-    caller_ip: IpAddr,
-    required: &[String],
-) -> Result<Verification> {
+fn decide(key: &Arc<KeyRecord>, now: OffsetDateTime, source: IpAddr, required: &[String]) -> Verification {
     if key.revoked_at.is_some() {
-        return Ok(Verification::Invalid(Denied::Revoked));
+        return Verification::Invalid(Denied::Revoked);
     }
     if key.expires_at.is_some_and(|t| t <= now) {
-        return Ok(Verification::Invalid(Denied::Expired));
+        return Verification::Invalid(Denied::Expired);
     }
-    if key.restricted {
-        let ip = match given_ip {
-            Some(Ok(ip)) => ip,
-            Some(Err(raw)) => {
-                let shown: String = raw.chars().take(64).collect();
-                return Err(Error::invalid(format!("ip: {shown:?} is not an IPv4 or IPv6 address")));
-            }
-            None => caller_ip.to_canonical(),
-        };
-        if !key.allows(ip) {
-            return Ok(Verification::Invalid(Denied::IpNotAllowed));
-        }
+    if key.restricted && !key.allows(source) {
+        return Verification::Invalid(Denied::IpNotAllowed);
     }
     if !scopes::is_subset(required, &key.scopes) {
-        return Ok(Verification::Invalid(Denied::InsufficientScope));
+        return Verification::Invalid(Denied::InsufficientScope);
     }
-    Ok(Verification::Valid { key: Arc::clone(key), rotating: key.rotated_to.is_some() })
+    Verification::Valid { key: Arc::clone(key), rotating: key.rotated_to.is_some() }
 }
 
 fn refused_unknown(state: &AppState, source: IpAddr, now: OffsetDateTime, why: Denied) -> Verification {

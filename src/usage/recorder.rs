@@ -169,6 +169,11 @@ impl UsageRecorder {
         self.lock().merge(batch);
     }
 
+    /// Verifications counted and not yet flushed (for tests and diagnostics).
+    pub fn pending_verifications(&self) -> u64 {
+        self.lock().verifications()
+    }
+
     /// Whether anything waits to be flushed.
     pub fn has_pending(&self) -> bool {
         !self.lock().is_empty()

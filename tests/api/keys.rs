@@ -363,10 +363,15 @@ async fn allowed_cidrs_admit_ipv4_and_ipv6_sources_and_refuse_every_other() {
     )
     .await;
     assert_eq!(code(&app, &token, json!({"key": key_of(&local)})).await, "VALID");
-    // An unreadable address for a key that is fenced is a bad request, not a refusal.
-    let res = app.post_json("/v1/keys/verify", &token, &json!({"key": key, "ip": "not-an-ip"})).await;
-    let body = assert_problem(res, 400, "INVALID_REQUEST").await;
-    assert!(body["detail"].as_str().unwrap().contains("ip"), "{body}");
+    // An unreadable address is a bad request, not a refusal, whether or not the key is fenced (it is
+    // the source counted for statistics either way), and it is not counted.
+    let before = app.state.usage.pending_verifications();
+    for k in [key, key_of(&local), "tsk_live_malformed"] {
+        let res = app.post_json("/v1/keys/verify", &token, &json!({"key": k, "ip": "not-an-ip"})).await;
+        let body = assert_problem(res, 400, "INVALID_REQUEST").await;
+        assert!(body["detail"].as_str().unwrap().contains("ip"), "{body}");
+    }
+    assert_eq!(app.state.usage.pending_verifications(), before);
 }
 
 #[tokio::test]
