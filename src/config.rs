@@ -187,11 +187,14 @@ impl Config {
             }
         };
 
-        let database_url = var("TESSERA_DATABASE_URL")
-            .or_else(|| var("DATABASE_URL"))
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tessera".to_owned());
+        // Named in errors as the variable it came from.
+        let (database_url_var, database_url) = match (var("TESSERA_DATABASE_URL"), var("DATABASE_URL")) {
+            (Some(v), _) => ("TESSERA_DATABASE_URL", v),
+            (None, Some(v)) => ("DATABASE_URL", v),
+            (None, None) => ("TESSERA_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tessera".to_owned()),
+        };
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError::new("TESSERA_DATABASE_URL", "must be a postgres:// or postgresql:// URL"));
+            return Err(ConfigError::new(database_url_var, "must be a postgres:// or postgresql:// URL"));
         }
 
         let redis_url = var("TESSERA_REDIS_URL");
@@ -325,6 +328,8 @@ mod tests {
         assert_eq!(c.refresh_token_absolute_ttl, Duration::from_secs(2_592_000));
         assert_eq!(c.signing_alg, SigningAlg::Es256);
         assert!(c.redis_url.is_none());
+        // Channel tessera:revocations and stream tessera:revocations:stream, as the contract names them.
+        assert_eq!(c.redis_prefix, "tessera");
         assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
     }
 
@@ -340,6 +345,7 @@ mod tests {
             ("TESSERA_ISSUER", "ftp://x"),
             ("TESSERA_LOG_FORMAT", "xml"),
             ("TESSERA_DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "mysql://x"),
         ] {
             let err = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

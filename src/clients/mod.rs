@@ -342,6 +342,7 @@ pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> 
             return Ok(());
         }
         let hash = passwords::hash(secret.expose().to_owned()).await?;
+        let mut tx = db.begin().await?;
         sqlx::query(
             "UPDATE clients SET secret_hash = $1, public = false, disabled_at = NULL,
                     scopes = CASE WHEN 'admin' = ANY(scopes) THEN scopes ELSE array_append(scopes, 'admin') END,
@@ -349,20 +350,30 @@ pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> 
              WHERE client_id = 'admin'",
         )
         .bind(hash)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+        let details = json!({"source": "TESSERA_BOOTSTRAP_ADMIN_SECRET", "secret_changed": !same});
+        audit::record(&mut tx, now, &Actor::system(), "client.bootstrap_update", "client", "admin", details).await?;
+        tx.commit().await?;
         tracing::info!("bootstrap admin client updated");
         return Ok(());
     }
     let hash = passwords::hash(secret.expose().to_owned()).await?;
-    sqlx::query(
+    let mut tx = db.begin().await?;
+    let created = sqlx::query(
         "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, created_at)
          VALUES ('admin', 'Bootstrap admin', $1, false, '{client_credentials}', '{admin}', $2) ON CONFLICT (client_id) DO NOTHING",
     )
     .bind(hash)
     .bind(now)
-    .execute(db)
-    .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if created > 0 {
+        let details = json!({"source": "TESSERA_BOOTSTRAP_ADMIN_SECRET"});
+        audit::record(&mut tx, now, &Actor::system(), "client.bootstrap_create", "client", "admin", details).await?;
+    }
+    tx.commit().await?;
     tracing::info!("bootstrap admin client created");
     Ok(())
 }

@@ -61,6 +61,31 @@ async fn every_admin_mutation_is_audited_with_its_actor_address_and_request_id()
     assert_eq!(actions, ["user.create", "user.delete"]);
     let none: Value = app.get_auth("/v1/admin/audit?actor=nobody", &admin).await.json().await.unwrap();
     assert_eq!(none, json!([]));
+    // The bootstrap admin client, made at start from TESSERA_BOOTSTRAP_ADMIN_SECRET, is audited too.
+    let boot = entries.iter().find(|e| e["action"] == "client.bootstrap_create").expect("bootstrap audited");
+    assert_eq!(boot["target_id"], "admin");
+    assert_eq!(boot["actor"], "system");
+    // since= keeps what happened at or after it.
+    let cut = find("user.delete", l.user_id.as_str())["at"].as_str().unwrap().to_owned();
+    let since: Value = app
+        .http
+        .get(app.url("/v1/admin/audit"))
+        .query(&[("since", cut.as_str()), ("limit", "100")])
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let since = since.as_array().unwrap();
+    assert!(
+        since.iter().any(|e| e["action"] == "user.delete") && since.iter().any(|e| e["action"] == "client.disable")
+    );
+    assert!(
+        since.iter().all(|e| e["action"] != "user.create" && e["action"] != "client.bootstrap_create"),
+        "{since:?}"
+    );
     assert_problem(app.get_auth("/v1/admin/audit?limit=0", &admin).await, 400, "INVALID_REQUEST").await;
     assert_problem(app.get_auth("/v1/admin/audit?since=yesterday", &admin).await, 400, "INVALID_REQUEST").await;
     let weak = app.token_with_scopes(&["keys:read"]).await;
