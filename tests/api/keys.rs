@@ -858,3 +858,42 @@ async fn a_rotation_without_grace_is_enforced_at_once_on_another_instance_too() 
     }
     assert_eq!(code(&peer, &token, json!({"key": key_of(&rotated)})).await, "VALID");
 }
+
+#[tokio::test]
+async fn without_a_grace_period_the_old_key_lives_one_more_day() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let old = key_of(&created).to_owned();
+    let res = rotate(&app, &token, id_of(&created), json!({})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v = verify(&app, &token, json!({"key": old})).await;
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["rotating"], true);
+    // (Fresh verifier tokens: access tokens do not last a day.)
+    app.clock.advance(Duration::from_secs(86_400 - 60));
+    let checker = app.token_with_scopes(&["keys:verify"]).await;
+    assert_eq!(code(&app, &checker, json!({"key": old})).await, "VALID");
+    app.clock.advance(Duration::from_secs(61));
+    let checker = app.token_with_scopes(&["keys:verify"]).await;
+    assert_eq!(code(&app, &checker, json!({"key": old})).await, "EXPIRED");
+}
+
+#[tokio::test]
+async fn deleting_a_user_revokes_their_api_keys_everywhere() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer().await;
+    let (token, user) = developer(&app).await;
+    let checker = app.token_with_scopes(&["keys:verify"]).await;
+    let created = simple_key(&app, &token).await;
+    let key = key_of(&created).to_owned();
+    assert_eq!(code(&peer, &checker, json!({"key": key})).await, "VALID");
+    let admin = app.admin_token().await;
+    assert_eq!(app.delete_auth(&format!("/v1/admin/users/{user}"), &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(code(&app, &checker, json!({"key": key})).await, "REVOKED");
+    let started = Instant::now();
+    while code(&peer, &checker, json!({"key": key})).await != "REVOKED" {
+        assert!(started.elapsed() < Duration::from_secs(2), "the peer still accepts a deleted user's key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

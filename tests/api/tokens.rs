@@ -409,3 +409,67 @@ async fn users_are_managed_by_admins_and_deleting_one_revokes_their_tokens() {
     assert_problem(app.get_auth("/v1/admin/users/not-a-uuid", &admin).await, 400, "INVALID_REQUEST").await;
     assert_oauth_error(password_grant(&app, &l, &l.password, None).await, 400, "invalid_grant").await;
 }
+
+#[tokio::test]
+async fn a_clients_own_refresh_token_ttl_replaces_the_idle_default() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post_json(
+            "/v1/admin/users",
+            &admin,
+            &json!({"username": "ttl-user", "password": "correct horse battery", "scopes": ["a"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "short", "grant_types": ["password", "refresh_token"], "scopes": ["a"], "refresh_token_ttl": 120}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let c: Value = res.json().await.unwrap();
+    let l = Login {
+        client_id: c["client_id"].as_str().unwrap().into(),
+        secret: c["client_secret"].as_str().unwrap().into(),
+        user_id: String::new(),
+        username: "ttl-user".into(),
+        password: "correct horse battery".into(),
+    };
+    // Within 120 s of its issue a refresh token rotates; unused for longer, it is dead, although the
+    // service-wide idle lifetime (14 days) is far from over.
+    let login: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    app.clock.advance(Duration::from_secs(110));
+    let res = refresh(&app, &l, login["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.unwrap();
+    app.clock.advance(Duration::from_secs(121));
+    assert_oauth_error(refresh(&app, &l, rotated["refresh_token"].as_str().unwrap(), None).await, 400, "invalid_grant")
+        .await;
+}
+
+#[tokio::test]
+async fn deleting_a_client_ends_its_refresh_tokens() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let l = setup_login(&app, &["a"], &["a"]).await;
+    let login: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let rt = login["refresh_token"].as_str().unwrap();
+    assert_eq!(introspect(&app, rt).await["active"], true);
+    let res = app.delete_auth(&format!("/v1/admin/clients/{}", l.client_id), &admin).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(introspect(&app, rt).await, json!({"active": false}));
+    assert_eq!(introspect(&app, login["access_token"].as_str().unwrap()).await, json!({"active": false}));
+    let res = refresh(&app, &l, rt, None).await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let mut db = app.db().await;
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM refresh_families WHERE client_id = $1 AND revoked_at IS NULL")
+            .bind(&l.client_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(live, 0);
+}
