@@ -106,7 +106,7 @@ impl Application {
         let state = AppState::new(Inner {
             clients: ClientAuth::new(keys.client_secret_cache.clone()),
             apikeys: ApiKeys::default(),
-            usage: UsageRecorder::default(),
+            usage: UsageRecorder::new(config.usage_counting),
             metrics: crate::metrics::install(),
             verified_tokens: Default::default(),
             config,

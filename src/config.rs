@@ -123,6 +123,9 @@ pub struct Config {
     pub usage_minute_retention: Duration,
     /// How long per-hour usage is kept.
     pub usage_hour_retention: Duration,
+    /// Whether API-key verifications are counted (usage statistics and the anomalies built on them).
+    /// On by default; off only to measure its cost or to shed load in an emergency.
+    pub usage_counting: bool,
 }
 
 /// When the anomaly detector raises a record.
@@ -255,6 +258,17 @@ impl Config {
             })?,
         };
 
+        let usage_counting = match var("TESSERA_USAGE_COUNTING").as_deref().map(str::trim) {
+            None | Some("true" | "on" | "1") => true,
+            Some("false" | "off" | "0") => false,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "TESSERA_USAGE_COUNTING",
+                    format!("expected true or false, got {other:?}"),
+                ))
+            }
+        };
+
         let log_format = match var("TESSERA_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -297,6 +311,7 @@ impl Config {
                 new_ip_burst: num("TESSERA_ANOMALY_NEW_IP_BURST", 20, 2, 100_000_000)?,
                 brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
             },
+            usage_counting,
             usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
             usage_hour_retention: secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
         })
@@ -330,6 +345,7 @@ mod tests {
         assert!(c.redis_url.is_none());
         // Channel tessera:revocations and stream tessera:revocations:stream, as the contract names them.
         assert_eq!(c.redis_prefix, "tessera");
+        assert!(c.usage_counting);
         assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
     }
 
@@ -346,6 +362,7 @@ mod tests {
             ("TESSERA_LOG_FORMAT", "xml"),
             ("TESSERA_DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "mysql://x"),
+            ("TESSERA_USAGE_COUNTING", "maybe"),
         ] {
             let err = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

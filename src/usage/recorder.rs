@@ -117,12 +117,24 @@ pub fn minute_of(at: OffsetDateTime) -> i64 {
 }
 
 /// In-memory usage counters, one per instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageRecorder {
     pending: Mutex<Batch>,
+    enabled: bool,
+}
+
+impl Default for UsageRecorder {
+    fn default() -> Self {
+        Self::new(true)
+    }
 }
 
 impl UsageRecorder {
+    /// A recorder; when not `enabled` it counts nothing (`TESSERA_USAGE_COUNTING=false`).
+    pub fn new(enabled: bool) -> Self {
+        Self { pending: Mutex::default(), enabled }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Batch> {
         // A panic elsewhere cannot leave counters half-updated in a way worth refusing to count.
         self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -130,6 +142,9 @@ impl UsageRecorder {
 
     /// Counts one verification of a known key from `source`: valid when `denied` is `None`.
     pub fn record_key(&self, key: Uuid, denied: Option<&'static str>, source: IpAddr, at: OffsetDateTime) {
+        if !self.enabled {
+            return;
+        }
         let mut b = self.lock();
         b.keys.entry((key, minute_of(at))).or_default().add(denied, 1);
         let seen = Seen { first: at, last: at };
@@ -149,6 +164,9 @@ impl UsageRecorder {
 
     /// Counts one refusal of an unknown or malformed key from `source`.
     pub fn record_unknown(&self, source: IpAddr, code: &'static str, at: OffsetDateTime) {
+        if !self.enabled {
+            return;
+        }
         let mut b = self.lock();
         let slot = (source, minute_of(at));
         let cap_reached = b.sources.len() >= MAX_SOURCES;

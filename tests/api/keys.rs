@@ -897,3 +897,14 @@ async fn deleting_a_user_revokes_their_api_keys_everywhere() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn with_counting_off_verification_still_works_and_nothing_is_counted() {
+    let app = TestAppBuilder::new().set("TESSERA_USAGE_COUNTING", "false").spawn().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    assert_eq!(code(&app, &token, json!({"key": key_of(&created)})).await, "VALID");
+    assert_eq!(code(&app, &token, json!({"key": "tsk_live_nope"})).await, "MALFORMED");
+    assert_eq!(app.state.usage.pending_verifications(), 0);
+    assert!(!app.state.usage.has_pending());
+}
