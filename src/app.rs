@@ -96,7 +96,7 @@ impl Application {
         if let Some(secret) = &config.bootstrap_admin_secret {
             clients::ensure_admin(&pool, secret, now).await?;
         }
-        let signing = KeyStore::new(keys.signing_key_wrap);
+        let signing = KeyStore::new(keys.signing_key_wrap, config.jwks_max_age);
         signing.reload(&pool, now, true).await?;
         let revoked = RevokedSet::default();
         revoked
@@ -140,7 +140,7 @@ impl Application {
     /// Serves until `stop` resolves or the shutdown token is cancelled, then drains in-flight
     /// requests and stops background tasks (which flush what they hold).
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let router = crate::http::router(self.state.clone(), self.state.config.request_timeout);
+        let app = crate::http::service(self.state.clone(), self.state.config.request_timeout);
         let token = self.shutdown.clone();
         let graceful = {
             let token = token.clone();
@@ -152,9 +152,12 @@ impl Application {
                 tracing::info!("shutting down: draining in-flight requests");
             }
         };
-        let served = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(graceful)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+        )
+        .with_graceful_shutdown(graceful)
+        .await;
         token.cancel();
         // One deadline for all of them together: a task stuck on an unreachable database must not
         // hold the process for 10 s per task.

@@ -1,6 +1,10 @@
 //! Prometheus metrics: one process-wide recorder, named helpers for what Tessera counts.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{OnceLock, RwLock},
+    time::Duration,
+};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -20,11 +24,53 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Handles of one route's request metrics, registered on first use.
+#[derive(Default)]
+struct RouteMetrics {
+    /// `http_requests_total` per (method, status).
+    counts: Vec<(Box<str>, u16, metrics::Counter)>,
+    /// `http_request_duration_seconds` per method.
+    durations: Vec<(Box<str>, metrics::Histogram)>,
+}
+
+impl RouteMetrics {
+    fn find(&self, method: &str, status: u16) -> Option<(&metrics::Counter, &metrics::Histogram)> {
+        let count = self.counts.iter().find(|(m, s, _)| &**m == method && *s == status).map(|(_, _, c)| c)?;
+        let duration = self.durations.iter().find(|(m, _)| &**m == method).map(|(_, h)| h)?;
+        Some((count, duration))
+    }
+}
+
+/// Route → handles. Building a metric's labels and looking it up in the registry cost more than
+/// some handlers (measured on JWKS), so each (route, method, status) is registered once and its
+/// handles reused. Routes are the router's templates and unmatched requests share one entry, so
+/// the map stays as small as the API.
+static HTTP: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics>>> = OnceLock::new();
+
 /// Records one HTTP request.
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let map = HTTP.get_or_init(Default::default);
+    if let Ok(routes) = map.read() {
+        if let Some((count, duration)) = routes.get(route).and_then(|r| r.find(method, status)) {
+            count.increment(1);
+            duration.record(elapsed.as_secs_f64());
+            return;
+        }
+    }
     let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+    let count = metrics::counter!("http_requests_total", &labels);
+    let duration = metrics::histogram!("http_request_duration_seconds", &labels[..2]);
+    count.increment(1);
+    duration.record(elapsed.as_secs_f64());
+    if let Ok(mut routes) = map.write() {
+        let entry = routes.entry(route.into()).or_default();
+        if !entry.counts.iter().any(|(m, s, _)| &**m == method && *s == status) {
+            entry.counts.push((method.into(), status, count));
+        }
+        if !entry.durations.iter().any(|(m, _)| &**m == method) {
+            entry.durations.push((method.into(), duration));
+        }
+    }
 }
 
 /// Records the pool's state just before rendering.

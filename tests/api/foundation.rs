@@ -147,6 +147,16 @@ async fn metrics_count_a_request_we_made() {
     assert!(read(&text) >= before + 1.0, "before {before}, after {}", read(&text));
     assert!(text.contains("http_request_duration_seconds_bucket"));
     assert!(text.contains("db_pool_connections{state=\"idle\"}"));
+
+    // A method a client makes up is answered in the contract's format and counted as OTHER, so
+    // requests cannot mint label sets without bound.
+    let brew = reqwest::Method::from_bytes(b"BREWCOFFEE").unwrap();
+    let res = app.http.request(brew, app.url("/readyz")).send().await.unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("BREWCOFFEE"));
+    assert!(text.lines().any(|l| l.starts_with("http_requests_total{") && l.contains("method=\"OTHER\"")), "{text}");
 }
 
 #[test]
