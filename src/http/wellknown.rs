@@ -1,8 +1,8 @@
 //! RFC 8414 metadata and the RFC 7517 JWKS, served from memory.
 
 use axum::{
-    extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    extract::{FromRequestParts, State},
+    http::{header, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -68,25 +68,35 @@ async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
          headers(("ETag" = String, description = "Strong validator"), ("Cache-Control" = String, description = "public, max-age"))),
         (status = 304, description = "Not modified (If-None-Match matched)")
     ))]
-async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn jwks(State(state): State<AppState>, IfNoneMatch(if_none_match): IfNoneMatch) -> Response {
     let set = state.signing.get();
-    let cache = format!("public, max-age={}", state.config.jwks_max_age.as_secs());
-    let cache = HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("public, max-age=60"));
-    let etag = HeaderValue::from_str(&set.etag).unwrap_or(HeaderValue::from_static("\"\""));
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
+    let cache = state.signing.cache_control();
+    let matches = if_none_match
+        .as_ref()
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == set.etag || t.trim() == "*"));
+        .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == set.etag.as_bytes() || t.trim() == "*"));
     if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache)]).into_response();
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, set.etag.clone()), (header::CACHE_CONTROL, cache)])
+            .into_response();
     }
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (header::ETAG, etag),
+            (header::ETAG, set.etag.clone()),
             (header::CACHE_CONTROL, cache),
         ],
         set.jwks.clone(),
     )
         .into_response()
+}
+
+/// The `If-None-Match` header alone (extracting the whole `HeaderMap` would copy every header).
+struct IfNoneMatch(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
+    }
 }

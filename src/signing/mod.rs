@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use axum::body::Bytes;
+use axum::{body::Bytes, http::HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -47,8 +47,8 @@ pub struct KeySet {
     pub verifiers: HashMap<String, Verifier>,
     /// The JWKS document, serialised once.
     pub jwks: Bytes,
-    /// Strong ETag of `jwks`.
-    pub etag: String,
+    /// Strong ETag of `jwks`, ready to send.
+    pub etag: HeaderValue,
     /// Identifies the table state this set was built from.
     pub fingerprint: String,
 }
@@ -59,7 +59,7 @@ impl KeySet {
             active: None,
             verifiers: HashMap::new(),
             jwks: Bytes::from_static(br#"{"keys":[]}"#),
-            etag: "\"empty\"".into(),
+            etag: HeaderValue::from_static("\"empty\""),
             fingerprint: String::new(),
         }
     }
@@ -69,14 +69,22 @@ impl KeySet {
 pub struct KeyStore {
     current: RwLock<Arc<KeySet>>,
     wrap_key: [u8; 32],
+    cache_control: HeaderValue,
 }
 
 type KeyRow = (String, String, String, Vec<u8>, Value, Option<OffsetDateTime>);
 
 impl KeyStore {
-    /// An empty store; [`KeyStore::reload`] fills it.
-    pub fn new(wrap_key: [u8; 32]) -> Self {
-        Self { current: RwLock::new(Arc::new(KeySet::empty())), wrap_key }
+    /// An empty store; [`KeyStore::reload`] fills it. The JWKS may be cached for `jwks_max_age`.
+    pub fn new(wrap_key: [u8; 32], jwks_max_age: std::time::Duration) -> Self {
+        let cache_control = HeaderValue::from_str(&format!("public, max-age={}", jwks_max_age.as_secs()))
+            .unwrap_or(HeaderValue::from_static("public, max-age=60"));
+        Self { current: RwLock::new(Arc::new(KeySet::empty())), wrap_key, cache_control }
+    }
+
+    /// `Cache-Control` of the JWKS response, computed once.
+    pub fn cache_control(&self) -> HeaderValue {
+        self.cache_control.clone()
     }
 
     /// The current key set.
@@ -163,9 +171,11 @@ impl KeyStore {
     }
 }
 
-fn jwks_body(keys: &[Value]) -> (Bytes, String) {
+fn jwks_body(keys: &[Value]) -> (Bytes, HeaderValue) {
     let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, &body);
-    let etag = format!("\"{}\"", hex::encode(&digest.as_ref()[..16]));
+    // Quotes and hex digits only: always a valid header value.
+    let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest.as_ref()[..16])))
+        .unwrap_or(HeaderValue::from_static("\"unknown\""));
     (Bytes::from(body), etag)
 }
