@@ -126,6 +126,8 @@ pub struct Config {
     /// Whether API-key verifications are counted (usage statistics and the anomalies built on them).
     /// On by default; off only to measure its cost or to shed load in an emergency.
     pub usage_counting: bool,
+    /// Memory budget of the API-key record cache, in bytes.
+    pub api_key_cache_bytes: u64,
 }
 
 /// When the anomaly detector raises a record.
@@ -312,6 +314,7 @@ impl Config {
                 brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
             },
             usage_counting,
+            api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 48, 1, 65_536)?) * 1024 * 1024,
             usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
             usage_hour_retention: secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
         })

@@ -131,7 +131,7 @@ pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<Key
     .fetch_optional(db)
     .await?;
     Ok(row.map(|(id, owner, name, environment, scopes, cidrs, metadata, expires_at, revoked_at, rotated_to)| {
-        let allowed = cidrs
+        let allowed: Vec<ipnet::IpNet> = cidrs
             .iter()
             .filter_map(|c| {
                 let net = parse_cidr(c);
@@ -145,10 +145,10 @@ pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<Key
             id,
             owner,
             name,
-            environment,
-            scopes,
+            environment: super::Environment::parse(&environment).map_or("unknown", |e| e.as_str()),
+            scopes: scopes.into_boxed_slice(),
             restricted: !cidrs.is_empty(),
-            allowed,
+            allowed: allowed.into_boxed_slice(),
             metadata,
             expires_at,
             revoked_at,

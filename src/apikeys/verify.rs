@@ -144,7 +144,7 @@ impl Serialize for Verification {
                 owner: &key.owner,
                 name: &key.name,
                 scopes: &key.scopes,
-                environment: &key.environment,
+                environment: key.environment,
                 expires_at: key.expires_at,
                 metadata: &key.metadata,
                 rotating: *rotating,
