@@ -59,7 +59,7 @@ fn init_logs() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         use tracing_subscriber::{fmt, prelude::*, EnvFilter};
-        let filter = EnvFilter::new("debug,hyper=info,h2=info,reqwest=info,rustls=info,sqlx=info,tower_http=debug");
+        let filter = EnvFilter::new("debug,hyper=info,h2=info,reqwest=info,rustls=info,sqlx=info");
         let _ =
             tracing_subscriber::registry().with(filter).with(fmt::layer().json().with_writer(|| LogWriter)).try_init();
     });
