@@ -45,22 +45,44 @@ impl RouteMetrics {
 /// some handlers (measured on JWKS), so each (route, method, status) is registered once and its
 /// handles reused. Routes are the router's templates and unmatched requests share one entry, so
 /// the map stays as small as the API.
-static HTTP: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics>>> = OnceLock::new();
+static HTTP: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics, foldhash::fast::RandomState>>> = OnceLock::new();
 
-/// A counter with one static label, on a request's path: registered once, then reused.
-fn hot_counter(name: &'static str, label: &'static str, value: &'static str) -> metrics::Counter {
-    type Key = (&'static str, &'static str, &'static str);
-    static HOT: OnceLock<RwLock<HashMap<Key, metrics::Counter>>> = OnceLock::new();
-    let map = HOT.get_or_init(Default::default);
-    if let Some(c) = map.read().ok().and_then(|m| m.get(&(name, label, value)).cloned()) {
-        return c;
-    }
-    let c = metrics::counter!(name, label => value);
-    if let Ok(mut m) = map.write() {
-        m.insert((name, label, value), c.clone());
-    }
-    c
+/// Counters of one metric with one label whose values are static strings, on request paths:
+/// each value is registered once, then found by a scan of a few entries under a read lock (no
+/// hashing, no label building, no handle clone).
+struct HotCounters {
+    name: &'static str,
+    label: &'static str,
+    handles: RwLock<Vec<(&'static str, metrics::Counter)>>,
 }
+
+impl HotCounters {
+    const fn new(name: &'static str, label: &'static str) -> Self {
+        Self { name, label, handles: RwLock::new(Vec::new()) }
+    }
+
+    fn increment(&self, value: &'static str) {
+        let find =
+            |h: &[(&'static str, metrics::Counter)]| h.iter().position(|(v, _)| std::ptr::eq(*v, value) || *v == value);
+        if let Ok(handles) = self.handles.read() {
+            if let Some(i) = find(&handles) {
+                handles[i].1.increment(1);
+                return;
+            }
+        }
+        let counter = metrics::counter!(self.name, self.label => value);
+        counter.increment(1);
+        if let Ok(mut handles) = self.handles.write() {
+            if find(&handles).is_none() {
+                handles.push((value, counter));
+            }
+        }
+    }
+}
+
+static TOKENS_ISSUED: HotCounters = HotCounters::new("tokens_issued_total", "grant");
+static KEY_VERIFICATIONS: HotCounters = HotCounters::new("api_key_verifications_total", "result");
+static KEY_CACHE: HotCounters = HotCounters::new("api_key_cache_lookups_total", "result");
 
 /// Records one HTTP request.
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -96,7 +118,7 @@ pub fn db_pool(size: u32, idle: usize) {
 
 /// An access token was issued.
 pub fn token_issued(grant: &'static str) {
-    hot_counter("tokens_issued_total", "grant", grant).increment(1);
+    TOKENS_ISSUED.increment(grant);
 }
 
 /// A refresh token was presented again after it was spent.
@@ -124,12 +146,12 @@ pub fn outbox_lag(pending: i64, oldest_age_secs: f64) {
 
 /// An API key verification and its result.
 pub fn key_verification(result: &'static str) {
-    hot_counter("api_key_verifications_total", "result", result).increment(1);
+    KEY_VERIFICATIONS.increment(result);
 }
 
 /// API-key cache lookups.
 pub fn key_cache(hit: bool) {
-    hot_counter("api_key_cache_lookups_total", "result", if hit { "hit" } else { "miss" }).increment(1);
+    KEY_CACHE.increment(if hit { "hit" } else { "miss" });
 }
 
 /// An anomaly was raised.

@@ -7,8 +7,8 @@ use crate::{error::ApiError, scopes, state::AppState, tokens::AccessClaims};
 /// The authenticated caller of a `/v1` endpoint.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The verified claims.
-    pub claims: AccessClaims,
+    /// The verified claims (shared with the verified-token cache, not copied per request).
+    pub claims: std::sync::Arc<AccessClaims>,
 }
 
 impl Caller {

@@ -116,6 +116,7 @@ pub async fn introspect(state: &AppState, token: &str) -> Result<Introspection, 
     let Ok(claims) = validate_access_token(state, token) else {
         return Ok(INACTIVE);
     };
+    let claims = std::sync::Arc::unwrap_or_clone(claims);
     Ok(Introspection {
         active: true,
         scope: Some(claims.scope),

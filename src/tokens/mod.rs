@@ -86,7 +86,7 @@ pub fn resolve_audience(state: &AppState, client: &Client, requested: Option<&st
 /// Access tokens whose signature already verified, by SHA-256 of the token, so a resource service
 /// calling with the same bearer token pays the ECDSA verification once. Expiry, the signing key
 /// and every revocation are still checked on each use.
-pub struct VerifiedTokens(Cache<[u8; 32], Arc<(AccessClaims, String)>>);
+pub struct VerifiedTokens(Cache<[u8; 32], (Arc<AccessClaims>, Arc<str>)>);
 
 impl Default for VerifiedTokens {
     fn default() -> Self {
@@ -95,7 +95,7 @@ impl Default for VerifiedTokens {
 }
 
 /// Checks a presented access token: signature, expiry, and every revocation this instance knows of.
-pub fn validate_access_token(state: &AppState, token: &str) -> Result<AccessClaims, TokenError> {
+pub fn validate_access_token(state: &AppState, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
     let keys = state.signing.get();
     let now = state.clock.unix();
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
@@ -103,17 +103,17 @@ pub fn validate_access_token(state: &AppState, token: &str) -> Result<AccessClai
     key.copy_from_slice(digest.as_ref());
     let claims = match state.verified_tokens.0.get(&key) {
         // The key that signed it must still be published (a revoked key drops out at once).
-        Some(hit) if keys.verifiers.contains_key(&hit.1) => {
+        Some(hit) if keys.verifiers.contains_key(&*hit.1) => {
             if hit.0.exp <= now {
                 return Err(TokenError::Expired);
             }
-            hit.0.clone()
+            hit.0
         }
         Some(_) => return Err(TokenError::UnknownKey),
         None => {
-            let claims = jwt::verify(&keys, token, &state.config.issuer, now)?;
+            let claims = Arc::new(jwt::verify(&keys, token, &state.config.issuer, now)?);
             let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
-            state.verified_tokens.0.insert(key, Arc::new((claims.clone(), kid)));
+            state.verified_tokens.0.insert(key, (Arc::clone(&claims), kid.into()));
             claims
         }
     };

@@ -65,17 +65,21 @@ impl Seen {
     }
 }
 
+/// The maps' hasher: seeded per process (the address maps take input an attacker chooses, and
+/// are capped besides) and several times cheaper than SipHash on these small keys.
+type Hasher = foldhash::fast::RandomState;
+
 /// Everything counted since the last flush.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Per key and minute (unix seconds of the minute's start).
-    pub keys: HashMap<(Uuid, i64), Counts>,
+    pub keys: HashMap<(Uuid, i64), Counts, Hasher>,
     /// Per key and source address.
-    pub addresses: HashMap<(Uuid, IpAddr), Seen>,
+    pub addresses: HashMap<(Uuid, IpAddr), Seen, Hasher>,
     /// Last verification of each key: when and from where.
-    pub last_used: HashMap<Uuid, (OffsetDateTime, IpAddr)>,
+    pub last_used: HashMap<Uuid, (OffsetDateTime, IpAddr), Hasher>,
     /// Unknown and malformed keys per source address and minute.
-    pub sources: HashMap<(IpAddr, i64), Counts>,
+    pub sources: HashMap<(IpAddr, i64), Counts, Hasher>,
     /// Entries not kept because a cap was reached.
     pub dropped: u64,
 }
