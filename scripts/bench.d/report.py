@@ -58,7 +58,12 @@ def main():
         w(f"- EXPERIMENT: Tessera ran with extra environment `{r['config.tessera_extra_env']}`")
     w("")
 
-    hello = num(r, "hello.rps")
+    # The hello-world ceiling: the highest of its runs (see scripts/bench).
+    hello_runs = [(k, num(r, f"{k}.rps")) for k in ("hello", "hello2", "hello3")]
+    hello_runs = [(k, v) for k, v in hello_runs if v is not None]
+    best = max(hello_runs, key=lambda kv: kv[1]) if hello_runs else ("hello", None)
+    hello = best[1]
+    hk = best[0]
     sign1 = num(r, "sign.sign_tokens_per_sec")
     pgb = num(r, "pgbench.tps")
     sign_ceiling = sign1 * cores if sign1 else None
@@ -68,9 +73,10 @@ def main():
     w("")
     w("| ceiling | rate | notes |")
     w("|---|---:|---|")
-    w(f"| axum hello-world (JWKS-sized body, {fmt(num(r, 'jwks.body_bytes'))} B) | {fmt(hello)} req/s | "
-      f"p50 {fmt(num(r, 'hello.p50_ms'), 2)} ms, p99 {fmt(num(r, 'hello.p99_ms'), 2)} ms, errors {fmt(num(r, 'hello.errors'))}, "
-      f"server CPU {r.get('hello.server_cpu_us_per_req', '?')} µs/request |")
+    runs = ", ".join(fmt(v) for _, v in hello_runs)
+    w(f"| axum hello-world (JWKS-sized body, {fmt(num(r, 'jwks.body_bytes'))} B), best of {len(hello_runs)} runs ({runs}) | {fmt(hello)} req/s | "
+      f"p50 {fmt(num(r, f'{hk}.p50_ms'), 2)} ms, p99 {fmt(num(r, f'{hk}.p99_ms'), 2)} ms, errors {fmt(num(r, f'{hk}.errors'))}, "
+      f"server CPU {r.get(f'{hk}.server_cpu_us_per_req', '?')} µs/request |")
     w(f"| signing, service path (`tokens::jwt::sign`), 1 thread | {fmt(sign1)} tokens/s | "
       f"{r.get('sign.sign_us_per_token', '?')} µs/token, {r.get('sign.token_bytes', '?')} B tokens; × {int(cores)} cores = {fmt(sign_ceiling)}/s |")
     w(f"| signing, ring alone, 1 thread | {fmt(num(r, 'sign.ring_sign_per_sec'))} signatures/s | "
