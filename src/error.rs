@@ -182,6 +182,16 @@ fn is_unstorable_text(code: Option<&str>) -> bool {
     matches!(code, Some("22021" | "22P05"))
 }
 
+/// SQLSTATEs that say Postgres cannot serve right now rather than that the query is wrong:
+/// connection exceptions (08), insufficient resources (53: too many connections, disk full),
+/// operator intervention (57P01-57P03: shutdown, crash, cannot connect now) and a database that
+/// does not accept connections (55000). They are 503s, not 500s.
+fn is_unavailable(code: Option<&str>) -> bool {
+    code.is_some_and(|c| {
+        c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03" | "55000")
+    })
+}
+
 fn from_db(e: sqlx::Error) -> ApiError {
     match &e {
         sqlx::Error::PoolTimedOut => {
@@ -198,8 +208,12 @@ fn from_db(e: sqlx::Error) -> ApiError {
             tracing::warn!("statement timeout");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database did not answer in time")
         }
-        sqlx::Error::Io(_) => {
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             tracing::error!(error = %e, "database unreachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
+        }
+        sqlx::Error::Database(db) if is_unavailable(db.code().as_deref()) => {
+            tracing::error!(error = %e, "database unavailable");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
         }
         _ => ApiError::internal(e),
@@ -337,7 +351,11 @@ impl From<Error> for OAuthError {
                 tracing::warn!(why, "temporarily unavailable");
                 Self::TemporarilyUnavailable
             }
-            Error::Database(sqlx::Error::PoolTimedOut) | Error::Database(sqlx::Error::Io(_)) => {
+            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::TemporarilyUnavailable
+            }
+            Error::Database(sqlx::Error::Database(ref db)) if is_unavailable(db.code().as_deref()) => {
                 tracing::error!(error = %e, "database unavailable");
                 Self::TemporarilyUnavailable
             }

@@ -20,6 +20,9 @@ pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
 /// listener that was disconnected at that moment clears every cached key when it reconnects.
 pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
 
+/// Longest wait for a new notification listener before trying again at the next tick.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Applies one event to the in-memory state.
 pub fn apply(state: &AppState, ev: &RevocationEvent) {
     let max_ttl = state.config.max_access_token_ttl().as_secs() as i64;
@@ -97,7 +100,12 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => catch_up(&state).await,
+            _ = tick.tick() => {
+                if listener.is_none() {
+                    listener = relisten(&state).await;
+                }
+                catch_up(&state).await;
+            }
             note = notified => match note {
                 Some(n) if n.channel() == API_KEY_CHANGED_CHANNEL => {
                     if let Ok(id) = Uuid::parse_str(n.payload()) {
@@ -106,8 +114,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 }
                 Some(_) => catch_up(&state).await,
                 None => {
-                    listener = listen(&state).await;
-                    state.apikeys.forget_all();
+                    listener = relisten(&state).await;
                     catch_up(&state).await;
                 }
             },
@@ -127,8 +134,24 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     }
 }
 
+/// A listener on both channels, or `None` when Postgres cannot be reached within a few seconds.
 async fn listen(state: &AppState) -> Option<PgListener> {
-    let mut l = PgListener::connect_with(&state.db).await.ok()?;
-    l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
-    Some(l)
+    let connect = async {
+        let mut l = PgListener::connect_with(&state.db).await.ok()?;
+        l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
+        Some(l)
+    };
+    tokio::time::timeout(LISTEN_TIMEOUT, connect).await.ok().flatten()
+}
+
+/// A new listener after the old one was lost (retried every catch-up tick while Postgres is
+/// away). API-key change notifications sent in the gap are lost, so the API-key cache is dropped
+/// once the listener is back. Not before: while Postgres is unreachable, cached keys go on
+/// verifying (each for at most the cache TTL), and nothing could change them meanwhile but
+/// another instance, which the TTL bounds.
+async fn relisten(state: &AppState) -> Option<PgListener> {
+    let listener = listen(state).await?;
+    state.apikeys.forget_all();
+    tracing::info!("listening for API-key changes again; cached keys dropped");
+    Some(listener)
 }

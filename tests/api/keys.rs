@@ -289,7 +289,7 @@ async fn each_refusal_has_its_code_and_the_codes_come_in_the_contracts_order() {
 }
 
 #[tokio::test]
-async fn a_mistyped_checksum_is_malformed_without_touching_postgres() {
+async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_is_away() {
     let app = spawn_app().await;
     let (token, _) = developer(&app).await;
     let created = simple_key(&app, &token).await;
@@ -320,13 +320,32 @@ async fn a_mistyped_checksum_is_malformed_without_touching_postgres() {
     };
     assert_eq!(code(&app, &token, json!({"key": swapped})).await, "MALFORMED");
     assert!(started.elapsed() < Duration::from_secs(2), "MALFORMED must not wait for the database");
+    // Long enough for the notification listener to lose its connection and fail to reconnect: the
+    // cache must survive that (it is dropped only once a listener is back).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // The hot path is memory only: the known key still verifies.
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
+    // A well-formed key that is not cached needs Postgres: 503 in the problem format, not 500.
+    let unknown = ApiKeySecret::generate(Environment::Live);
+    let res = app.post_json("/v1/keys/verify", &token, &json!({"key": unknown.expose()})).await;
+    assert_problem(res, 503, "UNAVAILABLE").await;
 
     sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", app.db_name))
         .execute(&mut admin)
         .await
         .unwrap();
+    // Back: the unknown key is looked up again (and not found), the known one still verifies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = app.post_json("/v1/keys/verify", &token, &json!({"key": unknown.expose()})).await;
+        if res.status() == StatusCode::OK {
+            assert_eq!(res.json::<Value>().await.unwrap()["code"], "NOT_FOUND");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not recover after Postgres came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
 }
 
 #[tokio::test]
