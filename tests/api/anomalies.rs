@@ -69,19 +69,22 @@ async fn steady_key(db: &mut PgConnection, now: OffsetDateTime, rate: i64) -> Uu
 async fn a_rate_spike_is_raised_once_with_its_evidence_and_a_steady_key_raises_nothing() {
     let app = spawn_app().await;
     let mut db = app.db().await;
+    // Seeded in one transaction: the app's own detector (every 10 s) sees all of it or none.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     let now = app.clock.now();
     let last = minute(now) - Duration::MINUTE;
-    let spiking = steady_key(&mut db, now, 20).await;
-    usage(&mut db, spiking, last, 900, json!({})).await;
-    let steady = steady_key(&mut db, now, 200).await;
-    usage(&mut db, steady, last, 210, json!({"INSUFFICIENT_SCOPE": 5})).await;
+    let spiking = steady_key(&mut tx, now, 20).await;
+    usage(&mut tx, spiking, last, 900, json!({})).await;
+    let steady = steady_key(&mut tx, now, 200).await;
+    usage(&mut tx, steady, last, 210, json!({"INSUFFICIENT_SCOPE": 5})).await;
     // A quiet key that doubles stays under the floor.
-    let quiet = steady_key(&mut db, now, 2).await;
-    usage(&mut db, quiet, last, 40, json!({})).await;
+    let quiet = steady_key(&mut tx, now, 2).await;
+    usage(&mut tx, quiet, last, 40, json!({})).await;
     // A brand-new key has no baseline yet.
-    let fresh = key_row(&mut db, now, Duration::minutes(2)).await;
-    usage(&mut db, fresh, last, 5000, json!({})).await;
+    let fresh = key_row(&mut tx, now, Duration::minutes(2)).await;
+    usage(&mut tx, fresh, last, 5000, json!({})).await;
 
+    tx.commit().await.unwrap();
     detect(&app).await;
     detect(&app).await;
     let found = anomalies_of(&mut db, "RATE_SPIKE").await;
@@ -95,17 +98,20 @@ async fn a_rate_spike_is_raised_once_with_its_evidence_and_a_steady_key_raises_n
 async fn revoked_and_expired_keys_in_use_are_raised_and_normal_refusals_are_not() {
     let app = spawn_app().await;
     let mut db = app.db().await;
+    // Seeded in one transaction: the app's own detector (every 10 s) sees all of it or none.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     let now = app.clock.now();
-    let revoked = key_row(&mut db, now, Duration::days(1)).await;
-    usage(&mut db, revoked, minute(now), 0, json!({"REVOKED": 3})).await;
-    let expired = key_row(&mut db, now, Duration::days(1)).await;
-    usage(&mut db, expired, minute(now) - Duration::MINUTE, 0, json!({"EXPIRED": 1})).await;
-    let normal = key_row(&mut db, now, Duration::days(1)).await;
-    usage(&mut db, normal, minute(now), 50, json!({"INSUFFICIENT_SCOPE": 2, "IP_NOT_ALLOWED": 1})).await;
+    let revoked = key_row(&mut tx, now, Duration::days(1)).await;
+    usage(&mut tx, revoked, minute(now), 0, json!({"REVOKED": 3})).await;
+    let expired = key_row(&mut tx, now, Duration::days(1)).await;
+    usage(&mut tx, expired, minute(now) - Duration::MINUTE, 0, json!({"EXPIRED": 1})).await;
+    let normal = key_row(&mut tx, now, Duration::days(1)).await;
+    usage(&mut tx, normal, minute(now), 50, json!({"INSUFFICIENT_SCOPE": 2, "IP_NOT_ALLOWED": 1})).await;
     // Old evidence (an hour ago) does not count.
-    let old = key_row(&mut db, now, Duration::days(1)).await;
-    usage(&mut db, old, minute(now) - Duration::HOUR, 0, json!({"REVOKED": 9})).await;
+    let old = key_row(&mut tx, now, Duration::days(1)).await;
+    usage(&mut tx, old, minute(now) - Duration::HOUR, 0, json!({"REVOKED": 9})).await;
 
+    tx.commit().await.unwrap();
     detect(&app).await;
     let r = anomalies_of(&mut db, "REVOKED_KEY_IN_USE").await;
     assert_eq!(r.len(), 1);
@@ -121,12 +127,15 @@ async fn revoked_and_expired_keys_in_use_are_raised_and_normal_refusals_are_not(
 async fn an_ip_not_allowed_burst_is_raised_above_its_threshold_only() {
     let app = spawn_app().await;
     let mut db = app.db().await;
+    // Seeded in one transaction: the app's own detector (every 10 s) sees all of it or none.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     let now = app.clock.now();
-    let burst = key_row(&mut db, now, Duration::days(1)).await;
-    usage(&mut db, burst, minute(now), 1, json!({"IP_NOT_ALLOWED": 15})).await;
-    usage(&mut db, burst, minute(now) - Duration::MINUTE, 0, json!({"IP_NOT_ALLOWED": 10})).await;
-    let few = key_row(&mut db, now, Duration::days(1)).await;
-    usage(&mut db, few, minute(now), 100, json!({"IP_NOT_ALLOWED": 4})).await;
+    let burst = key_row(&mut tx, now, Duration::days(1)).await;
+    usage(&mut tx, burst, minute(now), 1, json!({"IP_NOT_ALLOWED": 15})).await;
+    usage(&mut tx, burst, minute(now) - Duration::MINUTE, 0, json!({"IP_NOT_ALLOWED": 10})).await;
+    let few = key_row(&mut tx, now, Duration::days(1)).await;
+    usage(&mut tx, few, minute(now), 100, json!({"IP_NOT_ALLOWED": 4})).await;
+    tx.commit().await.unwrap();
     detect(&app).await;
     let found = anomalies_of(&mut db, "IP_NOT_ALLOWED_BURST").await;
     assert_eq!(found.len(), 1);
@@ -148,22 +157,25 @@ async fn ip(db: &mut PgConnection, key: Uuid, addr: String, first: OffsetDateTim
 async fn many_never_seen_addresses_for_an_established_key_are_a_new_ip_burst() {
     let app = spawn_app().await;
     let mut db = app.db().await;
+    // Seeded in one transaction: the app's own detector (every 10 s) sees all of it or none.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     let now = app.clock.now();
-    let established = key_row(&mut db, now, Duration::days(30)).await;
-    ip(&mut db, established, "198.51.100.1".into(), now - Duration::days(3)).await;
+    let established = key_row(&mut tx, now, Duration::days(30)).await;
+    ip(&mut tx, established, "198.51.100.1".into(), now - Duration::days(3)).await;
     for i in 0..25 {
-        ip(&mut db, established, format!("203.0.113.{i}"), now - Duration::minutes(2)).await;
+        ip(&mut tx, established, format!("203.0.113.{i}"), now - Duration::minutes(2)).await;
     }
-    let calm = key_row(&mut db, now, Duration::days(30)).await;
-    ip(&mut db, calm, "198.51.100.2".into(), now - Duration::days(3)).await;
+    let calm = key_row(&mut tx, now, Duration::days(30)).await;
+    ip(&mut tx, calm, "198.51.100.2".into(), now - Duration::days(3)).await;
     for i in 0..3 {
-        ip(&mut db, calm, format!("192.0.2.{i}"), now - Duration::minutes(2)).await;
+        ip(&mut tx, calm, format!("192.0.2.{i}"), now - Duration::minutes(2)).await;
     }
     // A key seen for the first time from many places has no "usual" places to differ from.
-    let launch = key_row(&mut db, now, Duration::minutes(5)).await;
+    let launch = key_row(&mut tx, now, Duration::minutes(5)).await;
     for i in 0..25 {
-        ip(&mut db, launch, format!("192.0.2.{}", 100 + i), now - Duration::minutes(1)).await;
+        ip(&mut tx, launch, format!("192.0.2.{}", 100 + i), now - Duration::minutes(1)).await;
     }
+    tx.commit().await.unwrap();
     detect(&app).await;
     let found = anomalies_of(&mut db, "NEW_IP_BURST").await;
     assert_eq!(found.len(), 1, "{found:?}");
@@ -175,6 +187,8 @@ async fn many_never_seen_addresses_for_an_established_key_are_a_new_ip_burst() {
 async fn many_unknown_keys_from_one_source_are_brute_force() {
     let app = spawn_app().await;
     let mut db = app.db().await;
+    // Seeded in one transaction: the app's own detector (every 10 s) sees all of it or none.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     let now = app.clock.now();
     for (source, per_minute) in [("203.0.113.66", 20i64), ("198.51.100.7", 3)] {
         for m in 0..3 {
@@ -182,11 +196,12 @@ async fn many_unknown_keys_from_one_source_are_brute_force() {
                 .bind(source)
                 .bind(minute(now) - Duration::minutes(m))
                 .bind(per_minute)
-                .execute(&mut db)
+                .execute(&mut *tx)
                 .await
                 .unwrap();
         }
     }
+    tx.commit().await.unwrap();
     detect(&app).await;
     let found: Vec<(String, Value)> =
         sqlx::query_as("SELECT subject, details FROM anomalies WHERE kind = 'BRUTE_FORCE'")
@@ -214,13 +229,16 @@ async fn many_unknown_keys_from_one_source_are_brute_force() {
 async fn old_minute_buckets_roll_up_into_hours_exactly_once() {
     let app = spawn_app().await;
     let mut db = app.db().await;
+    // Seeded in one transaction: the app's own detector (every 10 s) sees all of it or none.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     let now = app.clock.now();
-    let key = key_row(&mut db, now, Duration::days(10)).await;
+    let key = key_row(&mut tx, now, Duration::days(10)).await;
     let hour =
         (now - Duration::days(3)).replace_minute(0).unwrap().replace_second(0).unwrap().replace_nanosecond(0).unwrap();
-    usage(&mut db, key, hour, 5, json!({"EXPIRED": 1})).await;
-    usage(&mut db, key, hour + Duration::minutes(7), 6, json!({"EXPIRED": 2, "REVOKED": 1})).await;
-    usage(&mut db, key, minute(now), 9, json!({})).await;
+    usage(&mut tx, key, hour, 5, json!({"EXPIRED": 1})).await;
+    usage(&mut tx, key, hour + Duration::minutes(7), 6, json!({"EXPIRED": 2, "REVOKED": 1})).await;
+    usage(&mut tx, key, minute(now), 9, json!({})).await;
+    tx.commit().await.unwrap();
     roll_up(&app).await;
     roll_up(&app).await;
     let rows: Vec<(String, OffsetDateTime, i64, Value)> =

@@ -256,24 +256,27 @@ async fn the_purge_job_removes_expired_refresh_tokens_and_revoked_jtis() {
     let now = app.clock.now();
     let long_ago = now - time::Duration::days(10);
     let family = uuid::Uuid::now_v7();
+    // One transaction: the background purge must not remove the family between the two inserts.
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
     sqlx::query("INSERT INTO refresh_families (id, client_id, user_id, created_at, absolute_expires_at) VALUES ($1, 'c', $1, $2, $2)")
         .bind(family)
         .bind(long_ago)
-        .execute(&mut db)
+        .execute(&mut *tx)
         .await
         .unwrap();
     sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at) VALUES ('\\x00', $1, 0, '{}', $2, $2)")
         .bind(family)
         .bind(long_ago)
-        .execute(&mut db)
+        .execute(&mut *tx)
         .await
         .unwrap();
     sqlx::query("INSERT INTO revoked_jtis (jti, expires_at, revoked_at) VALUES ($1, $2, $2)")
         .bind(uuid::Uuid::now_v7())
         .bind(long_ago)
-        .execute(&mut db)
+        .execute(&mut *tx)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     // (The background job may get there first; either way nothing expired is left.)
     tessera::maintenance::purge_expired(&app.state).await.unwrap();
     for table in ["refresh_tokens", "refresh_families", "revoked_jtis"] {
