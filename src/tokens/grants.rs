@@ -45,7 +45,8 @@ pub fn client_credentials(
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token: None })
 }
 
-/// `grant_type=password`: an access token and the first refresh token of a new family.
+/// `grant_type=password`: an access token and, for a client registered for `refresh_token`, the
+/// first refresh token of a new family.
 pub async fn password(
     state: &AppState,
     client: &Client,
@@ -63,16 +64,17 @@ pub async fn password(
         .ok_or(OAuthError::InvalidGrant("invalid username or password"))?;
     let allowed: Vec<String> = user.scopes.iter().filter(|s| client.scopes.contains(s)).cloned().collect();
     let granted = narrow_scopes(scope, &allowed)?;
-    let (family, refresh_token) = super::refresh::start_family(state, client, user.id, &granted).await?;
+    // A refresh token only for a client registered for the refresh_token grant: one that is not
+    // could never use it (RFC 6749 §6 refuses it as unauthorized_client).
+    let login = if client.allows_grant("refresh_token") {
+        Some(super::refresh::start_family(state, client, user.id, &granted).await?)
+    } else {
+        None
+    };
+    let (family, refresh_token) = login.unzip();
     let aud = resolve_audience(state, client, None).map_err(|e| OAuthError::InvalidRequest(e.into()))?;
-    let grant = Grant { client, sub: user.id.to_string(), scopes: &granted, aud, sid: Some(family) };
+    let grant = Grant { client, sub: user.id.to_string(), scopes: &granted, aud, sid: family };
     let (access_token, expires_in) = issue_access_token(state, &grant)?;
     crate::metrics::token_issued("password");
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in,
-        scope: granted.join(" "),
-        refresh_token: Some(refresh_token),
-    })
+    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token })
 }

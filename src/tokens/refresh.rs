@@ -85,6 +85,9 @@ pub async fn rotate(
     presented: &str,
     scope: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
+    if !client.allows_grant("refresh_token") {
+        return Err(OAuthError::UnauthorizedClient("this client may not use the refresh_token grant"));
+    }
     if !is_well_formed(presented) {
         return Err(INVALID);
     }

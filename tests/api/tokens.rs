@@ -473,3 +473,25 @@ async fn deleting_a_client_ends_its_refresh_tokens() {
             .unwrap();
     assert_eq!(live, 0);
 }
+
+#[tokio::test]
+async fn a_client_without_the_refresh_token_grant_gets_no_refresh_token_and_cannot_refresh() {
+    let app = spawn_app().await;
+    let with_refresh = setup_login(&app, &["a"], &["a"]).await;
+    let first = password_grant(&app, &with_refresh, &with_refresh.password, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.unwrap();
+    let refresh_token = first["refresh_token"].as_str().expect("a refresh token for a refresh_token client").to_owned();
+
+    // The same user through a client registered for the password grant only.
+    let (client_id, secret) = app.create_client(&["password"], &["a"]).await;
+    let password_only = Login { client_id, secret, ..with_refresh };
+    let res = password_grant(&app, &password_only, &password_only.password, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["access_token"].is_string());
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    // It may not use the refresh_token grant, whatever token it presents.
+    let res = refresh(&app, &password_only, &refresh_token, None).await;
+    assert_oauth_error(res, 400, "unauthorized_client").await;
+}
