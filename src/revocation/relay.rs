@@ -2,8 +2,9 @@
 //! work at a time, so if that instance dies the next tick of another takes over.
 //!
 //! Each pass, under the lock: give every committed, unsequenced event the next `seq` in commit
-//! order (a `bigserial` alone can commit out of order), then publish unpublished events in `seq`
-//! order, stopping at the first failure so order holds, and mark what went out. At-least-once.
+//! order (a `bigserial` alone can commit out of order) and commit the numbers; then publish
+//! unpublished events in `seq` order, stopping at the first failure so order holds, and mark what
+//! went out. At-least-once, and a published `seq` always names the same event.
 
 use std::time::Duration;
 
@@ -35,13 +36,30 @@ pub struct PassReport {
     pub pending: bool,
 }
 
-/// One pass of the relay.
+/// One pass of the relay: sequence, then publish, each in its own transaction under the lock.
+///
+/// The numbers are committed before any event carrying them is published. Were both in one
+/// transaction, an instance dying (or a commit failing) after publishing would roll the numbers
+/// back; the next pass could then give the same numbers to other events, and every consumer that
+/// had applied the published ones would skip those as already seen. Published twice is harmless
+/// (consumers ignore a `seq` they have); renumbered is not.
 pub async fn pass(db: &PgPool, bus: &Bus) -> Result<PassReport> {
+    let Some(sequenced) = sequence(db).await? else {
+        return Ok(PassReport::default());
+    };
+    let (published, pending) = publish(db, bus).await?;
+    crate::metrics::outbox_published(published);
+    Ok(PassReport { leader: true, sequenced, published, pending })
+}
+
+/// Gives every committed, unsequenced event the next `seq`, and commits; `None` when another
+/// instance holds the lock.
+async fn sequence(db: &PgPool) -> Result<Option<u64>> {
     let mut tx = db.begin().await?;
     let leader: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
     if !leader {
-        return Ok(PassReport::default());
+        return Ok(None);
     }
     let sequenced = sqlx::query(
         "WITH base AS (SELECT coalesce(max(seq), 0) AS m FROM revocation_events),
@@ -56,6 +74,19 @@ pub async fn pass(db: &PgPool, bus: &Bus) -> Result<PassReport> {
     .rows_affected();
     if sequenced > 0 {
         sqlx::query("SELECT pg_notify($1, '')").bind(SEQUENCED_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(sequenced))
+}
+
+/// Publishes sequenced, unpublished events in `seq` order, stopping at the first failure so order
+/// holds, and marks what went out: (published, whether any are left).
+async fn publish(db: &PgPool, bus: &Bus) -> Result<(u64, bool)> {
+    let mut tx = db.begin().await?;
+    let leader: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
+    if !leader {
+        return Ok((0, false));
     }
     let rows: Vec<super::EventRow> = sqlx::query_as(
         "SELECT seq, kind, subject_id, jti, kid, expires_at, revoked_at, reason FROM revocation_events
@@ -86,8 +117,7 @@ pub async fn pass(db: &PgPool, bus: &Bus) -> Result<PassReport> {
             .await?;
     }
     tx.commit().await?;
-    crate::metrics::outbox_published(published);
-    Ok(PassReport { leader: true, sequenced, published, pending: published < total as u64 })
+    Ok((published, published < total as u64))
 }
 
 /// Runs the relay until shutdown: woken by `LISTEN tessera_outbox`, polling as a fallback.

@@ -373,3 +373,51 @@ async fn through_redis_a_second_instance_refuses_revoked_keys_within_a_second_an
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A published `seq` must already be committed: were numbering and publishing one transaction, a
+/// relay dying between the two would let the numbers be given again to other events, which every
+/// consumer that applied the first ones would then skip. So each event that reaches the bus must
+/// be visible, with its number, to any other connection at that moment.
+#[tokio::test]
+async fn an_event_is_published_only_after_its_sequence_number_is_committed() {
+    let app = spawn_app().await;
+    let mut rx = app.state.bus.subscribe();
+    let mut db = app.db().await;
+    let keys_writer = app.token_with_scopes(&["keys:write"]).await;
+    for round in 0..5 {
+        let key: Value = app
+            .post_json(
+                "/v1/keys",
+                &keys_writer,
+                &json!({"name": format!("k{round}"), "scopes": [], "environment": "live"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = key["id"].as_str().unwrap().to_owned();
+        let res = app.post_json(&format!("/v1/keys/{id}/revoke"), &keys_writer, &json!({})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let seq = loop {
+            let msg =
+                tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event within 5 s").unwrap();
+            if let tessera::revocation::bus::BusMessage::Event(payload) = msg {
+                let ev: Value = serde_json::from_str(&payload).unwrap();
+                if ev["id"] == id.as_str() {
+                    break ev["seq"].as_i64().unwrap();
+                }
+            }
+        };
+        let committed: Option<String> =
+            sqlx::query_scalar("SELECT subject_id::text FROM revocation_events WHERE seq = $1")
+                .bind(seq)
+                .fetch_optional(&mut db)
+                .await
+                .unwrap();
+        assert_eq!(
+            committed.as_deref(),
+            Some(id.as_str()),
+            "round {round}: seq {seq} was published before it was committed"
+        );
+    }
+}
