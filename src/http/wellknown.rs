@@ -28,7 +28,7 @@ pub struct Metadata {
     grant_types_supported: [&'static str; 3],
     response_types_supported: [&'static str; 0],
     token_endpoint_auth_methods_supported: [&'static str; 3],
-    revocation_endpoint_auth_methods_supported: [&'static str; 2],
+    revocation_endpoint_auth_methods_supported: [&'static str; 3],
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
     token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     id_token_signing_alg_values_supported: Vec<&'static str>,
@@ -51,7 +51,8 @@ async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
         grant_types_supported: ["client_credentials", "password", "refresh_token"],
         response_types_supported: [],
         token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
-        revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+        // A public client revokes its own tokens with its client_id alone (RFC 7009 §2.1).
+        revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
         introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
         token_endpoint_auth_signing_alg_values_supported: vec![],
         id_token_signing_alg_values_supported: vec![],

@@ -305,8 +305,27 @@ impl Drop for TestApp {
         }
         if self.owns_db {
             drop_database(self.db_name.clone());
+            if let (Some(url), Some(prefix)) = (self.env.get("TESSERA_REDIS_URL"), self.env.get("TESSERA_REDIS_PREFIX")) {
+                drop_redis_keys(url.clone(), prefix.clone());
+            }
         }
     }
+}
+
+/// Deletes the test's Redis keys (its stream, its revoked-key sets): nothing is left behind.
+fn drop_redis_keys(url: String, prefix: String) {
+    let _ = std::thread::spawn(move || {
+        let Ok(client) = redis::Client::open(url) else { return };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else { return };
+        let keys: Vec<String> = match redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut con) {
+            Ok(k) => k,
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
+        }
+    })
+    .join();
 }
 
 /// Asserts an RFC 9457 problem with `status` and `code`; returns the body.

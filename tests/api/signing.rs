@@ -95,6 +95,9 @@ async fn discovery_metadata_names_every_endpoint() {
     assert_eq!(m["jwks_uri"], "http://127.0.0.1:8080/.well-known/jwks.json");
     assert!(m["grant_types_supported"].as_array().unwrap().contains(&json!("refresh_token")));
     assert!(m["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("client_secret_basic")));
+    // What the endpoints accept: a public client may revoke its own tokens, never introspect.
+    assert!(m["revocation_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("none")));
+    assert!(!m["introspection_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("none")));
 }
 
 #[tokio::test]
