@@ -305,7 +305,8 @@ impl Drop for TestApp {
         }
         if self.owns_db {
             drop_database(self.db_name.clone());
-            if let (Some(url), Some(prefix)) = (self.env.get("TESSERA_REDIS_URL"), self.env.get("TESSERA_REDIS_PREFIX")) {
+            if let (Some(url), Some(prefix)) = (self.env.get("TESSERA_REDIS_URL"), self.env.get("TESSERA_REDIS_PREFIX"))
+            {
                 drop_redis_keys(url.clone(), prefix.clone());
             }
         }
