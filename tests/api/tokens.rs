@@ -173,24 +173,32 @@ async fn fifty_concurrent_refreshes_over_two_instances_give_exactly_one_success(
             let (id, secret, rt) = (l.client_id.clone(), l.secret.clone(), rt.clone());
             let http = a.http.clone();
             tasks.push(tokio::spawn(async move {
-                http.post(format!("{app_url}/oauth/token"))
+                let res = http
+                    .post(format!("{app_url}/oauth/token"))
                     .basic_auth(id, Some(secret))
                     .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
                     .send()
                     .await
-                    .unwrap()
-                    .status()
+                    .unwrap();
+                let status = res.status();
+                (status, res.json::<Value>().await.unwrap())
             }));
         }
-        let mut ok = 0;
+        let mut winners = Vec::new();
         for t in tasks {
             match t.await.unwrap() {
-                StatusCode::OK => ok += 1,
-                StatusCode::BAD_REQUEST => {}
-                s => panic!("round {round}: unexpected status {s}"),
+                (StatusCode::OK, body) => winners.push(body),
+                (StatusCode::BAD_REQUEST, body) => assert_eq!(body["error"], "invalid_grant", "round {round}"),
+                (s, body) => panic!("round {round}: unexpected status {s}: {body}"),
             }
         }
-        assert_eq!(ok, 1, "round {round}: {ok} successes");
+        assert_eq!(winners.len(), 1, "round {round}: {} successes", winners.len());
+        // The losers presented a token already spent: that is reuse (the contract's rule, and the
+        // BCP's: the server cannot tell a racing client from a thief), so the family is revoked and
+        // the winner's new refresh token is refused too. Deliberately strict.
+        let next = winners[0]["refresh_token"].as_str().unwrap();
+        let res = refresh(&a, &l, next, None).await;
+        assert_oauth_error(res, 400, "invalid_grant").await;
     }
 }
 
