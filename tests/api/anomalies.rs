@@ -322,3 +322,67 @@ async fn many_unknown_keys_from_one_address_end_to_end_raise_brute_force() {
     assert_eq!(found[0].0, "203.0.113.9");
     assert_eq!(found[0].1["refusals"], 60);
 }
+
+#[tokio::test]
+async fn the_roll_up_enforces_every_retention() {
+    // The shortest hour retention the configuration accepts: one day.
+    let app = TestAppBuilder::new().set("TESSERA_USAGE_HOUR_RETENTION", "86400").spawn().await;
+    let mut db = app.db().await;
+    let now = app.clock.now();
+    let hour_of =
+        |t: OffsetDateTime| t.replace_minute(0).unwrap().replace_second(0).unwrap().replace_nanosecond(0).unwrap();
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
+    let key = key_row(&mut tx, now, Duration::days(10)).await;
+    for (start, valid) in [(hour_of(now - Duration::days(2)), 1i64), (hour_of(now - Duration::hours(3)), 2)] {
+        sqlx::query("INSERT INTO key_usage (key_id, bucket, start, valid, denied) VALUES ($1, 'hour', $2, $3, '{}')")
+            .bind(key)
+            .bind(start)
+            .bind(valid)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    for (source, at) in [("203.0.113.1", now - Duration::days(2)), ("203.0.113.2", now - Duration::hours(1))] {
+        sqlx::query("INSERT INTO source_failures (source, minute, count) VALUES ($1, $2, 1)")
+            .bind(source)
+            .bind(minute(at))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    ip(&mut tx, key, "198.51.100.1".into(), now - Duration::days(2)).await;
+    ip(&mut tx, key, "198.51.100.2".into(), now - Duration::hours(1)).await;
+    for (kind, at) in [("OLD", now - Duration::days(2)), ("NEW", now - Duration::hours(1))] {
+        sqlx::query(
+            "INSERT INTO anomalies (id, kind, key_id, subject, window_start, detected_at) VALUES ($1, $2, $3, $2, $4, $4)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(kind)
+        .bind(key)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    roll_up(&app).await;
+
+    let hours: Vec<i64> = sqlx::query_scalar("SELECT valid FROM key_usage WHERE key_id = $1 AND bucket = 'hour'")
+        .bind(key)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(hours, vec![2], "hour buckets past the retention are deleted, younger ones kept");
+    let sources: Vec<String> =
+        sqlx::query_scalar("SELECT source FROM source_failures").fetch_all(&mut db).await.unwrap();
+    assert_eq!(sources, vec!["203.0.113.2".to_owned()]);
+    let ips: Vec<String> = sqlx::query_scalar("SELECT ip::text FROM key_usage_ips WHERE key_id = $1")
+        .bind(key)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(ips.len(), 1, "{ips:?}");
+    assert!(ips[0].starts_with("198.51.100.2"), "{ips:?}");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM anomalies").fetch_all(&mut db).await.unwrap();
+    assert_eq!(kinds, vec!["NEW".to_owned()]);
+}
