@@ -119,3 +119,42 @@ async fn the_metrics_move_with_issuance_reuse_and_revocation() {
     assert!(moved("anomalies_total", "kind=\"REFRESH_TOKEN_REUSE\"") >= 1.0);
     assert!(after.contains("outbox_pending_events") || after.contains("outbox_published_total"));
 }
+
+#[tokio::test]
+async fn the_metrics_move_with_api_key_verification_caching_and_revocation() {
+    let app = spawn_app().await;
+    let scrape = || async { app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let token = app.token_with_scopes(&["keys:write", "keys:verify"]).await;
+    let key: Value = app
+        .post_json("/v1/keys", &token, &json!({"name": "m", "scopes": [], "environment": "live"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let verify = |k: String| {
+        let (app, token) = (&app, &token);
+        async move { app.post_json("/v1/keys/verify", token, &json!({"key": k})).await.json::<Value>().await.unwrap() }
+    };
+    let before = scrape().await;
+    assert_eq!(verify(secret.clone()).await["valid"], true); // a miss, then cached
+    assert_eq!(verify(secret.clone()).await["valid"], true); // a hit
+    let unknown = tessera::apikeys::ApiKeySecret::generate(tessera::apikeys::Environment::Live);
+    assert_eq!(verify(unknown.expose().to_owned()).await["code"], "NOT_FOUND");
+    assert_eq!(verify("tsk_live_nonsense".into()).await["code"], "MALFORMED");
+    let res = app.post_json(&format!("/v1/keys/{id}/revoke"), &token, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(verify(secret).await["code"], "REVOKED");
+    let after = scrape().await;
+    let moved = |name: &str, label: &str| metric(&after, name, label) - metric(&before, name, label);
+    assert!(moved("api_key_verifications_total", "result=\"VALID\"") >= 2.0);
+    assert!(moved("api_key_verifications_total", "result=\"NOT_FOUND\"") >= 1.0);
+    assert!(moved("api_key_verifications_total", "result=\"MALFORMED\"") >= 1.0);
+    assert!(moved("api_key_verifications_total", "result=\"REVOKED\"") >= 1.0);
+    assert!(moved("api_key_cache_lookups_total", "result=\"hit\"") >= 1.0);
+    assert!(moved("api_key_cache_lookups_total", "result=\"miss\"") >= 1.0);
+    assert!(moved("revocations_total", "kind=\"api_key\"") >= 1.0);
+    let route = "route=\"/v1/keys/verify\"";
+    assert!(moved("http_requests_total", route) >= 5.0);
+    assert!(moved("http_request_duration_seconds_count", route) >= 5.0);
+}
