@@ -72,6 +72,20 @@ pub async fn raise(conn: &mut PgConnection, a: &NewAnomaly<'_>) -> Result<bool> 
 
 /// An anomaly as the admin API shows it.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": "01a20d3a-ff60-719a-9595-d315eff75f5a",
+    "kind": "REVOKED_KEY_IN_USE",
+    "key_id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+    "detected_at": "2026-11-24T11:05:00Z",
+    "details": {
+        "refusals": 37,
+        "code": "REVOKED",
+        "window_minutes": 5,
+        "rotated_to": null,
+        "revoked_at": 1795517892,
+        "expires_at": 1803055530
+    }
+}))]
 pub struct Anomaly {
     /// Id.
     pub id: Uuid,

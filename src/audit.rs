@@ -57,6 +57,17 @@ pub async fn record(
 
 /// One audit entry as the API shows it.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": "01a20d34-c5a0-781f-b7a0-43a6f767e7c9",
+    "at": "2026-11-24T10:58:12Z",
+    "actor": "01a1f805-f370-74f8-996d-a763b7a969b1",
+    "action": "api_key.revoke",
+    "target_type": "api_key",
+    "target_id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+    "ip": "198.51.100.23",
+    "request_id": "k3Xq9LmZ2bNw-1a4f",
+    "details": {"reason": "leaked in a CI log"}
+}))]
 pub struct AuditEntry {
     /// Entry id.
     pub id: Uuid,

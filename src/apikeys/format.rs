@@ -25,6 +25,7 @@ pub const HASH_VERSION: i16 = 1;
 
 /// Which environment a key belongs to; part of the key itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = "live")]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     /// Production traffic.

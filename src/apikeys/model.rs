@@ -11,6 +11,14 @@ use super::format::{self, ApiKeySecret, Environment};
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "name": "checkout-service production",
+    "scopes": ["payments:read", "payments:write"],
+    "environment": "live",
+    "expires_in": 7776000,
+    "allowed_cidrs": ["203.0.113.0/24"],
+    "metadata": {"team": "payments", "ticket": "OPS-1432"}
+}))]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// Display name, 1 to 200 characters.
@@ -31,6 +39,7 @@ pub struct NewKey {
 
 /// `POST /v1/keys/{id}/rotate` body (may be empty JSON `{}`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"grace_period": 86400}))]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key stays valid, in seconds (0 to 2592000, default 86400), never past its own expiry.
@@ -39,6 +48,7 @@ pub struct RotateKey {
 
 /// `POST /v1/keys/{id}/revoke` body (may be empty JSON `{}`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"reason": "leaked in a CI log"}))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeKey {
     /// Why (at most 500 characters); recorded and published with the revocation event.
@@ -47,6 +57,24 @@ pub struct RevokeKey {
 
 /// An API key as shown after creation: never the key itself, never its hash.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[schema(example = json!({
+    "id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+    "start": "tsk_live_3Fq",
+    "name": "checkout-service production",
+    "scopes": ["payments:read", "payments:write"],
+    "environment": "live",
+    "expires_at": "2027-02-19T16:45:30Z",
+    "allowed_cidrs": ["203.0.113.0/24"],
+    "metadata": {"team": "payments", "ticket": "OPS-1432"},
+    "created_at": "2026-11-21T16:45:30Z",
+    "owner": "01a1f805-f370-74f8-996d-a763b7a969b1",
+    "revoked_at": null,
+    "revoked_reason": null,
+    "rotated_from": null,
+    "rotated_to": null,
+    "last_used_at": "2026-11-24T10:41:07Z",
+    "last_used_ip": "203.0.113.7"
+}))]
 pub struct ApiKeyView {
     /// Key id (UUID v7).
     pub id: Uuid,
@@ -91,10 +119,29 @@ pub struct ApiKeyView {
 
 /// A key as returned by create and rotate: the plaintext `key`, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue3svXdk",
+    "id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+    "start": "tsk_live_3Fq",
+    "name": "checkout-service production",
+    "scopes": ["payments:read", "payments:write"],
+    "environment": "live",
+    "expires_at": "2027-02-19T16:45:30Z",
+    "allowed_cidrs": ["203.0.113.0/24"],
+    "metadata": {"team": "payments", "ticket": "OPS-1432"},
+    "created_at": "2026-11-21T16:45:30Z",
+    "owner": "01a1f805-f370-74f8-996d-a763b7a969b1",
+    "revoked_at": null,
+    "revoked_reason": null,
+    "rotated_from": null,
+    "rotated_to": null,
+    "last_used_at": null,
+    "last_used_ip": null
+}))]
 pub struct CreatedKey {
     /// The key. Store it now: it cannot be shown again.
     #[serde(serialize_with = "format::expose")]
-    #[schema(value_type = String, example = "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue4G6iKo")]
+    #[schema(value_type = String, example = "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue3svXdk")]
     pub key: ApiKeySecret,
     /// Everything else about it.
     #[serde(flatten)]

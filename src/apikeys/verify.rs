@@ -23,6 +23,7 @@ use crate::{
 
 /// `POST /v1/keys/verify` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"key": "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue3svXdk", "scopes": ["payments:write"], "ip": "203.0.113.7"}))]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The presented key.
@@ -91,6 +92,17 @@ impl Verification {
 
 /// The response body as documented (the handler serializes [`Verification`] to this shape).
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "valid": true,
+    "key_id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+    "owner": "01a1f805-f370-74f8-996d-a763b7a969b1",
+    "name": "checkout-service production",
+    "scopes": ["payments:read", "payments:write"],
+    "environment": "live",
+    "expires_at": "2027-02-19T16:45:30Z",
+    "metadata": {"team": "payments", "ticket": "OPS-1432"},
+    "rotating": false
+}))]
 pub struct VerifyResponse {
     /// Whether the key may be used.
     pub valid: bool,

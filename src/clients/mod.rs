@@ -26,6 +26,7 @@ pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "password", "refresh_t
 
 /// One audience or several, as given.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[schema(example = "https://api.example.com")]
 #[serde(untagged)]
 pub enum AudienceParam {
     /// A single audience.
@@ -52,6 +53,14 @@ impl AudienceParam {
 
 /// `POST /v1/admin/clients` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "name": "Billing service",
+    "grant_types": ["client_credentials"],
+    "scopes": ["introspect", "keys:verify"],
+    "audience": ["https://api.example.com", "https://billing.example.com"],
+    "public": false,
+    "access_token_ttl": 900
+}))]
 #[serde(deny_unknown_fields)]
 pub struct NewClient {
     /// Chosen id; a UUID v7 is generated when absent.
@@ -75,6 +84,18 @@ pub struct NewClient {
 
 /// A client as stored (without its secret hash when shown).
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "client_id": "01a19bc6-9448-7a57-9b38-8164a6fddbf4",
+    "name": "Mobile app",
+    "grant_types": ["password", "refresh_token"],
+    "scopes": ["keys:read", "keys:write"],
+    "audience": "https://api.example.com",
+    "public": true,
+    "access_token_ttl": null,
+    "refresh_token_ttl": 1209600,
+    "created_at": "2026-11-02T10:20:45Z",
+    "disabled_at": null
+}))]
 pub struct Client {
     /// Client id.
     pub client_id: String,
@@ -119,6 +140,19 @@ impl Client {
 
 /// A just-created client with its secret, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "client_id": "01a1eef7-0eb8-7085-bb04-92689d188042",
+    "name": "Billing service",
+    "grant_types": ["client_credentials"],
+    "scopes": ["introspect", "keys:verify"],
+    "audience": ["https://api.example.com", "https://billing.example.com"],
+    "public": false,
+    "access_token_ttl": 900,
+    "refresh_token_ttl": null,
+    "created_at": "2026-11-18T14:02:11Z",
+    "disabled_at": null,
+    "client_secret": "EXAMPLE-K7gNU3sdo-OL0wNhqoVWhr3g6s1xYv72ol_"
+}))]
 pub struct CreatedClient {
     /// The client.
     #[serde(flatten)]

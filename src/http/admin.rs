@@ -156,6 +156,11 @@ async fn list_signing_keys(State(state): State<AppState>, caller: Caller) -> Res
 }
 
 /// The next key becomes active, a new next key is made; the old active key stays published until its tokens expire.
+///
+/// An operator's explicit rotation takes effect at once, even if the next key has been published for
+/// less than the JWKS max-age; verifiers that refetch the JWKS on an unknown `kid` (as most JWT
+/// libraries do) accept its tokens at once, others after their cache expires. Scheduled rotation
+/// waits for the full max-age.
 #[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn rotate_signing_key(

@@ -25,6 +25,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Form body of `/oauth/token`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({
+    "grant_type": "password",
+    "username": "ada.lovelace",
+    "password": "correct-horse-battery-staple",
+    "scope": "keys:read keys:write",
+    "client_id": "01a19bc6-9448-7a57-9b38-8164a6fddbf4"
+}))]
 #[allow(dead_code)]
 pub struct TokenForm {
     /// `client_credentials`, `password` or `refresh_token`.
@@ -47,6 +54,7 @@ pub struct TokenForm {
 
 /// Form body of `/oauth/revoke` and `/oauth/introspect`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"token": "eyJhbGciOiJFUzI1NiIsImtpZCI6Ii4uLiIsInR5cCI6ImF0K2p3dCJ9...", "token_type_hint": "access_token"}))]
 #[allow(dead_code)]
 pub struct TokenRefForm {
     /// The token.
@@ -61,6 +69,7 @@ pub struct TokenRefForm {
 
 /// `{}` — the empty body of a successful revocation.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({}))]
 pub struct Empty {}
 
 fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAuthError> {

@@ -12,6 +12,13 @@ use crate::state::AppState;
 
 /// RFC 9457 problem details, the error body of every `/v1` endpoint.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "invalid request body: unknown field `nme`",
+    "code": "INVALID_REQUEST"
+}))]
 pub struct Problem {
     /// Problem type URI (`about:blank`).
     #[schema(example = "about:blank")]
@@ -32,6 +39,7 @@ pub struct Problem {
 
 /// RFC 6749 §5.2 error, the error body of every `/oauth` endpoint.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid_grant", "error_description": "invalid username or password"}))]
 pub struct OAuthErrorBody {
     /// Error code.
     #[schema(example = "invalid_grant")]

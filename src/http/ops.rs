@@ -16,6 +16,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Liveness answer.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
 pub struct Health {
     /// Always `ok` when the process answers.
     #[schema(example = "ok")]
@@ -24,6 +25,7 @@ pub struct Health {
 
 /// Readiness answer.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ready", "postgres": "up", "redis": "up"}))]
 pub struct Readiness {
     /// `ready` or `unavailable`.
     pub status: &'static str,

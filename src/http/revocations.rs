@@ -33,6 +33,28 @@ pub struct Params {
 
 /// A page of events.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "events": [
+        {
+            "seq": 4182,
+            "kind": "access_token",
+            "id": "01a20d0b-2560-7ac4-9bd0-bd72a1d6bafb",
+            "jti": "01a20d0b-2560-7ac4-9bd0-bd72a1d6bafb",
+            "expires_at": "2026-11-24T10:22:44Z",
+            "revoked_at": "2026-11-24T10:14:03Z",
+            "reason": "revoked by client"
+        },
+        {
+            "seq": 4183,
+            "kind": "api_key",
+            "id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+            "expires_at": "2027-02-19T16:45:30Z",
+            "revoked_at": "2026-11-24T10:58:12Z",
+            "reason": "leaked in a CI log"
+        }
+    ],
+    "next_after": 4183
+}))]
 pub struct Page {
     /// Events in `seq` order.
     events: Vec<RevocationEvent>,

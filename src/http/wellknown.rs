@@ -19,6 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// RFC 8414 authorization server metadata.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"issuer": "https://id.example.com", "token_endpoint": "https://id.example.com/oauth/token", "revocation_endpoint": "https://id.example.com/oauth/revoke", "introspection_endpoint": "https://id.example.com/oauth/introspect", "jwks_uri": "https://id.example.com/.well-known/jwks.json", "grant_types_supported": ["client_credentials", "password", "refresh_token"], "response_types_supported": [], "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"], "token_endpoint_auth_signing_alg_values_supported": [], "id_token_signing_alg_values_supported": [], "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"], "scopes_supported": ["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"], "service_documentation": "https://id.example.com/docs"}))]
 pub struct Metadata {
     issuer: String,
     token_endpoint: String,

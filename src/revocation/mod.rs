@@ -22,6 +22,7 @@ use crate::error::Result;
 
 /// What was revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = "api_key")]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// One access token, by `jti`.
@@ -102,6 +103,14 @@ impl NewRevocation {
 
 /// A published revocation event, exactly as the contract shapes it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(example = json!({
+    "seq": 4183,
+    "kind": "api_key",
+    "id": "01a1feff-a810-7c70-a12b-7a0646f92279",
+    "expires_at": "2027-02-19T16:45:30Z",
+    "revoked_at": "2026-11-24T10:58:12Z",
+    "reason": "leaked in a CI log"
+}))]
 pub struct RevocationEvent {
     /// Strictly increasing position in the event log.
     pub seq: i64,

@@ -24,6 +24,15 @@ pub const RETIRE_LEEWAY: Duration = Duration::from_secs(300);
 
 /// A signing key as the admin API shows it: never any private part.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({
+    "kid": "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+    "alg": "ES256",
+    "state": "active",
+    "created_at": "2026-11-10T03:00:00Z",
+    "activated_at": "2026-11-17T03:00:00Z",
+    "retired_at": null,
+    "revoked_at": null
+}))]
 pub struct KeyInfo {
     /// Key id (RFC 7638 thumbprint).
     pub kid: String,

@@ -14,6 +14,18 @@ use crate::{
 
 /// The introspection answer.
 #[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(example = json!({
+    "active": true,
+    "scope": "keys:read keys:write",
+    "client_id": "01a19bc6-9448-7a57-9b38-8164a6fddbf4",
+    "sub": "01a1f805-f370-74f8-996d-a763b7a969b1",
+    "exp": 1795513200,
+    "iat": 1795512600,
+    "jti": "01a20ce4-05c0-7b12-88bd-b86ccf33cc01",
+    "aud": "https://api.example.com",
+    "iss": "https://id.example.com",
+    "token_type": "Bearer"
+}))]
 pub struct Introspection {
     /// Whether the token is currently valid.
     pub active: bool,
@@ -38,6 +50,7 @@ pub struct Introspection {
     /// Audience.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::clients::AudienceParam>)]
     pub aud: Option<Value>,
     /// Issuer.
     #[serde(skip_serializing_if = "Option::is_none")]

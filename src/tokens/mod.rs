@@ -18,6 +18,13 @@ pub use jwt::{AccessClaims, Audience, TokenError};
 
 /// A successful `/oauth/token` answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "access_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6Ii4uLiIsInR5cCI6ImF0K2p3dCJ9...",
+    "token_type": "Bearer",
+    "expires_in": 600,
+    "scope": "keys:read keys:write",
+    "refresh_token": "tsr_EXAMPLELI1GFdECpvQ3DfmojkjSoFfx3Z67os6pPNlu"
+}))]
 pub struct TokenResponse {
     /// The RFC 9068 JWT.
     pub access_token: String,

@@ -36,6 +36,7 @@ impl Granularity {
 
 /// Counts in one bucket (or in total).
 #[derive(Debug, Default, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"valid": 2244, "denied": {"INSUFFICIENT_SCOPE": 2, "IP_NOT_ALLOWED": 3}}))]
 pub struct Tally {
     /// Valid verifications.
     pub valid: i64,
@@ -56,6 +57,7 @@ impl Tally {
 
 /// One bucket.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"start": "2026-11-24T09:00:00Z", "valid": 1280, "denied": {"IP_NOT_ALLOWED": 3}}))]
 pub struct Bucket {
     /// Start of the bucket.
     #[serde(with = "time::serde::rfc3339")]
@@ -68,12 +70,24 @@ pub struct Bucket {
 
 /// `GET /v1/keys/{id}/usage` response.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "buckets": [
+        {"start": "2026-11-24T09:00:00Z", "valid": 1280, "denied": {"IP_NOT_ALLOWED": 3}},
+        {"start": "2026-11-24T10:00:00Z", "valid": 964, "denied": {"INSUFFICIENT_SCOPE": 2}}
+    ],
+    "totals": {"valid": 2244, "denied": {"INSUFFICIENT_SCOPE": 2, "IP_NOT_ALLOWED": 3}},
+    "distinct_ips": 4,
+    "last_used_at": "2026-11-24T10:41:07Z",
+    "last_used_ip": "203.0.113.7"
+}))]
 pub struct Usage {
     /// Buckets with any use, oldest first.
     pub buckets: Vec<Bucket>,
     /// Sum of the buckets.
     pub totals: Tally,
-    /// Source addresses seen within the range.
+    /// Source addresses seen within the range. Counted from each address's first and last sighting
+    /// for the key, so an address seen both before and after the range but not within it is
+    /// counted too: exact for ranges that reach the present, an upper bound otherwise.
     pub distinct_ips: i64,
     /// Last verification of the key (any result, any time).
     #[serde(with = "time::serde::rfc3339::option")]

@@ -19,6 +19,11 @@ use crate::{
 
 /// `POST /v1/admin/users` body.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({
+    "username": "ada.lovelace",
+    "password": "correct-horse-battery-staple",
+    "scopes": ["keys:read", "keys:write"]
+}))]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Login name (case-insensitive, unique among live users).
@@ -38,6 +43,12 @@ impl std::fmt::Debug for NewUser {
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[schema(example = json!({
+    "id": "01a1f805-f370-74f8-996d-a763b7a969b1",
+    "username": "ada.lovelace",
+    "scopes": ["keys:read", "keys:write"],
+    "created_at": "2026-11-20T08:15:02Z"
+}))]
 pub struct User {
     /// Id (UUID v7); the `sub` of the user's tokens.
     pub id: Uuid,
