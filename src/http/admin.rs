@@ -13,7 +13,7 @@ use crate::{
     auth::Caller,
     clients::{self, Client, CreatedClient, NewClient},
     error::{ApiError, Error},
-    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, RequestId},
+    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, NoFields, OptionalJson, RequestId},
     signing::lifecycle::{self, KeyInfo},
     state::AppState,
     users::{self, NewUser, User},
@@ -168,6 +168,7 @@ async fn rotate_signing_key(
     caller: Caller,
     ClientIp(ip): ClientIp,
     RequestId(rid): RequestId,
+    OptionalJson(NoFields {}): OptionalJson<NoFields>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
     let now = state.clock.now();
@@ -187,6 +188,7 @@ async fn revoke_signing_key(
     ClientIp(ip): ClientIp,
     RequestId(rid): RequestId,
     ApiPath(kid): ApiPath<String>,
+    OptionalJson(NoFields {}): OptionalJson<NoFields>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
     let now = state.clock.now();

@@ -159,3 +159,29 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
         Ok(Self(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)))
     }
 }
+
+/// A JSON body that may be left out entirely (an empty body, with or without a JSON content type):
+/// then it is `T::default()`. Anything else is read exactly as [`ApiJson`] reads it.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, crate::http::BODY_LIMIT)
+            .await
+            .map_err(|_| ApiError::from_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE))?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| Self(v))
+    }
+}
+
+/// The body of an action that takes no parameters: empty, or a JSON object with no fields. Any
+/// field is refused (400) like an unknown field anywhere else, rather than silently ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}

@@ -1,12 +1,11 @@
 //! `/v1/keys`: create, list, read, rotate, revoke and verify API keys, and read their usage.
 
 use axum::{
-    body::Body,
-    extract::{FromRequest, Request, State},
+    extract::State,
     http::{header, HeaderName, StatusCode},
     Json,
 };
-use serde::{de::DeserializeOwned, Deserialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -20,7 +19,7 @@ use crate::{
     },
     auth::Caller,
     error::ApiError,
-    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, RequestId},
+    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, OptionalJson, RequestId},
     state::AppState,
     usage::report::{self, Granularity, Usage},
 };
@@ -39,26 +38,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_key))
         .routes(routes!(revoke_key))
         .routes(routes!(key_usage))
-}
-
-/// A JSON body that may be left out entirely (an empty body, with or without a JSON content type):
-/// then it is `T::default()`. Anything else is read exactly as [`ApiJson`] reads it.
-struct OptionalJson<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, crate::http::BODY_LIMIT)
-            .await
-            .map_err(|_| ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
-        if bytes.is_empty() {
-            return Ok(Self(T::default()));
-        }
-        let req = Request::from_parts(parts, Body::from(bytes));
-        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| Self(v))
-    }
 }
 
 fn requester(caller: &Caller) -> Requester<'_> {

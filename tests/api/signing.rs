@@ -357,3 +357,21 @@ async fn eddsa_and_rs256_services_issue_tokens_their_jwks_verifies() {
         assert!(accepted(&app, &token).await);
     }
 }
+
+#[tokio::test]
+async fn signing_key_actions_refuse_unknown_fields_and_accept_an_empty_body() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let kid = parts(&admin).0["kid"].as_str().unwrap().to_owned();
+    let rotate = app.url("/v1/admin/signing-keys/rotate");
+    let revoke = app.url(&format!("/v1/admin/signing-keys/{kid}/revoke"));
+    for url in [&rotate, &revoke] {
+        let res = app.http.post(url.as_str()).bearer_auth(&admin).json(&json!({"force": true})).send().await.unwrap();
+        assert_problem(res, 400, "INVALID_REQUEST").await;
+    }
+    // An empty JSON object and no body at all are both fine.
+    let res = app.http.post(rotate.as_str()).bearer_auth(&admin).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.http.post(rotate.as_str()).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
