@@ -105,15 +105,23 @@ pub struct Anomaly {
 }
 
 /// Anomalies detected at or after `since`, oldest first.
-pub async fn list(db: &PgPool, since: Option<OffsetDateTime>, kind: Option<&str>, limit: i64) -> Result<Vec<Anomaly>> {
+pub async fn list(
+    db: &PgPool,
+    since: Option<OffsetDateTime>,
+    after: Option<Uuid>,
+    kind: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Anomaly>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, key_id, client_id, detected_at, details FROM anomalies
          WHERE ($1::timestamptz IS NULL OR detected_at >= $1) AND ($2::text IS NULL OR kind = $2)
+           AND ($4::uuid IS NULL OR (detected_at, id) > (SELECT detected_at, id FROM anomalies WHERE id = $4))
          ORDER BY detected_at, id LIMIT $3",
     )
     .bind(since)
     .bind(kind)
     .bind(limit)
+    .bind(after)
     .fetch_all(db)
     .await?)
 }

@@ -101,6 +101,8 @@ pub struct AuditQuery {
     pub target_id: Option<String>,
     /// Only this target type.
     pub target_type: Option<String>,
+    /// Entries after this one (the id of the last entry of the previous page), in (at, id) order.
+    pub after: Option<Uuid>,
     /// Page size.
     pub limit: i64,
 }
@@ -111,6 +113,7 @@ pub async fn list(db: &PgPool, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
         "SELECT id, at, actor, action, target_type, target_id, ip, request_id, details FROM audit_log
          WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::text IS NULL OR actor = $2)
            AND ($3::text IS NULL OR target_id = $3) AND ($4::text IS NULL OR target_type = $4)
+           AND ($6::uuid IS NULL OR (at, id) > (SELECT at, id FROM audit_log WHERE id = $6))
          ORDER BY at, id LIMIT $5",
     )
     .bind(q.since)
@@ -118,6 +121,7 @@ pub async fn list(db: &PgPool, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
     .bind(&q.target_id)
     .bind(&q.target_type)
     .bind(q.limit)
+    .bind(q.after)
     .fetch_all(db)
     .await?)
 }

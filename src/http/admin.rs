@@ -207,6 +207,9 @@ pub struct AuditParams {
     /// Entries at or after this RFC 3339 time.
     #[serde(default, with = "time::serde::rfc3339::option")]
     since: Option<OffsetDateTime>,
+    /// Entries after this one: the `id` of the last entry of the previous page. Pages never repeat
+    /// or skip an entry, even when many share a time.
+    after: Option<Uuid>,
     /// Page size (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -232,8 +235,14 @@ async fn list_audit(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit: must be 1 to 1000"));
     }
-    let query =
-        AuditQuery { since: q.since, actor: q.actor, target_id: q.target_id, target_type: q.target_type, limit };
+    let query = AuditQuery {
+        since: q.since,
+        actor: q.actor,
+        target_id: q.target_id,
+        target_type: q.target_type,
+        after: q.after,
+        limit,
+    };
     Ok(Json(audit::list(&state.db, &query).await?))
 }
 
@@ -245,6 +254,8 @@ pub struct AnomalyParams {
     /// Anomalies detected at or after this RFC 3339 time.
     #[serde(default, with = "time::serde::rfc3339::option")]
     since: Option<OffsetDateTime>,
+    /// Anomalies after this one: the `id` of the last entry of the previous page.
+    after: Option<Uuid>,
     /// Only this kind.
     kind: Option<String>,
     /// Page size (1-1000, default 100).
@@ -266,5 +277,5 @@ async fn list_anomalies(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit: must be 1 to 1000"));
     }
-    Ok(Json(anomalies::list(&state.db, q.since, q.kind.as_deref(), limit).await?))
+    Ok(Json(anomalies::list(&state.db, q.since, q.after, q.kind.as_deref(), limit).await?))
 }

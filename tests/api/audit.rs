@@ -158,3 +158,57 @@ async fn the_metrics_move_with_api_key_verification_caching_and_revocation() {
     assert!(moved("http_requests_total", route) >= 5.0);
     assert!(moved("http_request_duration_seconds_count", route) >= 5.0);
 }
+
+/// Pages of `limit` entries through `path` (with `after` = the last id of each page), until empty.
+async fn all_pages(app: &TestApp, token: &str, path: &str, limit: usize) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    loop {
+        let after = ids.last().map(|id| format!("&after={id}")).unwrap_or_default();
+        let res = app.get_auth(&format!("{path}&limit={limit}{after}"), token).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let page: Vec<Value> = res.json().await.unwrap();
+        assert!(page.len() <= limit);
+        if page.is_empty() {
+            return ids;
+        }
+        ids.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn audit_and_anomaly_pages_never_repeat_or_skip_entries_that_share_a_time() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut db = app.db().await;
+    let at = app.clock.now() - time::Duration::hours(1);
+    let mut audit_ids = Vec::new();
+    let mut anomaly_ids = Vec::new();
+    for i in 0..7 {
+        let id = uuid::Uuid::new_v4(); // random: order by id must not follow insertion
+        sqlx::query("INSERT INTO audit_log (id, at, actor, action, target_type, target_id, details) VALUES ($1, $2, 'system', 'test.tie', 'tie', $3, '{}')")
+            .bind(id)
+            .bind(at)
+            .bind(i.to_string())
+            .execute(&mut db)
+            .await
+            .unwrap();
+        audit_ids.push(id.to_string());
+        let id = uuid::Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO anomalies (id, kind, subject, window_start, detected_at) VALUES ($1, 'TIE_TEST', $2, $3, $3)",
+        )
+        .bind(id)
+        .bind(i.to_string())
+        .bind(at)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        anomaly_ids.push(id.to_string());
+    }
+    audit_ids.sort();
+    anomaly_ids.sort();
+    let paged = all_pages(&app, &admin, "/v1/admin/audit?target_type=tie", 3).await;
+    assert_eq!(paged, audit_ids, "every entry once, in (at, id) order");
+    let paged = all_pages(&app, &admin, "/v1/admin/anomalies?kind=TIE_TEST", 3).await;
+    assert_eq!(paged, anomaly_ids);
+}
