@@ -215,7 +215,20 @@ pub async fn roll_up(state: &AppState) -> Result<Option<u64>> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    sqlx::query(
+        "WITH gone AS (DELETE FROM key_usage_ip_buckets WHERE bucket = 'minute' AND start < $1 RETURNING key_id, start, ip)
+         INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip)
+         SELECT DISTINCT key_id, 'hour', date_trunc('hour', start), ip FROM gone
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(minute_cutoff)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM key_usage WHERE bucket = 'hour' AND start < $1")
+        .bind(now - state.config.usage_hour_retention)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM key_usage_ip_buckets WHERE bucket = 'hour' AND start < $1")
         .bind(now - state.config.usage_hour_retention)
         .execute(&mut *tx)
         .await?;

@@ -32,7 +32,8 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Writes one batch: `key_usage` (minute buckets), `key_usage_ips`, `source_failures` and the
+/// Writes one batch: `key_usage` (minute buckets), `key_usage_ips`, `key_usage_ip_buckets`,
+/// `source_failures` and the
 /// keys' `last_used_at`/`last_used_ip`, all or nothing.
 pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     let mut tx = db.begin().await?;
@@ -74,6 +75,22 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
         .bind(addresses.iter().map(|a| a.1.clone()).collect::<Vec<_>>())
         .bind(addresses.iter().map(|a| a.2.first).collect::<Vec<_>>())
         .bind(addresses.iter().map(|a| a.2.last).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // Sorted, like every batch here, so instances flushing at once take row locks in one order.
+    let mut minutes: Vec<_> = batch.address_minutes.iter().map(|(id, ip, m)| (*id, at(*m), ip.to_string())).collect();
+    minutes.sort();
+    if !minutes.is_empty() {
+        sqlx::query(
+            "INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip)
+             SELECT k, 'minute', s, ip FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(k, s, ip)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(minutes.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(minutes.iter().map(|m| m.1).collect::<Vec<_>>())
+        .bind(minutes.iter().map(|m| m.2.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

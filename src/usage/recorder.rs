@@ -3,7 +3,7 @@
 //! key and address is capped, because those maps grow with input an attacker chooses.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     sync::{Mutex, MutexGuard},
 };
@@ -76,6 +76,8 @@ pub struct Batch {
     pub keys: HashMap<(Uuid, i64), Counts, Hasher>,
     /// Per key and source address.
     pub addresses: HashMap<(Uuid, IpAddr), Seen, Hasher>,
+    /// Which addresses used each key in each minute (unix seconds of the minute's start).
+    pub address_minutes: HashSet<(Uuid, IpAddr, i64), Hasher>,
     /// Last verification of each key: when and from where.
     pub last_used: HashMap<Uuid, (OffsetDateTime, IpAddr), Hasher>,
     /// Unknown and malformed keys per source address and minute.
@@ -87,7 +89,11 @@ pub struct Batch {
 impl Batch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.addresses.is_empty() && self.last_used.is_empty() && self.sources.is_empty()
+        self.keys.is_empty()
+            && self.addresses.is_empty()
+            && self.address_minutes.is_empty()
+            && self.last_used.is_empty()
+            && self.sources.is_empty()
     }
 
     /// Verifications in this batch (for logs and tests).
@@ -102,6 +108,7 @@ impl Batch {
         for (k, s) in other.addresses {
             self.addresses.entry(k).and_modify(|mine| mine.widen(s)).or_insert(s);
         }
+        self.address_minutes.extend(other.address_minutes);
         for (k, (at, ip)) in other.last_used {
             let mine = self.last_used.entry(k).or_insert((at, ip));
             if at > mine.0 {
@@ -159,6 +166,12 @@ impl UsageRecorder {
             None => {
                 b.addresses.insert((key, source), seen);
             }
+        }
+        let slot = (key, source, minute_of(at));
+        if b.address_minutes.len() < MAX_KEY_ADDRESSES {
+            b.address_minutes.insert(slot);
+        } else if !b.address_minutes.contains(&slot) {
+            b.dropped += 1;
         }
         let last = b.last_used.entry(key).or_insert((at, source));
         if at >= last.0 {

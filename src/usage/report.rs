@@ -85,9 +85,8 @@ pub struct Usage {
     pub buckets: Vec<Bucket>,
     /// Sum of the buckets.
     pub totals: Tally,
-    /// Source addresses seen within the range. Counted from each address's first and last sighting
-    /// for the key, so an address seen both before and after the range but not within it is
-    /// counted too: exact for ranges that reach the present, an upper bound otherwise.
+    /// Distinct source addresses that used the key within the range, over the same buckets as
+    /// `totals` (minutes, and hours once minutes are rolled up), added up across instances.
     pub distinct_ips: i64,
     /// Last verification of the key (any result, any time).
     #[serde(with = "time::serde::rfc3339::option")]
@@ -124,7 +123,7 @@ pub async fn usage(
     }
     let buckets = by_start.into_iter().map(|(start, t)| Bucket { start, valid: t.valid, denied: t.denied }).collect();
     let distinct_ips: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM key_usage_ips WHERE key_id = $1 AND last_seen >= $2 AND first_seen <= $3",
+        "SELECT count(DISTINCT ip) FROM key_usage_ip_buckets WHERE key_id = $1 AND start >= $2 AND start <= $3",
     )
     .bind(key)
     .bind(from)

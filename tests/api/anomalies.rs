@@ -238,9 +238,39 @@ async fn old_minute_buckets_roll_up_into_hours_exactly_once() {
     usage(&mut tx, key, hour, 5, json!({"EXPIRED": 1})).await;
     usage(&mut tx, key, hour + Duration::minutes(7), 6, json!({"EXPIRED": 2, "REVOKED": 1})).await;
     usage(&mut tx, key, minute(now), 9, json!({})).await;
+    // Which addresses used it: minutes of the old hour become one row per address for the hour.
+    for (start, ip) in [
+        (hour, "203.0.113.1"),
+        (hour + Duration::minutes(7), "203.0.113.1"),
+        (hour + Duration::minutes(7), "203.0.113.2"),
+        (minute(now), "203.0.113.3"),
+    ] {
+        sqlx::query("INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip) VALUES ($1, 'minute', $2, $3)")
+            .bind(key)
+            .bind(start)
+            .bind(ip)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
     tx.commit().await.unwrap();
     roll_up(&app).await;
     roll_up(&app).await;
+    let ips: Vec<(String, OffsetDateTime, String)> = sqlx::query_as(
+        "SELECT bucket, start, ip FROM key_usage_ip_buckets WHERE key_id = $1 ORDER BY bucket, start, ip",
+    )
+    .bind(key)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        ips,
+        vec![
+            ("hour".to_owned(), hour, "203.0.113.1".to_owned()),
+            ("hour".to_owned(), hour, "203.0.113.2".to_owned()),
+            ("minute".to_owned(), minute(now), "203.0.113.3".to_owned()),
+        ]
+    );
     let rows: Vec<(String, OffsetDateTime, i64, Value)> =
         sqlx::query_as("SELECT bucket, start, valid, denied FROM key_usage WHERE key_id = $1 ORDER BY start")
             .bind(key)
@@ -341,6 +371,13 @@ async fn the_roll_up_enforces_every_retention() {
             .execute(&mut *tx)
             .await
             .unwrap();
+        sqlx::query("INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip) VALUES ($1, 'hour', $2, $3)")
+            .bind(key)
+            .bind(start)
+            .bind(format!("192.0.2.{valid}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
     }
     for (source, at) in [("203.0.113.1", now - Duration::days(2)), ("203.0.113.2", now - Duration::hours(1))] {
         sqlx::query("INSERT INTO source_failures (source, minute, count) VALUES ($1, $2, 1)")
@@ -373,6 +410,13 @@ async fn the_roll_up_enforces_every_retention() {
         .await
         .unwrap();
     assert_eq!(hours, vec![2], "hour buckets past the retention are deleted, younger ones kept");
+    let hour_ips: Vec<String> =
+        sqlx::query_scalar("SELECT ip FROM key_usage_ip_buckets WHERE key_id = $1 AND bucket = 'hour'")
+            .bind(key)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(hour_ips, vec!["192.0.2.2".to_owned()]);
     let sources: Vec<String> =
         sqlx::query_scalar("SELECT source FROM source_failures").fetch_all(&mut db).await.unwrap();
     assert_eq!(sources, vec!["203.0.113.2".to_owned()]);

@@ -927,3 +927,32 @@ async fn with_counting_off_verification_still_works_and_nothing_is_counted() {
     assert_eq!(app.state.usage.pending_verifications(), 0);
     assert!(!app.state.usage.has_pending());
 }
+
+#[tokio::test]
+async fn distinct_ips_counts_only_addresses_seen_within_the_range() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let (id, key) = (created["id"].as_str().unwrap().to_owned(), key_of(&created).to_owned());
+    let rfc3339 = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    // 203.0.113.1 before and after the middle minute, 203.0.113.2 only within it.
+    assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.1"})).await, "VALID");
+    app.clock.advance(Duration::from_secs(120));
+    let middle = app.clock.now();
+    assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.2"})).await, "VALID");
+    app.clock.advance(Duration::from_secs(120));
+    assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.1"})).await, "VALID");
+    app.state.usage.flush(&app.state.db).await.unwrap();
+
+    let usage_between = |from: time::OffsetDateTime, to: time::OffsetDateTime| {
+        let url = format!("/v1/keys/{id}/usage?bucket=minute&from={}&to={}", rfc3339(from), rfc3339(to));
+        let (app, token) = (&app, &token);
+        async move { app.get_auth(&url, token).await.json::<Value>().await.unwrap() }
+    };
+    let within = usage_between(middle - time::Duration::minutes(1), middle + time::Duration::minutes(1)).await;
+    assert_eq!(within["totals"]["valid"], 1, "{within}");
+    assert_eq!(within["distinct_ips"], 1, "only 203.0.113.2 was seen in the range: {within}");
+    let all = usage_between(middle - time::Duration::minutes(10), middle + time::Duration::minutes(10)).await;
+    assert_eq!(all["totals"]["valid"], 3, "{all}");
+    assert_eq!(all["distinct_ips"], 2, "{all}");
+}
