@@ -22,6 +22,8 @@ pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
 
 /// Longest wait for a new notification listener before trying again at the next tick.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the first listener, at start.
+const FIRST_LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Applies one event to the in-memory state.
 pub fn apply(state: &AppState, ev: &RevocationEvent) {
@@ -88,7 +90,9 @@ pub async fn catch_up(state: &AppState) {
 /// Runs until shutdown.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let mut rx = state.bus.subscribe();
-    let mut listener = listen(&state).await;
+    // At start nothing is cached yet, so a slow first connection costs nothing: wait for it longer
+    // than for a reconnection (a busy machine can take seconds to hand out a connection).
+    let mut listener = listen(&state, FIRST_LISTEN_TIMEOUT).await;
     let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
     loop {
         // Some(notification), or None when the connection was lost.
@@ -135,13 +139,13 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 /// A listener on both channels, or `None` when Postgres cannot be reached within a few seconds.
-async fn listen(state: &AppState) -> Option<PgListener> {
+async fn listen(state: &AppState, timeout: Duration) -> Option<PgListener> {
     let connect = async {
         let mut l = PgListener::connect_with(&state.db).await.ok()?;
         l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
         Some(l)
     };
-    tokio::time::timeout(LISTEN_TIMEOUT, connect).await.ok().flatten()
+    tokio::time::timeout(timeout, connect).await.ok().flatten()
 }
 
 /// A new listener after the old one was lost (retried every catch-up tick while Postgres is
@@ -150,7 +154,7 @@ async fn listen(state: &AppState) -> Option<PgListener> {
 /// verifying (each for at most the cache TTL), and nothing could change them meanwhile but
 /// another instance, which the TTL bounds.
 async fn relisten(state: &AppState) -> Option<PgListener> {
-    let listener = listen(state).await?;
+    let listener = listen(state, LISTEN_TIMEOUT).await?;
     state.apikeys.forget_all();
     tracing::info!("listening for API-key changes again; cached keys dropped");
     Some(listener)

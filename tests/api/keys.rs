@@ -295,6 +295,10 @@ async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_
     let created = simple_key(&app, &token).await;
     let key = key_of(&created).to_owned();
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
+    // Cached, and still cached a catch-up tick later (nothing drops it while Postgres is up).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let generation = app.state.apikeys.generation();
+    assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
 
     // Make Postgres unreachable for this database.
     let mut admin = admin_connection().await;
@@ -323,7 +327,8 @@ async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_
     // Long enough for the notification listener to lose its connection and fail to reconnect: the
     // cache must survive that (it is dropped only once a listener is back).
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    // The hot path is memory only: the known key still verifies.
+    // The hot path is memory only: the known key still verifies, and nothing dropped the cache.
+    assert_eq!(app.state.apikeys.generation(), generation, "the API-key cache was dropped while Postgres was away");
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
     // A well-formed key that is not cached needs Postgres: 503 in the problem format, not 500.
     let unknown = ApiKeySecret::generate(Environment::Live);
