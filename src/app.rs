@@ -105,12 +105,7 @@ impl Application {
 
         let state = AppState::new(Inner {
             clients: ClientAuth::new(keys.client_secret_cache.clone()),
-            apikeys: ApiKeys::new(
-                config.api_key_cache_bytes,
-                crate::apikeys::cache::TTL,
-                crate::apikeys::cache::NEGATIVE_CAPACITY,
-                crate::apikeys::cache::NEGATIVE_TTL,
-            ),
+            apikeys: ApiKeys::with_budget(config.api_key_cache_bytes),
             usage: UsageRecorder::new(config.usage_counting),
             metrics: crate::metrics::install(),
             verified_tokens: Default::default(),

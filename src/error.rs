@@ -182,39 +182,36 @@ fn is_unstorable_text(code: Option<&str>) -> bool {
     matches!(code, Some("22021" | "22P05"))
 }
 
-/// SQLSTATEs that say Postgres cannot serve right now rather than that the query is wrong:
-/// connection exceptions (08), insufficient resources (53: too many connections, disk full),
-/// operator intervention (57P01-57P03: shutdown, crash, cannot connect now) and a database that
-/// does not accept connections (55000). They are 503s, not 500s.
-fn is_unavailable(code: Option<&str>) -> bool {
-    code.is_some_and(|c| {
-        c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03" | "55000")
-    })
+/// Why Postgres cannot serve right now, when that is the trouble (rather than the query): the pool
+/// is exhausted or closed, the server unreachable, or its SQLSTATE says so: connection exceptions
+/// (08), insufficient resources (53: too many connections, disk full), operator intervention
+/// (57P01-57P03: shutdown, crash, cannot connect now), a database not accepting connections (55000),
+/// a statement timeout (57014). Both error surfaces answer these with 503, never 500.
+fn db_unavailable(e: &sqlx::Error) -> Option<&'static str> {
+    match e {
+        sqlx::Error::PoolTimedOut => Some("database pool exhausted"),
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Some("database unreachable"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("57014") => Some("statement timeout"),
+            Some(c) if c.starts_with("08") || c.starts_with("53") => Some("database unavailable"),
+            Some("57P01" | "57P02" | "57P03" | "55000") => Some("database unavailable"),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn from_db(e: sqlx::Error) -> ApiError {
+    if let Some(why) = db_unavailable(&e) {
+        tracing::warn!(error = %e, why, "database unavailable");
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again");
+    }
     match &e {
-        sqlx::Error::PoolTimedOut => {
-            tracing::warn!("database pool exhausted");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
-        }
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
             ApiError::new(StatusCode::CONFLICT, "CONFLICT", "a resource with that identifier already exists")
         }
         sqlx::Error::Database(db) if is_unstorable_text(db.code().as_deref()) => {
             ApiError::bad_request("text values must not contain NUL (U+0000) characters")
-        }
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-            tracing::warn!("statement timeout");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database did not answer in time")
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::error!(error = %e, "database unreachable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
-        }
-        sqlx::Error::Database(db) if is_unavailable(db.code().as_deref()) => {
-            tracing::error!(error = %e, "database unavailable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable, try again")
         }
         _ => ApiError::internal(e),
     }
@@ -342,6 +339,12 @@ impl IntoResponse for OAuthError {
 
 impl From<Error> for OAuthError {
     fn from(e: Error) -> Self {
+        if let Error::Database(db) = &e {
+            if let Some(why) = db_unavailable(db) {
+                tracing::warn!(error = %db, why, "database unavailable");
+                return Self::TemporarilyUnavailable;
+            }
+        }
         match e {
             Error::Invalid(d) => Self::InvalidRequest(d),
             Error::Database(sqlx::Error::Database(db)) if is_unstorable_text(db.code().as_deref()) => {
@@ -349,14 +352,6 @@ impl From<Error> for OAuthError {
             }
             Error::Unavailable(why) => {
                 tracing::warn!(why, "temporarily unavailable");
-                Self::TemporarilyUnavailable
-            }
-            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                tracing::error!(error = %e, "database unavailable");
-                Self::TemporarilyUnavailable
-            }
-            Error::Database(sqlx::Error::Database(ref db)) if is_unavailable(db.code().as_deref()) => {
-                tracing::error!(error = %e, "database unavailable");
                 Self::TemporarilyUnavailable
             }
             other => {

@@ -89,7 +89,7 @@ pub struct ApiKeys {
 
 impl Default for ApiKeys {
     fn default() -> Self {
-        Self::new(CAPACITY_BYTES, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL)
+        Self::with_budget(CAPACITY_BYTES)
     }
 }
 
@@ -111,6 +111,12 @@ pub fn approx_bytes(rec: &KeyRecord) -> u32 {
 }
 
 impl ApiKeys {
+    /// The service's cache: records weighing at most `capacity_bytes`, the default TTLs and
+    /// negative capacity (`TESSERA_API_KEY_CACHE_MB` sets the budget).
+    pub fn with_budget(capacity_bytes: u64) -> Self {
+        Self::new(capacity_bytes, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL)
+    }
+
     /// A cache of records weighing at most `capacity_bytes` (by [`approx_bytes`]) for `ttl`, and
     /// `negative_capacity` unknown hashes for `negative_ttl`.
     pub fn new(capacity_bytes: u64, ttl: Duration, negative_capacity: u64, negative_ttl: Duration) -> Self {

@@ -52,13 +52,16 @@ pub async fn pass(db: &PgPool, bus: &Bus) -> Result<PassReport> {
     Ok(PassReport { leader: true, sequenced, published, pending })
 }
 
+/// Takes the relay's lock for the rest of `tx`; false when another instance holds it.
+async fn lead(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut **tx).await?)
+}
+
 /// Gives every committed, unsequenced event the next `seq`, and commits; `None` when another
 /// instance holds the lock.
 async fn sequence(db: &PgPool) -> Result<Option<u64>> {
     let mut tx = db.begin().await?;
-    let leader: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
-    if !leader {
+    if !lead(&mut tx).await? {
         return Ok(None);
     }
     let sequenced = sqlx::query(
@@ -83,9 +86,7 @@ async fn sequence(db: &PgPool) -> Result<Option<u64>> {
 /// holds, and marks what went out: (published, whether any are left).
 async fn publish(db: &PgPool, bus: &Bus) -> Result<(u64, bool)> {
     let mut tx = db.begin().await?;
-    let leader: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
-    if !leader {
+    if !lead(&mut tx).await? {
         return Ok((0, false));
     }
     let rows: Vec<super::EventRow> = sqlx::query_as(
