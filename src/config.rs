@@ -366,6 +366,8 @@ mod tests {
             ("TESSERA_DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "mysql://x"),
             ("TESSERA_USAGE_COUNTING", "maybe"),
+            ("TESSERA_API_KEY_CACHE_MB", "0"),
+            ("TESSERA_API_KEY_CACHE_MB", "lots"),
         ] {
             let err = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -334,6 +334,10 @@ async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_
     let unknown = ApiKeySecret::generate(Environment::Live);
     let res = app.post_json("/v1/keys/verify", &token, &json!({"key": unknown.expose()})).await;
     assert_problem(res, 503, "UNAVAILABLE").await;
+    // Under /oauth the same outage is RFC 6749's temporarily_unavailable, not a server_error: a
+    // client this instance has not seen must be looked up.
+    let res = app.token_for("never-seen-client", "some-secret-value", None).await;
+    assert_oauth_error(res, 503, "temporarily_unavailable").await;
 
     sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", app.db_name))
         .execute(&mut admin)

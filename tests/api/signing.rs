@@ -79,8 +79,25 @@ async fn the_jwks_has_active_and_next_keys_an_etag_and_answers_304() {
         assert!(k.get("d").is_none(), "private part published");
         assert_eq!(k["use"], "sig");
     }
+    assert_eq!(cc, "public, max-age=300", "the default TESSERA_JWKS_MAX_AGE");
     let res = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(res.headers()["etag"], etag.as_str());
+    assert_eq!(res.headers()["cache-control"], cc.as_str());
+    // A list of validators matches when any of them does; a stale one alone does not.
+    let list = format!("\"stale\", {etag}");
+    let res = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", list).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    let res =
+        app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", "\"stale\"").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_jwks_max_age_follows_the_configuration() {
+    let app = TestAppBuilder::new().set("TESSERA_JWKS_MAX_AGE", "120").spawn().await;
+    let res = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(res.headers()["cache-control"], "public, max-age=120");
 }
 
 #[tokio::test]
