@@ -22,7 +22,7 @@ use std::{
 
 use axum::{
     body::{Body, HttpBody},
-    extract::{MatchedPath, Request},
+    extract::Request,
     http::{header, HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -30,6 +30,7 @@ use futures::FutureExt;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use super::routes::RouteTable;
 use crate::error::{ApiError, OAuthError};
 
 /// Largest request body accepted anywhere.
@@ -42,18 +43,32 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// audit log and in logs, so a client must not be able to write kilobytes there).
 const MAX_CLIENT_REQUEST_ID: usize = 128;
 
+tokio::task_local! {
+    /// The id of the request being handled, for handlers that record it (the audit log). Set
+    /// around the request's future rather than written into its headers: inserting a header
+    /// made hyper's header map grow on every request.
+    static CURRENT_REQUEST_ID: HeaderValue;
+}
+
+/// The id of the request this task is handling, if it runs inside the edge.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
+}
+
 /// The edge around an inner service (the router).
 #[derive(Clone)]
 pub struct Edge<S> {
     inner: S,
     ids: RequestIds,
     timeout: Duration,
+    routes: RouteTable,
 }
 
 impl<S> Edge<S> {
-    /// Wraps `inner`; a request still running after `timeout` is answered 408.
-    pub fn new(inner: S, timeout: Duration) -> Self {
-        Self { inner, ids: RequestIds::new(), timeout }
+    /// Wraps `inner`; a request still running after `timeout` is answered 408. `routes` are the
+    /// inner router's templates, the label of each request's metrics.
+    pub fn new(inner: S, timeout: Duration, routes: RouteTable) -> Self {
+        Self { inner, ids: RequestIds::new(), timeout, routes }
     }
 }
 
@@ -73,8 +88,10 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = tokio::time::Instant::now();
-        let id = self.ids.assign(&mut req);
+        let id = self.ids.assign(&req);
         let method = method_label(req.method());
+        let route = self.routes.find(req.uri().path());
+        let routes = self.routes.clone();
         let oauth = req.uri().path().starts_with("/oauth/");
         // DEBUG: nothing is built or formatted per request unless asked for. The path only: never
         // headers, query strings or bodies, which may carry secrets.
@@ -87,7 +104,8 @@ where
             .is_some_and(|n| n > BODY_LIMIT as u64);
         let inner = self.inner.clone();
         let timeout = self.timeout;
-        async move {
+        let scoped_id = id.clone();
+        let work = async move {
             let res = if too_large {
                 StatusCode::PAYLOAD_TOO_LARGE.into_response()
             } else {
@@ -114,27 +132,26 @@ where
                     Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
                 }
             };
-            Ok(finish(res, oauth, method, id, started))
-        }
-        .instrument(span)
-        .boxed()
+            Ok(finish(res, oauth, method, routes.template(route), id, started))
+        };
+        CURRENT_REQUEST_ID.scope(scoped_id, work).instrument(span).boxed()
     }
 }
 
 /// Error normalisation, request id, metrics and the DEBUG response event.
 fn finish(
-    mut res: Response,
+    res: Response,
     oauth: bool,
     method: &'static str,
+    route: &str,
     id: HeaderValue,
     started: tokio::time::Instant,
 ) -> Response {
-    let route = res.extensions_mut().remove::<MatchedPath>();
     let mut res = normalize_errors(oauth, res);
     res.headers_mut().insert(REQUEST_ID, id);
     let elapsed = started.elapsed();
     let status = res.status().as_u16();
-    crate::metrics::http_request(method, route.as_ref().map_or("unmatched", MatchedPath::as_str), status, elapsed);
+    crate::metrics::http_request(method, route, status, elapsed);
     tracing::debug!(status, latency_us = elapsed.as_micros() as u64, "response");
     res
 }
@@ -160,8 +177,8 @@ impl RequestIds {
         Self { prefix, next: Arc::new(AtomicU64::new(1)) }
     }
 
-    /// The request's id, set on the request (handlers record it in the audit log) and returned.
-    fn assign(&self, req: &mut Request) -> HeaderValue {
+    /// The request's id: the client's own when sane, else a new one.
+    fn assign(&self, req: &Request) -> HeaderValue {
         if let Some(v) = req.headers().get(REQUEST_ID) {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= MAX_CLIENT_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
@@ -177,10 +194,7 @@ impl RequestIds {
         for i in 0..digits {
             buf[PREFIX_LEN + digits - i] = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
         }
-        let id =
-            HeaderValue::from_bytes(&buf[..=PREFIX_LEN + digits]).unwrap_or_else(|_| HeaderValue::from_static("-"));
-        req.headers_mut().insert(REQUEST_ID, id.clone());
-        id
+        HeaderValue::from_bytes(&buf[..=PREFIX_LEN + digits]).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
@@ -229,65 +243,6 @@ fn normalize_errors(oauth: bool, res: Response) -> Response {
     fixed
 }
 
-/// Inside the router, around every route: hands the matched route template out to the edge in
-/// the response's extensions (the edge runs outside the router, where it is not known).
-#[derive(Clone, Copy)]
-pub struct RouteLabelLayer;
-
-impl<S> tower::Layer<S> for RouteLabelLayer {
-    type Service = RouteLabel<S>;
-    fn layer(&self, inner: S) -> RouteLabel<S> {
-        RouteLabel(inner)
-    }
-}
-
-/// See [`RouteLabelLayer`].
-#[derive(Clone)]
-pub struct RouteLabel<S>(S);
-
-impl<S> Service<Request> for RouteLabel<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = RouteLabelFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        RouteLabelFuture { inner: self.0.call(req), route }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The route's response, labelled with its template.
-    pub struct RouteLabelFuture<F> {
-        #[pin]
-        inner: F,
-        route: Option<MatchedPath>,
-    }
-}
-
-impl<F, E> Future for RouteLabelFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut res = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(route) = this.route.take() {
-            res.extensions_mut().insert(route);
-        }
-        Poll::Ready(Ok(res))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::{body::Bytes, routing::get, Router};
@@ -311,8 +266,9 @@ mod tests {
             )
             .route("/oauth/panic", get(boom))
             .route("/echo", axum::routing::post(|body: Bytes| async move { body.len().to_string() }))
-            .layer(RouteLabelLayer);
-        Edge::new(router, Duration::from_millis(200))
+            .route("/id", get(|id: crate::http::extract::RequestId| async move { id.0.unwrap_or_default() }));
+        let routes = RouteTable::new(["/slow", "/panic", "/waits", "/oauth/panic", "/echo", "/id"]);
+        Edge::new(router, Duration::from_millis(200), routes)
     }
 
     async fn run(req: axum::http::Request<Body>) -> Response {
@@ -401,7 +357,7 @@ mod tests {
             [(1u64, "1"), (0xf, "f"), (0x10, "10"), (0xdead_beef, "deadbeef"), (u64::MAX, "ffffffffffffffff")]
         {
             ids.next.store(n, Ordering::Relaxed);
-            let id = ids.assign(&mut get_req("/"));
+            let id = ids.assign(&get_req("/"));
             let (prefix, counter) = id.to_str().expect("ascii").split_once('-').expect("dash");
             assert_eq!(prefix.len(), PREFIX_LEN);
             assert!(prefix.bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -411,5 +367,21 @@ mod tests {
         let (_, a, _) = send(get_req("/nowhere")).await;
         let (_, b, _) = send(get_req("/nowhere")).await;
         assert_ne!(a[REQUEST_ID], b[REQUEST_ID]);
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_id_the_response_carries() {
+        let res = run(get_req("/id")).await;
+        let sent = res.headers()[REQUEST_ID].to_str().expect("ascii").to_owned();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.expect("body");
+        assert!(!sent.is_empty());
+        assert_eq!(std::str::from_utf8(&body).expect("utf-8"), sent);
+
+        let mut req = get_req("/id");
+        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_static("trace-42"));
+        let body = axum::body::to_bytes(run(req).await.into_body(), usize::MAX).await.expect("body");
+        assert_eq!(&body[..], b"trace-42");
+        // Outside a request there is none.
+        assert_eq!(current_request_id(), None);
     }
 }

@@ -148,15 +148,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// The request id set by the request-id layer.
+/// The request's id, as the edge assigned it and sends it back in `x-request-id`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)))
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(super::edge::current_request_id()))
     }
 }
 

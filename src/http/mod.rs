@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod revocations;
+pub mod routes;
 pub mod wellknown;
 
 use std::time::Duration;
@@ -37,18 +38,19 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(revocations::routes())
 }
 
-/// The application as one service: the router inside the edge (see [`edge`]). Only the
-/// route-label layer, which needs the matched route, runs inside the router.
+/// The application as one service: the router inside the edge (see [`edge`]), which labels
+/// each request's metrics with the documented route it falls under.
 pub fn service(state: AppState, request_timeout: Duration) -> AppService {
     let (routes, spec) = api_router().split_for_parts();
     let spec = openapi::finish(spec);
+    let templates = spec.paths.paths.keys().map(String::as_str).chain(openapi::DOCS_ROUTES);
+    let table = routes::RouteTable::new(templates);
     let router = routes
         .merge(openapi::docs_routes(spec))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
-        .with_state(state)
-        .layer(edge::RouteLabelLayer);
-    edge::Edge::new(router, request_timeout)
+        .with_state(state);
+    edge::Edge::new(router, request_timeout, table)
 }
 
 /// The whole application as a service: cloned per request by the server, which costs an `Arc`

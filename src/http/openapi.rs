@@ -111,6 +111,9 @@ pub fn document_json() -> String {
     s
 }
 
+/// The templates [`docs_routes`] serves (the Swagger UI's own, for metric labels).
+pub const DOCS_ROUTES: [&str; 4] = ["/openapi.json", "/docs", "/docs/", "/docs/{*rest}"];
+
 /// `/openapi.json` and the offline Swagger UI at `/docs` (assets vendored in the crate).
 pub fn docs_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
     Router::from(SwaggerUi::new("/docs").url("/openapi.json", spec))
