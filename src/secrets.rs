@@ -150,6 +150,18 @@ pub fn fill_random(buf: &mut [u8]) {
     }
 }
 
+/// A UUIDv7 for an access token's `jti`: the current millisecond, then 74 bits from rand's
+/// thread-local CSPRNG (ChaCha, seeded and reseeded from the OS). A `jti` must be unique, not
+/// secret. `Uuid::now_v7` took those bits from the kernel, one `getrandom` syscall per token on top
+/// of the one ring's ECDSA makes for its nonce (measured here: ~450 ns a call).
+pub fn token_id() -> uuid::Uuid {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// `len` uniformly random base62 characters (rejection sampling, no modulo bias).
@@ -240,6 +252,21 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_ids_are_unique_v7_uuids_of_the_current_time() {
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        let ids: std::collections::HashSet<uuid::Uuid> = (0..10_000).map(|_| token_id()).collect();
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        assert_eq!(ids.len(), 10_000);
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            let (secs, nanos) = id.get_timestamp().expect("v7 timestamp").to_unix();
+            let millis = u128::from(secs) * 1000 + u128::from(nanos / 1_000_000);
+            assert!((before..=after).contains(&millis), "{millis} outside {before}..={after}");
+        }
+    }
 
     #[test]
     fn secret_debug_is_redacted() {

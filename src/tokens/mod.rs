@@ -67,7 +67,7 @@ pub fn issue_access_token(state: &AppState, grant: &Grant<'_>) -> Result<(String
         aud: grant.aud.clone(),
         exp: now + ttl as i64,
         iat: now,
-        jti: Uuid::now_v7().to_string(),
+        jti: crate::secrets::token_id().to_string(),
         client_id: grant.client.client_id.clone(),
         scope: grant.scopes.join(" "),
         sid: grant.sid.map(|s| s.to_string()),
