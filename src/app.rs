@@ -169,7 +169,7 @@ impl Application {
 }
 
 fn spawn_background(state: &AppState, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
-    vec![
+    let mut tasks = vec![
         tokio::spawn(relay::run(state.db.clone(), state.bus.clone(), shutdown.clone())),
         tokio::spawn(consumer::run(state.clone(), shutdown.clone())),
         tokio::spawn(state.bus.clone().run_subscriber(shutdown.clone())),
@@ -177,7 +177,11 @@ fn spawn_background(state: &AppState, shutdown: &CancellationToken) -> Vec<JoinH
         tokio::spawn(crate::maintenance::run(state.clone(), shutdown.clone())),
         tokio::spawn(crate::detector::run(state.clone(), shutdown.clone())),
         tokio::spawn(crate::usage::run_flusher(state.clone(), shutdown.clone())),
-    ]
+    ];
+    if let Some(handle) = state.metrics.clone() {
+        tasks.push(tokio::spawn(crate::metrics::run_upkeep(handle, shutdown.clone())));
+    }
+    tasks
 }
 
 /// Keeps the in-memory key set current (poll every 2 s) and runs scheduled rotation (every minute).

@@ -24,6 +24,25 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// How often recorded histogram samples are folded into buckets. The Prometheus recorder keeps
+/// every sample until then (or until a scrape); without this, an instance nobody scrapes grew by
+/// about 8 bytes per request for ever (measured: RSS +28 MiB over a 10 s JWKS run at ~150,000
+/// req/s, and a benchmark peak of 170 MB instead of 150).
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`] until shutdown
+/// (`install_recorder` does not start the exporter's own upkeep task). A task of its own, so a
+/// slow database query elsewhere cannot hold it up.
+pub async fn run_upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 /// Handles of one route's request metrics, registered on first use.
 #[derive(Default)]
 struct RouteMetrics {
@@ -157,4 +176,21 @@ pub fn key_cache(hit: bool) {
 /// An anomaly was raised.
 pub fn anomaly(kind: &str) {
     metrics::counter!("anomalies_total", "kind" => kind.to_owned()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_upkeep_task_runs_until_shutdown() {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run_upkeep(handle, stop.clone()));
+        tokio::time::sleep(UPKEEP_EVERY * 3).await;
+        assert!(!task.is_finished());
+        stop.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(1), task).await;
+        assert!(matches!(stopped, Ok(Ok(()))), "the upkeep task must stop when shutdown is signalled");
+    }
 }
