@@ -43,8 +43,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 pub fn service(state: AppState, request_timeout: Duration) -> AppService {
     let (routes, spec) = api_router().split_for_parts();
     let spec = openapi::finish(spec);
-    let templates = spec.paths.paths.keys().map(String::as_str).chain(openapi::DOCS_ROUTES);
-    let table = routes::RouteTable::new(templates);
+    let table = routes::RouteTable::new(spec.paths.paths.keys().cloned().chain(openapi::docs_templates()));
     let router = routes
         .merge(openapi::docs_routes(spec))
         .fallback(|| async { StatusCode::NOT_FOUND })

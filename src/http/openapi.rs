@@ -111,10 +111,18 @@ pub fn document_json() -> String {
     s
 }
 
-/// The templates [`docs_routes`] serves (the Swagger UI's own, for metric labels).
-pub const DOCS_ROUTES: [&str; 4] = ["/openapi.json", "/docs", "/docs/", "/docs/{*rest}"];
+/// Where the Swagger UI is served.
+const DOCS_PATH: &str = "/docs";
+/// Where the document itself is served.
+const SPEC_PATH: &str = "/openapi.json";
+
+/// The templates [`docs_routes`] serves, for metric labels: the document, and the Swagger UI's
+/// own routes (its redirect, its page and its assets under the same prefix).
+pub fn docs_templates() -> [String; 4] {
+    [SPEC_PATH.to_owned(), DOCS_PATH.to_owned(), format!("{DOCS_PATH}/"), format!("{DOCS_PATH}/{{*rest}}")]
+}
 
 /// `/openapi.json` and the offline Swagger UI at `/docs` (assets vendored in the crate).
 pub fn docs_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
-    Router::from(SwaggerUi::new("/docs").url("/openapi.json", spec))
+    Router::from(SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, spec))
 }

@@ -54,16 +54,17 @@ impl RouteTable {
     pub fn template(&self, route: Route) -> &str {
         route.0.and_then(|i| self.0.templates.get(i)).map_or(UNMATCHED, |t| &**t)
     }
-
-    /// The template `path` falls under, or [`UNMATCHED`].
-    pub fn label(&self, path: &str) -> &str {
-        self.template(self.find(path))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl RouteTable {
+        fn label(&self, path: &str) -> &str {
+            self.template(self.find(path))
+        }
+    }
 
     #[test]
     fn paths_are_labelled_with_their_template_and_strangers_share_one_label() {

@@ -131,6 +131,37 @@ async fn responses_carry_a_request_id() {
 }
 
 #[tokio::test]
+async fn requests_are_counted_under_their_route_template_and_strangers_under_one_label() {
+    let app = spawn_app().await;
+    let token = app.token_with_scopes(&["keys:read"]).await;
+    let count = |text: &str, route: &str, status: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("http_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let scrape = || async { app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let before = scrape().await;
+    // A parameterised route, the Swagger UI's assets and a path nothing serves.
+    let res = app.get_auth(&format!("/v1/keys/{}", uuid::Uuid::now_v7()), &token).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app.http.get(app.url("/docs/swagger-ui.css")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.http.get(app.url(&format!("/no/such/{}", uuid::Uuid::now_v7()))).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let after = scrape().await;
+    let moved = |route: &str, status: &str| count(&after, route, status) - count(&before, route, status);
+    assert!(moved("/v1/keys/{id}", "404") >= 1.0, "{after}");
+    assert!(moved("/docs/{*rest}", "200") >= 1.0, "{after}");
+    assert!(moved("unmatched", "404") >= 1.0, "{after}");
+    assert!(!after.contains("/no/such/"), "a stranger's path must not become a label");
+}
+
+#[tokio::test]
 async fn metrics_count_a_request_we_made() {
     let app = spawn_app().await;
     let read = |text: &str| -> f64 {
