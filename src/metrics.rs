@@ -163,6 +163,15 @@ pub fn outbox_lag(pending: i64, oldest_age_secs: f64) {
     metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest_age_secs);
 }
 
+/// Where this instance stands in the revocation log: the last `seq` it applied, the last one
+/// sequenced in Postgres, and for how long (seconds, 0 when caught up) it has been behind. An alert
+/// on `revocation_behind_seconds > 5` finds an instance that is missing revocations.
+pub fn revocation_position(applied: i64, in_database: i64, behind_secs: f64) {
+    metrics::gauge!("revocation_applied_seq").set(applied as f64);
+    metrics::gauge!("revocation_database_seq").set(in_database as f64);
+    metrics::gauge!("revocation_behind_seconds").set(behind_secs);
+}
+
 /// An API key verification and its result.
 pub fn key_verification(result: &'static str) {
     KEY_VERIFICATIONS.increment(result);

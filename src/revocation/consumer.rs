@@ -1,8 +1,11 @@
-//! Applies revocation events to this instance's caches, idempotently. Fast path: the bus
-//! (Redis pub/sub, or in-process). Safety net: catch-up from Postgres by `seq` on start, on
+//! Applies revocation events to this instance's caches, idempotently, and only events read from
+//! Postgres. The bus (Redis pub/sub, or in-process) is a hint that something changed: a message
+//! makes the consumer catch up from the database at once, but its content is never applied, so a
+//! stray, replayed or forged message (another deployment on the same Redis, anyone who can publish)
+//! can neither hide a real revocation nor invent one. Catch-up also runs on start, on
 //! (re)connection, on every sequencing notification and on a short interval.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -19,6 +22,9 @@ pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
 /// its cached record at once instead of serving it until the cache TTL. Not an outbox event: a
 /// listener that was disconnected at that moment clears every cached key when it reconnects.
 pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
+
+/// How long an instance may stay behind the database before it says so in the log.
+pub const BEHIND_WARN_AFTER: Duration = Duration::from_secs(5);
 
 /// Longest wait for a new notification listener before trying again at the next tick.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -94,6 +100,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     // than for a reconnection (a busy machine can take seconds to hand out a connection).
     let mut listener = listen(&state, FIRST_LISTEN_TIMEOUT).await;
     let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
+    let mut lag = LagWatch::default();
     loop {
         // Some(notification), or None when the connection was lost.
         let notified = async {
@@ -109,6 +116,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                     listener = relisten(&state).await;
                 }
                 catch_up(&state).await;
+                let position = super::last_seq(&state.db).await.map_err(|e| e.to_string());
+                lag.observe(state.revoked.applied_seq(), position, Instant::now());
             }
             note = notified => match note {
                 Some(n) if n.channel() == API_KEY_CHANGED_CHANNEL => {
@@ -123,14 +132,13 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 }
             },
             msg = rx.recv() => match msg {
-                Ok(BusMessage::Event(payload)) => match relay::decode(&payload) {
-                    Some(ev) if ev.seq == state.revoked.applied_seq() + 1 => {
-                        apply(&state, &ev);
-                        state.revoked.set_applied_seq(ev.seq);
+                // Only a hint. A `seq` this instance has already applied needs no query (the worst a
+                // forged low number can do is spare one, and the tick catches up within a second).
+                Ok(BusMessage::Event(payload)) => {
+                    if relay::decode(&payload).is_none_or(|ev| ev.seq > state.revoked.applied_seq()) {
+                        catch_up(&state).await;
                     }
-                    Some(ev) if ev.seq <= state.revoked.applied_seq() => {}
-                    _ => catch_up(&state).await,
-                },
+                }
                 Ok(BusMessage::Resync) | Err(RecvError::Lagged(_)) => catch_up(&state).await,
                 Err(RecvError::Closed) => return,
             },
@@ -158,4 +166,82 @@ async fn relisten(state: &AppState) -> Option<PgListener> {
     state.apikeys.forget_all();
     tracing::info!("listening for API-key changes again; cached keys dropped");
     Some(listener)
+}
+
+/// Watches whether this instance keeps up with the revocation log, for the metrics and the log: a
+/// warning once it has been behind (or unable to read the log) for [`BEHIND_WARN_AFTER`], and a
+/// line when it has caught up again. Momentary lag (an event sequenced between the catch-up and
+/// the check) resets at the next tick and says nothing.
+#[derive(Debug, Default)]
+pub struct LagWatch {
+    behind_since: Option<Instant>,
+    warned: bool,
+}
+
+impl LagWatch {
+    /// Records one observation: the `seq` applied here and the database's last `seq` (or why it
+    /// could not be read). Returns whether the instance is now reported as behind.
+    pub fn observe(&mut self, applied: i64, in_database: Result<i64, String>, now: Instant) -> bool {
+        let (last, problem) = match in_database {
+            Ok(last) if applied >= last => {
+                if self.warned {
+                    tracing::info!(applied_seq = applied, "revocations: caught up with the database again");
+                }
+                self.behind_since = None;
+                self.warned = false;
+                crate::metrics::revocation_position(applied, last, 0.0);
+                return false;
+            }
+            Ok(last) => (last, None),
+            Err(e) => (applied, Some(e)),
+        };
+        let since = *self.behind_since.get_or_insert(now);
+        let behind = now.saturating_duration_since(since);
+        crate::metrics::revocation_position(applied, last, behind.as_secs_f64());
+        if behind >= BEHIND_WARN_AFTER && !self.warned {
+            self.warned = true;
+            match problem {
+                None => tracing::warn!(
+                    applied_seq = applied,
+                    database_seq = last,
+                    behind_secs = behind.as_secs(),
+                    "revocations: this instance is behind the database and may accept revoked credentials"
+                ),
+                Some(error) => tracing::warn!(
+                    applied_seq = applied,
+                    behind_secs = behind.as_secs(),
+                    %error,
+                    "revocations: the event log cannot be read; revocations made elsewhere are not applied here"
+                ),
+            }
+        }
+        self.warned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_reported_only_once_it_lasts() {
+        let mut w = LagWatch::default();
+        let t0 = Instant::now();
+        assert!(!w.observe(10, Ok(10), t0), "caught up");
+        assert!(!w.observe(10, Ok(12), t0), "momentarily behind");
+        assert!(!w.observe(12, Ok(12), t0 + Duration::from_secs(1)), "caught up resets");
+        assert!(!w.observe(12, Ok(15), t0 + Duration::from_secs(2)));
+        assert!(!w.observe(12, Ok(15), t0 + Duration::from_secs(6)), "4 s behind is not yet news");
+        assert!(w.observe(12, Ok(16), t0 + Duration::from_secs(7)), "5 s behind is");
+        assert!(w.observe(12, Err("pool timed out".into()), t0 + Duration::from_secs(8)), "still behind");
+        assert!(!w.observe(16, Ok(16), t0 + Duration::from_secs(9)), "caught up again");
+    }
+
+    #[test]
+    fn an_unreadable_log_counts_as_behind() {
+        let mut w = LagWatch::default();
+        let t0 = Instant::now();
+        assert!(!w.observe(3, Err("connection refused".into()), t0));
+        assert!(w.observe(3, Err("connection refused".into()), t0 + BEHIND_WARN_AFTER));
+    }
 }

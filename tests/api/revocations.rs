@@ -421,3 +421,64 @@ async fn an_event_is_published_only_after_its_sequence_number_is_committed() {
         );
     }
 }
+
+/// The bus only says *that* something changed. A message forged with the next `seq` (as another
+/// deployment on the same Redis would send by accident) names an innocent client; then a real
+/// access token is revoked on A. B must refuse the revoked token within a second and keep
+/// accepting the innocent client's tokens: nothing read from Redis is applied as fact.
+#[tokio::test]
+async fn a_forged_bus_message_neither_invents_a_revocation_nor_hides_a_real_one() {
+    let a = TestAppBuilder::new().with_redis().spawn().await;
+    let b = a.spawn_peer().await;
+    let (innocent_id, innocent_secret) = a.create_client(&["client_credentials"], &["revocations:read"]).await;
+    let innocent: Value = a.token_for(&innocent_id, &innocent_secret, None).await.json().await.unwrap();
+    let innocent = innocent["access_token"].as_str().unwrap().to_owned();
+    let victim = a.admin_token().await;
+    assert_eq!(b.get_auth("/v1/revocations", &innocent).await.status(), StatusCode::OK);
+    assert_eq!(b.get_auth("/v1/admin/clients", &victim).await.status(), StatusCode::OK);
+
+    // B has applied everything there is; the forged message takes the next number.
+    let last = tessera::revocation::last_seq(&a.state.db).await.unwrap();
+    eventually(Duration::from_secs(5), "B applies every committed event", || async {
+        b.state.revoked.applied_seq() >= last
+    })
+    .await;
+    let mut seen_by_b = b.state.bus.subscribe();
+    let forged = json!({"seq": last + 1, "kind": "client", "id": innocent_id, "revoked_at": "2026-01-01T00:00:00Z"});
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}:revocations", prefix(&a)))
+        .arg(forged.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // B's subscriber has handed the message to its consumers.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !matches!(seen_by_b.recv().await, Ok(tessera::revocation::bus::BusMessage::Event(_))) {}
+    })
+    .await
+    .expect("B received the forged message");
+
+    let res = a
+        .http
+        .post(a.url("/oauth/revoke"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .form(&[("token", victim.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let revoked = Instant::now();
+    eventually(Duration::from_secs(1), "B refuses the really revoked token", || async {
+        b.get_auth("/v1/admin/clients", &victim).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(revoked.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        b.get_auth("/v1/revocations", &innocent).await.status(),
+        StatusCode::OK,
+        "B applied the forged revocation of an innocent client"
+    );
+    assert!(!b.state.revoked.client_revoked(&innocent_id));
+}
