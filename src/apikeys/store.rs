@@ -134,7 +134,7 @@ pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<Key
         let allowed: Vec<ipnet::IpNet> = cidrs
             .iter()
             .filter_map(|c| {
-                let net = parse_cidr(c);
+                let net = parse_cidr(c).map(|n| n.trunc());
                 if net.is_none() {
                     tracing::warn!(key_id = %id, "unreadable stored CIDR ignored (it matches no address)");
                 }

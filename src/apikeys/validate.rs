@@ -65,9 +65,20 @@ pub fn new_key(body: NewKey) -> Result<ValidKey> {
     Ok(ValidKey { name: body.name, scopes, environment: body.environment, expires_in, allowed_cidrs, metadata })
 }
 
-/// Parses a CIDR, or a bare address as a single host (`/32` or `/128`).
+/// Parses a CIDR, or a bare address as a single host (`/32` or `/128`), into the form source
+/// addresses are compared in: an IPv4-mapped IPv6 range (`::ffff:a.b.c.d/p`, `p` ≥ 96) becomes the
+/// IPv4 range `a.b.c.d/(p − 96)`, since a source address is always mapped back to IPv4
+/// ([`IpAddr::to_canonical`]) before it is matched. Host bits are kept: callers decide whether
+/// they are an error ([`cidrs`], at the API) or to be cleared (stored entries).
 pub fn parse_cidr(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from)).map(|n| n.trunc())
+    let net = s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))?;
+    Some(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    })
 }
 
 fn cidrs(list: &[String]) -> Result<Vec<String>> {
@@ -82,6 +93,14 @@ fn cidrs(list: &[String]) -> Result<Vec<String>> {
         let net = parse_cidr(s).ok_or_else(|| {
             Error::invalid(format!("allowed_cidrs: {s:?} is not an IPv4 or IPv6 address or CIDR (e.g. 203.0.113.0/24)"))
         })?;
+        // `203.0.113.5/24` is ambiguous (a host, or its network?): silently narrowing or widening
+        // it would grant what the owner did not mean, so it is refused with the likely intent.
+        if net.trunc() != net {
+            return Err(Error::invalid(format!(
+                "allowed_cidrs: {s:?} has host bits set; write the network ({}) or the single address",
+                net.trunc()
+            )));
+        }
         let canonical = net.to_string();
         if !out.contains(&canonical) {
             out.push(canonical);
@@ -145,9 +164,22 @@ mod tests {
     fn a_bare_address_is_one_host_and_host_bits_are_cleared() {
         assert_eq!(parse_cidr("203.0.113.7").unwrap().to_string(), "203.0.113.7/32");
         assert_eq!(parse_cidr("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
-        assert_eq!(parse_cidr("203.0.113.77/24").unwrap().to_string(), "203.0.113.0/24");
+        assert_eq!(parse_cidr("203.0.113.77/24").unwrap().trunc().to_string(), "203.0.113.0/24");
         assert!(parse_cidr("203.0.113.0/33").is_none());
         assert!(parse_cidr("localhost").is_none());
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_become_ipv4_and_host_bits_are_refused() {
+        assert_eq!(parse_cidr("::ffff:203.0.113.0/120").unwrap().to_string(), "203.0.113.0/24");
+        assert_eq!(parse_cidr("::ffff:203.0.113.9").unwrap().to_string(), "203.0.113.9/32");
+        assert_eq!(parse_cidr("::ffff:0:0/96").unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(parse_cidr("2001:db8::/32").unwrap().to_string(), "2001:db8::/32", "other IPv6 is left alone");
+        assert_eq!(cidrs(&["::ffff:203.0.113.0/120".into()]).unwrap(), ["203.0.113.0/24"]);
+        let err = cidrs(&["203.0.113.5/24".into()]).unwrap_err().to_string();
+        assert!(err.contains("203.0.113.5/24") && err.contains("203.0.113.0/24"), "{err}");
+        assert!(cidrs(&["::ffff:203.0.113.5/120".into()]).is_err());
+        assert!(cidrs(&["2001:db8::1/64".into()]).is_err());
     }
 
     #[test]

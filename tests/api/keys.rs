@@ -357,6 +357,37 @@ async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
 }
 
+/// Entries are normalised like source addresses: an IPv4-mapped range is its IPv4 range (before,
+/// `::ffff:203.0.113.0/120` was stored as given and matched nothing); an entry with host bits set
+/// is refused naming it (before, `203.0.113.5/24` was silently narrowed to its network).
+#[tokio::test]
+async fn allowed_cidrs_are_normalised_and_entries_with_host_bits_are_refused() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let mapped = create(
+        &app,
+        &token,
+        json!({"name": "mapped", "scopes": [], "environment": "live", "allowed_cidrs": ["::ffff:203.0.113.0/120"]}),
+    )
+    .await;
+    assert_eq!(mapped["allowed_cidrs"], json!(["203.0.113.0/24"]));
+    for ip in ["203.0.113.5", "::ffff:203.0.113.5"] {
+        assert_eq!(code(&app, &token, json!({"key": key_of(&mapped), "ip": ip})).await, "VALID", "from {ip}");
+    }
+    assert_eq!(code(&app, &token, json!({"key": key_of(&mapped), "ip": "203.0.114.5"})).await, "IP_NOT_ALLOWED");
+    for bad in ["203.0.113.5/24", "::ffff:203.0.113.5/120", "2001:db8::1/32"] {
+        let res = app
+            .post_json(
+                "/v1/keys",
+                &token,
+                &json!({"name": "x", "scopes": [], "environment": "live", "allowed_cidrs": ["10.0.0.0/8", bad]}),
+            )
+            .await;
+        let body = assert_problem(res, 400, "INVALID_REQUEST").await;
+        assert!(body["detail"].as_str().unwrap().contains(bad), "the entry is named: {body}");
+    }
+}
+
 #[tokio::test]
 async fn allowed_cidrs_admit_ipv4_and_ipv6_sources_and_refuse_every_other() {
     let app = spawn_app().await;
@@ -365,7 +396,7 @@ async fn allowed_cidrs_admit_ipv4_and_ipv6_sources_and_refuse_every_other() {
         &app,
         &token,
         json!({"name": "net", "scopes": [], "environment": "live",
-               "allowed_cidrs": ["203.0.113.77/24", "2001:db8::/32", "198.51.100.7"]}),
+               "allowed_cidrs": ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"]}),
     )
     .await;
     assert_eq!(created["allowed_cidrs"], json!(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]));
