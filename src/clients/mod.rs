@@ -138,8 +138,8 @@ impl Client {
     }
 }
 
-/// A just-created client with its secret, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+/// A just-created client with its secret, shown this once. `Debug` leaves the secret out.
+#[derive(Serialize, ToSchema)]
 #[schema(example = json!({
     "client_id": "01a1eef7-0eb8-7085-bb04-92689d188042",
     "name": "Billing service",
@@ -160,6 +160,15 @@ pub struct CreatedClient {
     /// The secret of a confidential client. Shown once, stored only as an Argon2id hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedClient")
+            .field("client", &self.client)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 type ClientRow = (
@@ -194,16 +203,19 @@ fn from_row(r: ClientRow) -> Client {
     }
 }
 
+/// `[A-Za-z0-9._~-]{1,128}`: the unreserved characters of RFC 3986, so the id needs no escaping
+/// anywhere. Not `:`, which `client_secret_basic` (RFC 6749 §2.3.1) uses as the separator and
+/// which many clients (`curl -u`, authlib, requests-oauthlib) do not form-encode.
 fn valid_client_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~' | b':'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~'))
 }
 
 fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<String>)> {
     let client_id = match &new.client_id {
         Some(id) if !valid_client_id(id) => {
-            return Err(Error::invalid("client_id: 1-128 characters of A-Z a-z 0-9 . _ - ~ :"))
+            return Err(Error::invalid("client_id: 1-128 characters of A-Z a-z 0-9 . _ - ~"))
         }
         Some(id) => id.clone(),
         None => uuid::Uuid::now_v7().to_string(),
@@ -249,6 +261,22 @@ fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<Strin
     Ok((client_id, NewClient { name: name.to_owned(), ..new }, grants, scopes))
 }
 
+/// A client-credentials token's `sub` is its client id, and the owner of API keys is a token's
+/// `sub`: a client whose id were a user's id would act as that user on their keys. User ids are
+/// generated UUIDs, so only a chosen client id can collide; deleted users count too (their keys and
+/// audit trail still name them).
+async fn refuse_user_id(conn: &mut sqlx::PgConnection, client_id: &str) -> Result<()> {
+    let Ok(id) = uuid::Uuid::parse_str(client_id) else {
+        return Ok(());
+    };
+    let taken: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)").bind(id).fetch_one(conn).await?;
+    if taken {
+        return Err(Error::invalid("client_id: must not be the id of a user"));
+    }
+    Ok(())
+}
+
 /// Registers a client. A confidential client gets a 256-bit secret, returned here once.
 pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Actor) -> Result<CreatedClient> {
     let (client_id, new, grants, scopes) = validate(new)?;
@@ -259,6 +287,7 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
     };
     let audience = new.audience.clone().map(AudienceParam::into_vec).unwrap_or_default();
     let mut tx = db.begin().await?;
+    refuse_user_id(&mut tx, &client_id).await?;
     let inserted = sqlx::query(
         "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id) DO NOTHING",
@@ -372,8 +401,26 @@ pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> 
             Some(h) => passwords::verify(Some(h), secret.expose().to_owned()).await?,
             None => false,
         };
-        if same && existing.disabled_at.is_none() && existing.scopes.iter().any(|s| s == scopes::ADMIN) {
+        // An operator who disabled `admin` (after a leak, say) must not see a restart undo it. The
+        // way back is a new secret, which is what a leak calls for anyway.
+        if same && existing.disabled_at.is_some() {
+            tracing::warn!(
+                "the bootstrap admin client `admin` is disabled and stays disabled: \
+                 TESSERA_BOOTSTRAP_ADMIN_SECRET still holds the secret it had. Set a new secret to \
+                 re-enable it, or unset the variable"
+            );
             return Ok(());
+        }
+        if same && existing.scopes.iter().any(|s| s == scopes::ADMIN) {
+            return Ok(());
+        }
+        if existing.disabled_at.is_some() {
+            // Instances already running keep refusing it until they restart: their revoked set
+            // holds the client from when it was disabled.
+            tracing::warn!(
+                "the bootstrap admin client `admin` was disabled; a new TESSERA_BOOTSTRAP_ADMIN_SECRET \
+                 re-enables it (restart every instance for all of them to accept it)"
+            );
         }
         let hash = passwords::hash(secret.expose().to_owned()).await?;
         let mut tx = db.begin().await?;
@@ -410,4 +457,37 @@ pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> 
     tx.commit().await?;
     tracing::info!("bootstrap admin client created");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_created_client_leaves_out_its_secret() {
+        let client = Client {
+            client_id: "c".into(),
+            name: "n".into(),
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec![],
+            audience: None,
+            public: false,
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            disabled_at: None,
+            secret_hash: None,
+        };
+        let created = CreatedClient { client, client_secret: Some("s3cr3t-value".into()) };
+        let shown = format!("{created:?}");
+        assert!(!shown.contains("s3cr3t-value") && shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn client_ids_are_unreserved_characters_only() {
+        assert!(valid_client_id("svc.billing_v2~east-1"));
+        for bad in ["", "svc:billing", "has space", "é", &"x".repeat(129)] {
+            assert!(!valid_client_id(bad), "{bad:?}");
+        }
+    }
 }

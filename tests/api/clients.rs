@@ -351,3 +351,88 @@ async fn a_public_client_logs_in_with_its_id_alone_but_may_not_introspect() {
     let res = app.token_for(&id, "made-up", None).await;
     assert_oauth_error(res, 401, "invalid_client").await;
 }
+
+/// Client ids are `[A-Za-z0-9._~-]{1,128}`: `:` would break `client_secret_basic` (RFC 6749
+/// §2.3.1) in clients that do not form-encode the id. And an id equal to a user's id would let the
+/// client's tokens (whose `sub` is the client id) act as that user on their keys.
+#[tokio::test]
+async fn a_client_id_may_hold_no_colon_and_never_a_users_id() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    for bad in ["svc:billing", "a:", ":", &"x".repeat(129)] {
+        let res = app
+            .post_json(
+                "/v1/admin/clients",
+                &admin,
+                &json!({"client_id": bad, "name": "x", "grant_types": ["client_credentials"], "scopes": []}),
+            )
+            .await;
+        let body = assert_problem(res, 400, "INVALID_REQUEST").await;
+        assert!(body["detail"].as_str().unwrap().contains("client_id"), "{body}");
+    }
+    let ok = "svc.billing_v2~east-1";
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"client_id": ok, "name": "x", "grant_types": ["client_credentials"], "scopes": []}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let user: Value = app
+        .post_json(
+            "/v1/admin/users",
+            &admin,
+            &json!({"username": "ada", "password": "correct horse battery", "scopes": []}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user_id = user["id"].as_str().unwrap();
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"client_id": user_id, "name": "x", "grant_types": ["client_credentials"], "scopes": ["keys:write"]}),
+        )
+        .await;
+    let body = assert_problem(res, 400, "INVALID_REQUEST").await;
+    assert!(body["detail"].as_str().unwrap().contains("client_id"), "{body}");
+    // Deleted users count too.
+    assert_eq!(app.delete_auth(&format!("/v1/admin/users/{user_id}"), &admin).await.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"client_id": user_id, "name": "x", "grant_types": ["client_credentials"], "scopes": []}),
+        )
+        .await;
+    assert_problem(res, 400, "INVALID_REQUEST").await;
+}
+
+/// Disabling `admin` survives a restart with the same bootstrap secret (before, every start
+/// re-enabled it); a new secret is the way back.
+#[tokio::test]
+async fn a_disabled_bootstrap_admin_stays_disabled_until_its_secret_changes() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    assert_eq!(app.delete_auth("/v1/admin/clients/admin", &admin).await.status(), StatusCode::NO_CONTENT);
+    assert_oauth_error(app.token_for("admin", ADMIN_SECRET, None).await, 401, "invalid_client").await;
+
+    let mut same = TestAppBuilder::new();
+    same.env = app.env.clone();
+    same.env.insert("TESSERA_BIND".into(), "127.0.0.1:0".into());
+    same.db_name = Some(app.db_name.clone());
+    let restarted = same.spawn().await;
+    assert_oauth_error(restarted.token_for("admin", ADMIN_SECRET, None).await, 401, "invalid_client").await;
+    restarted.stop().await;
+
+    let new_secret = "a-new-bootstrap-secret-after-the-leak";
+    let mut rotated = TestAppBuilder::new().set("TESSERA_BOOTSTRAP_ADMIN_SECRET", new_secret);
+    rotated.db_name = Some(app.db_name.clone());
+    let rotated = rotated.spawn().await;
+    assert_oauth_error(rotated.token_for("admin", ADMIN_SECRET, None).await, 401, "invalid_client").await;
+    assert_eq!(rotated.token_for("admin", new_secret, None).await.status(), StatusCode::OK);
+}
