@@ -82,7 +82,7 @@ impl Application {
         let pool = db::connect(&config).await?;
         db::migrate(&pool).await?;
         let bus = match &config.redis_url {
-            Some(url) => Bus::redis(url, &config.redis_prefix).map_err(StartError::Redis)?,
+            Some(url) => Bus::redis(url.expose(), &config.redis_prefix).map_err(StartError::Redis)?,
             None => Bus::in_process(),
         };
         let listener =

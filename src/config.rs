@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::secrets::{MasterKey, Secret};
+use crate::secrets::{MasterKey, RedactedUrl, Secret};
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +76,13 @@ pub enum MasterKeySource {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Postgres URL of Tessera's own database.
-    pub database_url: String,
+    pub database_url: RedactedUrl,
     /// Upper bound of the connection pool.
     pub db_max_connections: u32,
     /// Server-side statement timeout applied to every pooled connection.
     pub db_statement_timeout: Duration,
     /// Redis URL for revocation fan-out; `None` = single-instance mode.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedactedUrl>,
     /// Prefix of every Redis key and channel (`tessera` gives `tessera:revocations`).
     pub redis_prefix: String,
     /// Listen address.
@@ -280,7 +280,7 @@ impl Config {
         };
 
         Ok(Self {
-            database_url,
+            database_url: RedactedUrl::new(database_url),
             db_max_connections: num("TESSERA_DB_MAX_CONNECTIONS", 20, 1, 1000)?,
             db_statement_timeout: Duration::from_millis(u64::from(num(
                 "TESSERA_DB_STATEMENT_TIMEOUT_MS",
@@ -288,7 +288,7 @@ impl Config {
                 100,
                 600_000,
             )?)),
-            redis_url,
+            redis_url: redis_url.map(RedactedUrl::new),
             redis_prefix,
             bind,
             issuer,
@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/tessera");
+        assert_eq!(c.database_url.expose(), "postgres://postgres@127.0.0.1:5432/tessera");
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert_eq!(c.access_token_ttl, Duration::from_secs(600));
@@ -378,7 +378,23 @@ mod tests {
     #[test]
     fn database_url_falls_back_to_database_url_and_issuer_loses_trailing_slash() {
         let c = cfg(&[("DATABASE_URL", "postgres://x@h/db"), ("TESSERA_ISSUER", "https://id.example.com/")]).unwrap();
-        assert_eq!(c.database_url, "postgres://x@h/db");
+        assert_eq!(c.database_url.expose(), "postgres://x@h/db");
         assert_eq!(c.issuer, "https://id.example.com");
+    }
+
+    #[test]
+    fn debug_never_prints_a_secret_or_a_password() {
+        let c = cfg(&[
+            ("TESSERA_DATABASE_URL", "postgres://tessera:pg-pass-1@db:5432/tessera"),
+            ("TESSERA_REDIS_URL", "redis://:redis-pass-2@cache:6379"),
+            ("TESSERA_BOOTSTRAP_ADMIN_SECRET", "admin-secret-3-long-enough"),
+            ("TESSERA_MASTER_KEY", "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio="),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["pg-pass-1", "redis-pass-2", "admin-secret-3", "KioqKioq"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("db:5432") && shown.contains("cache:6379"), "hosts stay visible: {shown}");
     }
 }

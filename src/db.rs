@@ -28,7 +28,7 @@ pub enum DbError {
 
 /// Connects to Postgres, creating the database when missing, and returns a pool.
 pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
-    let opts = PgConnectOptions::from_str(&config.database_url)
+    let opts = PgConnectOptions::from_str(config.database_url.expose())
         .map_err(DbError::Url)?
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500))

@@ -27,6 +27,58 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A service URL (Postgres, Redis) that may carry a password, in the userinfo or in the query.
+/// `Debug` and `Display` show it with the password replaced, so a configuration dump or an error
+/// line can name the host without leaking the credential; [`RedactedUrl::expose`] gives it whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl(String);
+
+impl RedactedUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+    /// The URL itself, password included: only to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with any password replaced by `[redacted]`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return "[redacted]".to_owned();
+        };
+        let (head, rest) = url.split_at(scheme_end);
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:[redacted]@{host}"),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        // A password may also come as a query parameter (`?password=…` for Postgres).
+        let tail = match tail.split_once('?') {
+            Some((path, query)) if query.to_ascii_lowercase().contains("password") => format!("{path}?[redacted]"),
+            _ => tail.to_owned(),
+        };
+        format!("{head}{authority}{tail}")
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// The 32-byte master key that everything else is derived from.
 #[derive(Clone)]
 pub struct MasterKey([u8; 32]);
@@ -252,6 +304,25 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_urls_print_without_their_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://tessera:hunter2@db.internal:5432/tessera",
+                "postgres://tessera:[redacted]@db.internal:5432/tessera",
+            ),
+            ("redis://:hunter2@cache:6379/0", "redis://:[redacted]@cache:6379/0"),
+            ("postgres://db/tessera?user=t&password=hunter2", "postgres://db/tessera?[redacted]"),
+            ("postgres://postgres@127.0.0.1:5432/tessera", "postgres://postgres@127.0.0.1:5432/tessera"),
+            ("hunter2", "[redacted]"),
+        ] {
+            let u = RedactedUrl::new(url);
+            assert_eq!(u.to_string(), shown);
+            assert!(!format!("{u:?}").contains("hunter2"));
+            assert_eq!(u.expose(), url);
+        }
+    }
 
     #[test]
     fn token_ids_are_unique_v7_uuids_of_the_current_time() {

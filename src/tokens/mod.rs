@@ -16,8 +16,8 @@ use crate::{clients::Client, error::Error, state::AppState};
 
 pub use jwt::{AccessClaims, Audience, TokenError};
 
-/// A successful `/oauth/token` answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A successful `/oauth/token` answer. `Debug` shows neither token.
+#[derive(Serialize, utoipa::ToSchema)]
 #[schema(example = json!({
     "access_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6Ii4uLiIsInR5cCI6ImF0K2p3dCJ9...",
     "token_type": "Bearer",
@@ -37,6 +37,18 @@ pub struct TokenResponse {
     /// Refresh token (`tsr_…`), for the password and refresh grants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// What an access token is about to say.
@@ -132,4 +144,23 @@ pub fn validate_access_token(state: &AppState, token: &str) -> Result<Arc<Access
         return Err(TokenError::Invalid);
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_token_response_shows_no_token() {
+        let r = TokenResponse {
+            access_token: "eyJ.secret-access.sig".into(),
+            token_type: "Bearer",
+            expires_in: 600,
+            scope: "a b".into(),
+            refresh_token: Some("tsr_secret-refresh".into()),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret-access") && !shown.contains("secret-refresh"), "{shown}");
+        assert!(shown.contains("600") && shown.contains("a b"));
+    }
 }
