@@ -397,4 +397,32 @@ mod tests {
         }
         assert!(shown.contains("db:5432") && shown.contains("cache:6379"), "hosts stay visible: {shown}");
     }
+
+    /// Every `TESSERA_*` name this file reads is in docs/configuration.md, and the reference names
+    /// nothing the code does not read.
+    #[test]
+    fn the_reference_lists_every_variable_the_code_reads() {
+        fn names(text: &str) -> std::collections::BTreeSet<String> {
+            let mut out = std::collections::BTreeSet::new();
+            let mut rest = text;
+            while let Some(i) = rest.find("TESSERA_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = tail[..end].trim_end_matches('_');
+                if name.len() > "TESSERA".len() {
+                    out.insert(name.to_owned());
+                }
+                rest = &tail[end..];
+            }
+            out
+        }
+        let code = names(include_str!("config.rs"));
+        let doc = names(include_str!("../docs/configuration.md"));
+        let missing: Vec<_> = code.difference(&doc).collect();
+        let unknown: Vec<_> = doc.difference(&code).collect();
+        assert!(missing.is_empty(), "read by src/config.rs but not in docs/configuration.md: {missing:?}");
+        assert!(unknown.is_empty(), "in docs/configuration.md but not read by src/config.rs: {unknown:?}");
+    }
 }
