@@ -10,8 +10,8 @@ COPY . .
 # copied out of the cached target directory in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin tessera \
- && install -m 0755 target/release/tessera /usr/local/bin/tessera
+    cargo build --profile dist --locked --bin tessera \
+ && install -m 0755 target/dist/tessera /usr/local/bin/tessera
 
 FROM debian:bookworm-slim
 RUN apt-get update \
