@@ -41,6 +41,22 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The signing keys in the database were sealed under another master key. Nothing was written.
+    #[error(
+        "{key_source}: the signing keys in {database} were sealed with a different master key (key {kid} \
+         cannot be opened with this one). Nothing was changed. Either start with the master key they were \
+         sealed with (TESSERA_MASTER_KEY, or TESSERA_MASTER_KEY_FILE pointing at the old key file), or, if \
+         nothing in that database needs keeping, start on a new one (drop it, or point TESSERA_DATABASE_URL \
+         elsewhere)"
+    )]
+    MasterKeyMismatch {
+        /// Where this process took its master key from.
+        key_source: String,
+        /// Which database (no password).
+        database: String,
+        /// A key that cannot be opened.
+        kid: String,
+    },
     /// Start-up work failed.
     #[error("start-up failed: {0}")]
     Init(#[from] crate::error::Error),
@@ -80,6 +96,16 @@ impl Application {
         let master = master_key(&config)?;
         let keys = master.derive_keys();
         let pool = db::connect(&config).await?;
+        // Before anything is written, migrations included.
+        if let Some(kid) = crate::signing::unreadable_key(&pool, &keys.signing_key_wrap).await? {
+            let key_source = match &config.master_key {
+                MasterKeySource::Env(_) => "TESSERA_MASTER_KEY".to_owned(),
+                MasterKeySource::DevFile(path) => {
+                    format!("TESSERA_MASTER_KEY is not set and the development key file {} was used", path.display())
+                }
+            };
+            return Err(StartError::MasterKeyMismatch { key_source, database: db::target(&config), kid });
+        }
         db::migrate(&pool).await?;
         let bus = match &config.redis_url {
             Some(url) => Bus::redis(url.expose(), &config.redis_prefix).map_err(StartError::Redis)?,

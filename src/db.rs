@@ -12,18 +12,56 @@ use crate::config::Config;
 /// Embedded migrations from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Errors opening or preparing the database.
+/// Errors opening or preparing the database. Each names the setting, the server and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The URL could not be parsed.
     #[error("TESSERA_DATABASE_URL: {0}")]
     Url(sqlx::Error),
     /// Postgres refused or could not be reached.
-    #[error("postgres: {0}")]
-    Connect(sqlx::Error),
+    #[error("TESSERA_DATABASE_URL: cannot use {target}: {source}{}", hint(source))]
+    Connect {
+        /// Which database on which server (no password).
+        target: String,
+        /// What Postgres or the network said.
+        source: sqlx::Error,
+    },
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Which database `config` names, for messages (never the password).
+pub fn target(config: &Config) -> String {
+    PgConnectOptions::from_str(config.database_url.expose())
+        .map(|o| describe(&o))
+        .unwrap_or_else(|_| "the database in TESSERA_DATABASE_URL".to_owned())
+}
+
+/// "database tessera on 127.0.0.1:5432", for messages.
+pub fn describe(opts: &PgConnectOptions) -> String {
+    format!("database {} on {}:{}", opts.get_database().unwrap_or("(default)"), opts.get_host(), opts.get_port())
+}
+
+/// What to do about the usual ways a connection fails.
+fn hint(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            Some("53300") => {
+                " — Postgres has no free connection (max_connections reached): stop other clients, or lower \
+                 TESSERA_DB_MAX_CONNECTIONS on each instance so their sum fits"
+            }
+            Some("28000" | "28P01") => " — the role or password in TESSERA_DATABASE_URL is refused",
+            Some("3D000") => " — the database does not exist and could not be created",
+            Some("57P03") => " — Postgres is starting up or shutting down; try again in a moment",
+            _ => "",
+        },
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => {
+            " — is Postgres running and reachable there? (scripts/run starts a local one)"
+        }
+        sqlx::Error::Tls(_) => " — TLS to Postgres failed: check sslmode in TESSERA_DATABASE_URL",
+        _ => "",
+    }
 }
 
 /// Connects to Postgres, creating the database when missing, and returns a pool.
@@ -33,7 +71,8 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500))
         .options([("statement_timeout", config.db_statement_timeout.as_millis().to_string())]);
-    create_database_if_missing(&opts).await?;
+    let target = describe(&opts);
+    create_database_if_missing(&opts).await.map_err(|source| DbError::Connect { target: target.clone(), source })?;
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .min_connections(1)
@@ -41,7 +80,43 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
         .idle_timeout(Duration::from_secs(300))
         .connect_with(opts)
         .await
-        .map_err(DbError::Connect)
+        .map_err(|source| DbError::Connect { target, source })
+}
+
+/// Says in the log when Postgres stops answering and when it answers again, naming the variable
+/// and the server: request errors alone (503s) say neither. Fed by a query the service makes every
+/// second anyway (the revocation catch-up).
+#[derive(Debug)]
+pub struct Reachability {
+    target: String,
+    down: bool,
+}
+
+impl Reachability {
+    /// Watches the database `config` names.
+    pub fn new(config: &Config) -> Self {
+        Self { target: target(config), down: false }
+    }
+
+    /// Records the outcome of one query; returns whether Postgres is now seen as down.
+    pub fn observe<T, E: std::fmt::Display>(&mut self, outcome: &Result<T, E>) -> bool {
+        match outcome {
+            Ok(_) if self.down => {
+                self.down = false;
+                tracing::info!(database = %self.target, "TESSERA_DATABASE_URL: Postgres answers again");
+            }
+            Err(e) if !self.down => {
+                self.down = true;
+                tracing::warn!(
+                    database = %self.target,
+                    error = %e,
+                    "TESSERA_DATABASE_URL: Postgres does not answer; requests that need it get 503 until it does"
+                );
+            }
+            _ => {}
+        }
+        self.down
+    }
 }
 
 /// Applies pending migrations (safe to run from several instances at once: sqlx takes a lock).
@@ -50,7 +125,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
-async fn create_database_if_missing(opts: &PgConnectOptions) -> Result<(), DbError> {
+async fn create_database_if_missing(opts: &PgConnectOptions) -> Result<(), sqlx::Error> {
     let Some(name) = opts.get_database().map(str::to_owned) else {
         return Ok(());
     };
@@ -61,15 +136,15 @@ async fn create_database_if_missing(opts: &PgConnectOptions) -> Result<(), DbErr
             return Ok(());
         }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
-        Err(e) => return Err(DbError::Connect(e)),
+        Err(e) => return Err(e),
     }
-    let mut admin = PgConnection::connect_with(&opts.clone().database("postgres")).await.map_err(DbError::Connect)?;
+    let mut admin = PgConnection::connect_with(&opts.clone().database("postgres")).await?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
     match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await {
         Ok(_) => tracing::info!(database = %name, "created database"),
         // Another instance created it first.
         Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
-        Err(e) => return Err(DbError::Connect(e)),
+        Err(e) => return Err(e),
     }
     let _ = admin.close().await;
     Ok(())

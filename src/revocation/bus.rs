@@ -61,6 +61,10 @@ struct RedisBus {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
     up: AtomicBool,
+    /// Whether the state has been observed once (the first observation is always logged).
+    seen: AtomicBool,
+    /// The URL without its password, for log lines.
+    shown: String,
     channel: String,
     stream: String,
 }
@@ -86,6 +90,8 @@ impl Bus {
                 client,
                 conn: OnceCell::new(),
                 up: AtomicBool::new(false),
+                seen: AtomicBool::new(false),
+                shown: crate::secrets::RedactedUrl::new(url).redacted(),
                 channel: format!("{prefix}:revocations"),
                 stream: format!("{prefix}:revocations:stream"),
             })),
@@ -128,7 +134,7 @@ impl Bus {
             ),
             None => false,
         };
-        r.up.store(ok, Ordering::Relaxed);
+        r.set_up(ok);
         self.status()
     }
 
@@ -159,15 +165,15 @@ impl Bus {
         let res = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
         match res {
             Ok(Ok(())) => {
-                r.up.store(true, Ordering::Relaxed);
+                r.set_up(true);
                 Ok(())
             }
             Ok(Err(e)) => {
-                r.up.store(false, Ordering::Relaxed);
+                r.set_up(false);
                 Err(BusError(e.to_string()))
             }
             Err(_) => {
-                r.up.store(false, Ordering::Relaxed);
+                r.set_up(false);
                 Err(BusError("timed out".into()))
             }
         }
@@ -187,7 +193,7 @@ impl Bus {
             match tokio::time::timeout(Duration::from_secs(2), attempt).await {
                 Ok(Ok(mut pubsub)) => {
                     backoff = Duration::from_millis(100);
-                    r.up.store(true, Ordering::Relaxed);
+                    r.set_up(true);
                     tracing::info!(channel = %r.channel, "subscribed to revocation channel");
                     let _ = self.local.send(BusMessage::Resync);
                     let mut messages = pubsub.on_message();
@@ -204,14 +210,14 @@ impl Bus {
                             }
                         }
                     }
-                    r.up.store(false, Ordering::Relaxed);
+                    r.set_up(false);
                     tracing::warn!("revocation subscription lost; reconnecting");
                 }
                 Ok(Err(e)) => {
-                    r.up.store(false, Ordering::Relaxed);
+                    r.set_up(false);
                     tracing::debug!(error = %e, "redis subscribe failed");
                 }
-                Err(_) => r.up.store(false, Ordering::Relaxed),
+                Err(_) => r.set_up(false),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -223,6 +229,24 @@ impl Bus {
 }
 
 impl RedisBus {
+    /// Records whether Redis answers, and says so in the log on every change (and the first time):
+    /// an unreachable Redis is not an outage, but an operator must be able to see it.
+    fn set_up(&self, up: bool) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        let first = !self.seen.swap(true, Ordering::Relaxed);
+        if first || was != up {
+            if up {
+                tracing::info!(redis = %self.shown, "TESSERA_REDIS_URL: Redis answers; revocations fan out through it");
+            } else {
+                tracing::warn!(
+                    redis = %self.shown,
+                    "TESSERA_REDIS_URL: Redis does not answer; instances learn revocations from Postgres \
+                     (within a second) and events wait there until it is back"
+                );
+            }
+        }
+    }
+
     /// The shared connection manager, created on first success; it reconnects by itself afterwards.
     async fn connection(&self) -> Option<ConnectionManager> {
         if let Some(c) = self.conn.get() {

@@ -101,6 +101,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let mut listener = listen(&state, FIRST_LISTEN_TIMEOUT).await;
     let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
     let mut lag = LagWatch::default();
+    let mut postgres = crate::db::Reachability::new(&state.config);
     loop {
         // Some(notification), or None when the connection was lost.
         let notified = async {
@@ -117,6 +118,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 }
                 catch_up(&state).await;
                 let position = super::last_seq(&state.db).await.map_err(|e| e.to_string());
+                postgres.observe(&position);
                 lag.observe(state.revoked.applied_seq(), position, Instant::now());
             }
             note = notified => match note {

@@ -171,6 +171,22 @@ impl KeyStore {
     }
 }
 
+/// The kid of a live signing key that `wrap_key` cannot open, if any: checked at start, before
+/// anything is written, because a process started with the wrong master key would otherwise write
+/// (bootstrap client, new keys) and only then fail. `None` for a new database.
+pub async fn unreadable_key(db: &PgPool, wrap_key: &[u8; 32]) -> Result<Option<String>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('signing_keys') IS NOT NULL").fetch_one(db).await?;
+    if !exists {
+        return Ok(None);
+    }
+    let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT kid, private_key_enc FROM signing_keys WHERE state IN ('active', 'next') ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|(kid, sealed)| secrets::open(wrap_key, kid.as_bytes(), &sealed).is_none().then_some(kid)))
+}
+
 fn jwks_body(keys: &[Value]) -> (Bytes, HeaderValue) {
     let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, &body);

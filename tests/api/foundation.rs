@@ -1,3 +1,4 @@
+use base64::{engine::general_purpose::STANDARD, Engine};
 use std::process::Command;
 
 use reqwest::StatusCode;
@@ -47,10 +48,24 @@ async fn readyz_is_503_when_postgres_is_unreachable() {
     assert_eq!(body["postgres"], "down");
     // Liveness is unaffected.
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    // The log says so once, naming the variable and the database.
+    let said = |what: &'static str| {
+        let db = app.db_name.clone();
+        move || {
+            let db = db.clone();
+            async move {
+                captured_logs()
+                    .lines()
+                    .any(|l| l.contains("TESSERA_DATABASE_URL") && l.contains(&db) && l.contains(what))
+            }
+        }
+    };
+    eventually(std::time::Duration::from_secs(10), "a warning naming the database", said("does not answer")).await;
     sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", app.db_name))
         .execute(&mut admin)
         .await
         .unwrap();
+    eventually(std::time::Duration::from_secs(10), "a line when it is back", said("answers again")).await;
 }
 
 #[tokio::test]
@@ -394,4 +409,111 @@ async fn nul_characters_in_any_input_are_4xx_never_500() {
     assert_eq!(find("basic client id").2["error"], "invalid_client");
     assert_eq!(find("post client id").2["error"], "invalid_client");
     assert_eq!(find("username").2["error"], "invalid_grant");
+}
+
+/// What a start changes in the database: clients (the bootstrap admin's secret hash), signing keys,
+/// the audit log and the applied migrations.
+async fn start_footprint(app: &TestApp) -> String {
+    let mut db = app.db().await;
+    sqlx::query_scalar(
+        "SELECT concat_ws('|',
+            (SELECT string_agg(client_id || ':' || coalesce(secret_hash, '') || ':' || coalesce(disabled_at::text, ''), ',' ORDER BY client_id) FROM clients),
+            (SELECT string_agg(kid || ':' || state || ':' || md5(private_key_enc), ',' ORDER BY kid) FROM signing_keys),
+            (SELECT count(*)::text FROM audit_log),
+            (SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations))",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}
+
+/// Started with another master key than the one its signing keys were sealed with, Tessera stops
+/// before it writes anything (before, it had already rewritten the bootstrap admin's secret), and
+/// says which key it used, which database, and the two ways out.
+#[tokio::test]
+async fn a_wrong_master_key_stops_the_start_before_anything_in_the_database_changes() {
+    let app = spawn_app().await;
+    let before = start_footprint(&app).await;
+    let dir = std::env::temp_dir().join(format!("tessera-mk-{}", uuid::Uuid::new_v4().simple()));
+    let key_file = dir.join("master.key");
+    for (var, value) in [("TESSERA_MASTER_KEY", Some(STANDARD.encode([7u8; 32]))), ("TESSERA_MASTER_KEY_FILE", None)] {
+        let mut env = app.env.clone();
+        env.insert("TESSERA_BOOTSTRAP_ADMIN_SECRET".into(), "a-different-admin-secret".into());
+        env.insert("TESSERA_BIND".into(), "127.0.0.1:0".into());
+        match value.clone() {
+            Some(v) => {
+                env.insert(var.into(), v);
+            }
+            None => {
+                env.remove("TESSERA_MASTER_KEY");
+                env.insert(var.into(), key_file.display().to_string());
+            }
+        }
+        let config = tessera::Config::from_map(&env).unwrap();
+        let err = match tessera::Application::build(config).await {
+            Ok(_) => panic!("started with the wrong master key ({var})"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(var), "{err}");
+        assert!(err.contains(&app.db_name) && err.contains("127.0.0.1:5432"), "names the database: {err}");
+        assert!(err.contains("Nothing was changed") && err.contains("new one"), "says the ways out: {err}");
+        if value.is_none() {
+            assert!(err.contains(&key_file.display().to_string()), "names the key file: {err}");
+        }
+        assert_eq!(start_footprint(&app).await, before, "{var}: the failed start changed the database");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Connection failures at start name the variable, the server and the likely fix.
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_with_its_variable_host_and_fix() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut env = TestAppBuilder::new().env;
+    env.insert("TESSERA_DATABASE_URL".into(), format!("postgres://postgres:hunter2@127.0.0.1:{port}/tessera_nowhere"));
+    let config = tessera::Config::from_map(&env).unwrap();
+    let err = match tessera::Application::build(config).await {
+        Ok(_) => panic!("started without Postgres"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("TESSERA_DATABASE_URL"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("tessera_nowhere"), "{err}");
+    assert!(err.contains("is Postgres running"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// A Redis that does not answer is a warning in the log at start, naming the variable.
+#[tokio::test]
+async fn an_unreachable_redis_is_a_warning_naming_its_variable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let app = TestAppBuilder::new().set("TESSERA_REDIS_URL", &url).spawn().await;
+    let shown = format!("redis://:[redacted]@127.0.0.1:{port}");
+    eventually(std::time::Duration::from_secs(10), "a warning about Redis", || async {
+        captured_logs().lines().any(|l| l.contains("TESSERA_REDIS_URL") && l.contains("WARN") && l.contains(&shown))
+    })
+    .await;
+    assert!(!captured_logs().contains("hunter2"));
+    drop(app);
+}
+
+/// `tessera openapi | head -1` ends quietly with status 0 (it panicked on the closed pipe).
+#[test]
+fn the_openapi_command_survives_a_reader_that_stops_early() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; '{}' openapi | head -c 1 >/dev/null", env!("CARGO_BIN_EXE_tessera")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+/// Each option names its variable once in `--help` (it said `[env: …] [env: …]`).
+#[test]
+fn help_names_each_variable_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[env: TESSERA_DATABASE_URL]"), "{help}");
+    assert!(help.lines().all(|l| l.matches("[env:").count() <= 1), "{help}");
 }
