@@ -180,7 +180,10 @@ async fn raise(
         NewAnomaly { kind, key_id, client_id: None, subject, window_start: hour_floor(now), detected_at: now, details };
     let raised = anomalies::raise(conn, &new).await?;
     if raised {
-        tracing::warn!(kind, key_id = ?key_id, "anomaly detected");
+        match key_id {
+            Some(id) => tracing::warn!(kind, key_id = %id, "anomaly detected"),
+            None => tracing::warn!(kind, "anomaly detected"),
+        }
     }
     Ok(raised)
 }

@@ -17,7 +17,7 @@ struct Cli {
 /// Options that mirror `TESSERA_*` variables (a flag wins over its variable).
 #[derive(Args)]
 struct Settings {
-    /// Postgres URL [env: TESSERA_DATABASE_URL, DATABASE_URL]
+    /// Postgres URL (DATABASE_URL is read when TESSERA_DATABASE_URL is unset)
     #[arg(long, global = true, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Redis URL; unset = single-instance mode
@@ -114,8 +114,14 @@ async fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
-        print!("{}", tessera::http::openapi::document_json());
-        return ExitCode::SUCCESS;
+        // `print!` panics when the reader goes away (`tessera openapi | head`); a closed pipe is
+        // the reader's choice, not an error.
+        use std::io::Write;
+        return match std::io::stdout().lock().write_all(tessera::http::openapi::document_json().as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
     }
     let config = match cli.settings.config() {
         Ok(c) => c,

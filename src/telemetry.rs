@@ -10,6 +10,9 @@ pub fn init(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true).with_current_span(true)).try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+        // Colour only for a person at a terminal: escape codes in a file or a collector are noise.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
+            .try_init(),
     };
 }
