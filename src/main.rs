@@ -1,4 +1,6 @@
-//! The `tessera` command: serve, migrate, clients, openapi.
+//! The `tessera` command: serve, migrate, clients (offline), admin (over HTTP), openapi.
+
+mod cli;
 
 use std::{collections::HashMap, process::ExitCode};
 
@@ -8,35 +10,51 @@ use tessera::{audit::Actor, clients, config::Config, db, Application};
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Token and API-key identity service")]
 struct Cli {
-    #[command(flatten)]
-    settings: Settings,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options that mirror `TESSERA_*` variables (a flag wins over its variable).
+/// The database of the offline commands (`migrate`, `clients`).
+#[derive(Args)]
+struct DbSettings {
+    /// Postgres URL (DATABASE_URL is read when TESSERA_DATABASE_URL is unset)
+    #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DbSettings {
+    fn config(&self) -> Result<Config, tessera::config::ConfigError> {
+        let flag = self.database_url.clone();
+        Config::from_lookup(|name| match name {
+            "TESSERA_DATABASE_URL" if flag.is_some() => flag.clone(),
+            _ => std::env::var(name).ok(),
+        })
+    }
+}
+
+/// Options of `serve` that mirror `TESSERA_*` variables (a flag wins over its variable).
 #[derive(Args)]
 struct Settings {
     /// Postgres URL (DATABASE_URL is read when TESSERA_DATABASE_URL is unset)
-    #[arg(long, global = true, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Redis URL; unset = single-instance mode
-    #[arg(long, global = true, env = "TESSERA_REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = "TESSERA_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Listen address
-    #[arg(long, global = true, env = "TESSERA_BIND")]
+    #[arg(long, env = "TESSERA_BIND")]
     bind: Option<String>,
     /// Issuer URL
-    #[arg(long, global = true, env = "TESSERA_ISSUER")]
+    #[arg(long, env = "TESSERA_ISSUER")]
     issuer: Option<String>,
     /// Access-token lifetime in seconds
-    #[arg(long, global = true, env = "TESSERA_ACCESS_TOKEN_TTL")]
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL")]
     access_token_ttl: Option<String>,
     /// Signing algorithm for new keys: ES256, EdDSA, RS256
-    #[arg(long, global = true, env = "TESSERA_SIGNING_ALG")]
+    #[arg(long, env = "TESSERA_SIGNING_ALG")]
     signing_alg: Option<String>,
     /// Log format: text or json
-    #[arg(long, global = true, env = "TESSERA_LOG_FORMAT")]
+    #[arg(long, env = "TESSERA_LOG_FORMAT")]
     log_format: Option<String>,
 }
 
@@ -67,13 +85,28 @@ impl Settings {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP service.
-    Serve,
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Create the database if needed and apply migrations, then exit.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        db: DbSettings,
+    },
     /// Manage OAuth clients offline (straight against the database).
     Clients {
+        #[command(flatten)]
+        db: DbSettings,
         #[command(subcommand)]
         command: ClientsCommand,
+    },
+    /// Operate a running Tessera over HTTP (TESSERA_URL, TESSERA_CLIENT_ID, TESSERA_CLIENT_SECRET).
+    Admin {
+        #[command(flatten)]
+        conn: cli::Connection,
+        #[command(subcommand)]
+        command: cli::AdminCommand,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -114,32 +147,46 @@ async fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
-        // `print!` panics when the reader goes away (`tessera openapi | head`); a closed pipe is
-        // the reader's choice, not an error.
-        use std::io::Write;
-        return match std::io::stdout().lock().write_all(tessera::http::openapi::document_json().as_bytes()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        };
+        return print_out(&tessera::http::openapi::document_json());
     }
-    let config = match cli.settings.config() {
+    let config = match &cli.command {
+        Command::Serve { settings } => settings.config(),
+        Command::Migrate { db } | Command::Clients { db, .. } => db.config(),
+        Command::Admin { .. } | Command::Openapi => {
+            return match cli.command {
+                Command::Admin { conn, command } => match cli::run(conn, command).await {
+                    Ok(out) => print_out(&out),
+                    Err(e) => {
+                        eprintln!("tessera admin: {e}");
+                        e.exit_code()
+                    }
+                },
+                _ => ExitCode::SUCCESS,
+            };
+        }
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
     tessera::telemetry::init(config.log_format);
     match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Migrate => match migrate(&config).await {
+        Command::Serve { .. } => serve(config).await,
+        Command::Migrate { .. } => match migrate(&config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
-        Command::Clients { command: ClientsCommand::Create { name, scopes, grants, client_id, audience, public } } => {
+        Command::Clients {
+            command: ClientsCommand::Create { name, scopes, grants, client_id, audience, public },
+            ..
+        } => {
+            let scopes: Vec<String> = scopes.split_whitespace().map(str::to_owned).collect();
+            warn_about_unknown_scopes(&scopes);
             let new = clients::NewClient {
                 client_id,
                 name,
                 grant_types: grants,
-                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                scopes,
                 audience: audience.map(clients::AudienceParam::One),
                 public,
                 access_token_ttl: None,
@@ -152,14 +199,34 @@ async fn main() -> ExitCode {
                 clients::create(&pool, new, time::OffsetDateTime::now_utc(), &actor).await.map_err(|e| e.to_string())
             };
             match created.await {
-                Ok(c) => {
-                    println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
+                Ok(c) => print_out(&format!("{}\n", serde_json::to_string_pretty(&c).unwrap_or_default())),
                 Err(e) => fail(e),
             }
         }
-        Command::Openapi => ExitCode::SUCCESS,
+        Command::Admin { .. } | Command::Openapi => ExitCode::SUCCESS,
+    }
+}
+
+/// Writes to stdout; a reader that went away early (`| head`) is not an error.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Scopes Tessera's own API understands; a client may carry others (for resource services), but an
+/// operator typing `--scopes root` probably meant `admin`, so the command says so.
+const OWN_SCOPES: &[&str] = &["admin", "introspect", "revocations:read", "keys:read", "keys:write", "keys:verify"];
+
+fn warn_about_unknown_scopes(scopes: &[String]) {
+    for s in scopes.iter().filter(|s| !OWN_SCOPES.contains(&s.as_str())) {
+        eprintln!(
+            "tessera: note: scope {s:?} means nothing to Tessera itself (its own: {}); resource services may give it a meaning",
+            OWN_SCOPES.join(", ")
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod format;
+pub mod lookup;
 pub mod manage;
 pub mod model;
 pub mod store;

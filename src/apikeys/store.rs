@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{cache::KeyRecord, format::HASH_VERSION, model::ApiKeyView, validate::parse_cidr};
 use crate::error::{Error, Result};
 
-const VIEW_COLUMNS: &str =
+pub(crate) const VIEW_COLUMNS: &str =
     "id, start, name, scopes, environment, expires_at, allowed_cidrs, metadata, created_at, owner,
      revoked_at, revoked_reason, rotated_from, rotated_to, last_used_at, last_used_ip";
 
@@ -95,6 +95,15 @@ pub async fn lock_and_count_live(conn: &mut PgConnection, owner: &str, now: Offs
 pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<ApiKeyView>> {
     Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE id = $1"))
         .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// The key with this keyed hash, as shown (admin look-up; verification uses [`find_by_hash`]).
+pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKeyView>> {
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE key_hash = $1 AND hash_version = $2"))
+        .bind(&hash[..])
+        .bind(HASH_VERSION)
         .fetch_optional(db)
         .await?)
 }

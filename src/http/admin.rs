@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_client, list_clients))
         .routes(routes!(get_client, delete_client))
-        .routes(routes!(create_user))
+        .routes(routes!(create_user, crate::http::lookups::list_users))
         .routes(routes!(get_user, delete_user))
         .routes(routes!(list_signing_keys))
         .routes(routes!(rotate_signing_key))

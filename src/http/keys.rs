@@ -105,7 +105,7 @@ async fn get_key(
 
 /// Replaces a key: the new key (shown this once) inherits everything; the old one stays valid for the grace period.
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", security(("bearer" = ["keys:write"])),
-    params(("id" = Uuid, Path)), request_body = RotateKey,
+    params(("id" = Uuid, Path)), request_body = Option<RotateKey>,
     responses(
         (status = 201, body = CreatedKey, headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -128,7 +128,7 @@ async fn rotate_key(
 
 /// Revokes a key (one's own; an admin: any), on every instance.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", security(("bearer" = ["keys:write"])),
-    params(("id" = Uuid, Path)), request_body = RevokeKey,
+    params(("id" = Uuid, Path)), request_body = Option<RevokeKey>,
     responses((status = 200, body = ApiKeyView), (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),

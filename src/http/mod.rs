@@ -5,6 +5,7 @@ pub mod admin;
 pub mod edge;
 pub mod extract;
 pub mod keys;
+pub mod lookups;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
@@ -35,6 +36,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(oauth::routes())
         .merge(admin::routes())
         .merge(keys::routes())
+        .merge(lookups::routes())
         .merge(revocations::routes())
 }
 

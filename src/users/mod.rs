@@ -110,6 +110,30 @@ pub async fn get(db: &PgPool, id: Uuid) -> Result<User> {
         .ok_or(Error::NotFound("user"))
 }
 
+/// Live users, oldest first (ids are UUIDv7), optionally only the one called `username`, after the id
+/// `after`; at most `limit + 1` (one more than asked, so the caller knows whether a next page exists).
+pub async fn list(db: &PgPool, username: Option<&str>, after: Option<Uuid>, limit: i64) -> Result<Vec<User>> {
+    Ok(sqlx::query_as(
+        "SELECT id, username, scopes, created_at FROM users
+         WHERE deleted_at IS NULL AND ($1::text IS NULL OR lower(username) = lower($1)) AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3",
+    )
+    .bind(username)
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(db)
+    .await?)
+}
+
+/// The id of the live user called `username`; `NotFound` when there is none.
+pub async fn id_of(db: &PgPool, username: &str) -> Result<Uuid> {
+    sqlx::query_scalar("SELECT id FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL")
+        .bind(username)
+        .fetch_optional(db)
+        .await?
+        .ok_or(Error::NotFound("user"))
+}
+
 /// Deletes a user: their refresh families and API keys are revoked, events published.
 pub async fn delete(db: &PgPool, id: Uuid, now: OffsetDateTime, actor: &Actor) -> Result<Vec<Uuid>> {
     let mut tx = db.begin().await?;

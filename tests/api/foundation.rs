@@ -512,7 +512,7 @@ fn the_openapi_command_survives_a_reader_that_stops_early() {
 /// Each option names its variable once in `--help` (it said `[env: …] [env: …]`).
 #[test]
 fn help_names_each_variable_once() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[env: TESSERA_DATABASE_URL]"), "{help}");
     assert!(help.lines().all(|l| l.matches("[env:").count() <= 1), "{help}");

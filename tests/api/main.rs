@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin_lookups;
 mod anomalies;
 mod audit;
 mod clients;

@@ -1,0 +1,96 @@
+//! Admin look-ups across every owner: a paginated list of all keys with filters, and finding a key by
+//! its plaintext (for someone holding a leaked key) without counting it as a use.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    format::{self, ApiKeySecret},
+    model::ApiKeyView,
+};
+use crate::error::{Error, Result};
+
+/// A key's status, derived from its row: `revoked` wins, then `expired`, then `rotating` (superseded,
+/// within its grace), else `active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Usable.
+    Active,
+    /// Superseded by a rotation, still valid until its grace ends.
+    Rotating,
+    /// Past its expiry (or its rotation grace).
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl Status {
+    /// SQL condition selecting keys in this status at `$now` (bound by the caller as the first
+    /// parameter pushed after it).
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked_at IS NOT NULL",
+            Self::Expired => "revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ",
+            Self::Rotating => "revoked_at IS NULL AND rotated_to IS NOT NULL AND (expires_at IS NULL OR expires_at > ",
+            Self::Active => "revoked_at IS NULL AND rotated_to IS NULL AND (expires_at IS NULL OR expires_at > ",
+        }
+    }
+}
+
+/// What to list. Filters combine; `after` is the last id of the previous page.
+#[derive(Debug, Default)]
+pub struct KeyFilter {
+    /// Only this owner's keys.
+    pub owner: Option<String>,
+    /// Only `live` or `test` keys.
+    pub environment: Option<String>,
+    /// Only keys in this status.
+    pub status: Option<Status>,
+    /// Keys after this id (ids are UUIDv7: creation order).
+    pub after: Option<Uuid>,
+    /// Page size, 1–1000.
+    pub limit: i64,
+}
+
+/// Keys of every owner matching `f`, oldest first, at most `f.limit + 1` (one more than asked, so
+/// the caller knows whether there is a next page).
+pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result<Vec<ApiKeyView>> {
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {} FROM api_keys WHERE true", super::store::VIEW_COLUMNS));
+    if let Some(owner) = &f.owner {
+        q.push(" AND owner = ").push_bind(owner.clone());
+    }
+    if let Some(env) = &f.environment {
+        q.push(" AND environment = ").push_bind(env.clone());
+    }
+    match f.status {
+        None => {}
+        Some(s @ Status::Revoked) => {
+            q.push(" AND ").push(s.condition());
+        }
+        Some(s @ Status::Expired) => {
+            q.push(" AND ").push(s.condition()).push_bind(now);
+        }
+        Some(s) => {
+            q.push(" AND ").push(s.condition()).push_bind(now).push(")");
+        }
+    }
+    if let Some(after) = f.after {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(f.limit + 1);
+    Ok(q.build_query_as().fetch_all(db).await?)
+}
+
+/// The key whose plaintext is `key`, as shown; `NotFound` for a malformed key (checked without the
+/// database) or one that does not exist. Reads only: nothing is counted, `last_used_*` unchanged.
+pub async fn by_plaintext(db: &PgPool, hmac: &ring::hmac::Key, key: &ApiKeySecret) -> Result<ApiKeyView> {
+    if format::parse(key.expose()).is_none() {
+        return Err(Error::NotFound("API key"));
+    }
+    super::store::get_by_hash(db, &key.hash(hmac)).await?.ok_or(Error::NotFound("API key"))
+}

@@ -1,0 +1,313 @@
+//! `tessera admin …`: operating a running Tessera over its HTTP API with a client credential, for
+//! people (tables) and scripts (`--json`, exit codes from [`client::AdminError`]).
+//!
+//! Part of the binary, not the library: it only speaks HTTP, so it needs nothing of the service's
+//! internals and works against any Tessera it can reach.
+
+pub mod client;
+pub mod table;
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use client::{AdminError, Session, Target};
+
+/// How to reach Tessera, and how to print.
+#[derive(Args)]
+pub struct Connection {
+    /// Base URL of a running Tessera
+    #[arg(long, env = "TESSERA_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A client with grant client_credentials and scope admin
+    #[arg(long, env = "TESSERA_CLIENT_ID", default_value = "admin")]
+    client_id: String,
+    /// Print JSON (the API's own answer) instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// What to operate on.
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// API keys of every owner.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Signing keys.
+    #[command(subcommand, name = "signing-keys")]
+    SigningKeys(SigningKeysCommand),
+    /// Anomalies across every key.
+    #[command(subcommand)]
+    Anomalies(AnomaliesCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `tessera admin keys …`
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Every key, oldest first (filters combine).
+    List {
+        /// Only this owner's keys (a user or client id)
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only the keys of the user with this username
+        #[arg(long)]
+        username: Option<String>,
+        /// live or test
+        #[arg(long)]
+        environment: Option<String>,
+        /// active, rotating, expired or revoked
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One key.
+    Show {
+        /// Key id
+        id: String,
+    },
+    /// Revoke a key everywhere.
+    Revoke {
+        /// Key id
+        id: String,
+        /// Why (kept in the audit log and the revocation event)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Issue a successor; the old key keeps working for the grace period.
+    Rotate {
+        /// Key id
+        id: String,
+        /// Seconds the old key keeps working (default one day)
+        #[arg(long)]
+        grace: Option<u64>,
+    },
+}
+
+/// `tessera admin clients …`
+#[derive(Subcommand)]
+pub enum ClientsCommand {
+    /// Every client.
+    List,
+    /// Register a client; its secret is printed once.
+    Create {
+        /// Display name
+        #[arg(long)]
+        name: String,
+        /// Space-separated scopes
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Allowed grant (repeatable)
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// A public client (no secret)
+        #[arg(long)]
+        public: bool,
+    },
+    /// Disable a client and revoke its tokens and refresh tokens.
+    Disable {
+        /// Client id
+        client_id: String,
+    },
+}
+
+/// `tessera admin users …`
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from TESSERA_NEW_USER_PASSWORD, never from a flag.
+    Create {
+        /// Username
+        #[arg(long)]
+        username: String,
+        /// Space-separated scopes
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+    /// Find a user by username.
+    Find {
+        /// Username
+        username: String,
+    },
+    /// Delete a user, revoking their refresh tokens and API keys.
+    Delete {
+        /// User id
+        id: String,
+    },
+}
+
+/// `tessera admin signing-keys …`
+#[derive(Subcommand)]
+pub enum SigningKeysCommand {
+    /// Every signing key and its state.
+    List,
+    /// Activate the published next key.
+    Rotate {
+        /// Even if the next key was published less than the JWKS max-age ago
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a signing key: every token it signed stops verifying.
+    Revoke {
+        /// Key id (kid)
+        kid: String,
+    },
+}
+
+/// `tessera admin anomalies …`
+#[derive(Subcommand)]
+pub enum AnomaliesCommand {
+    /// Anomalies, oldest first.
+    List {
+        /// Only those detected at or after this RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+/// `tessera admin audit …`
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// The latest audit entries.
+    Tail {
+        /// Only those at or after this RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+/// Runs one admin command; the text to print on success.
+pub async fn run(conn: Connection, command: AdminCommand) -> Result<String, AdminError> {
+    let client_secret = std::env::var("TESSERA_CLIENT_SECRET").map_err(|_| {
+        AdminError::Usage("TESSERA_CLIENT_SECRET is not set: export the secret of an admin client".into())
+    })?;
+    let target = Target { url: conn.url.trim_end_matches('/').to_owned(), client_id: conn.client_id, client_secret };
+    let session = Session::open(&target).await?;
+    let (value, columns) = dispatch(&session, command).await?;
+    Ok(if conn.json {
+        format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default())
+    } else {
+        match columns {
+            Some(cols) => table::render(&value, cols),
+            None => table::record(&value),
+        }
+    })
+}
+
+const KEY_COLUMNS: &[&str] =
+    &["id", "start", "name", "owner", "environment", "expires_at", "revoked_at", "last_used_at"];
+
+/// Calls the API; the answer and, for lists, the table's columns.
+async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&'static [&'static str]>), AdminError> {
+    use AdminCommand as A;
+    Ok(match command {
+        A::Keys(KeysCommand::List { owner, username, environment, status, limit }) => {
+            let mut query = vec![("limit", limit.to_string())];
+            for (k, v) in [("owner", owner), ("username", username), ("environment", environment), ("status", status)] {
+                if let Some(v) = v {
+                    query.push((k, v));
+                }
+            }
+            let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
+            (s.call(Method::GET, &format!("/v1/admin/keys?{qs}"), None).await?, Some(KEY_COLUMNS))
+        }
+        A::Keys(KeysCommand::Show { id }) => {
+            (s.call(Method::GET, &format!("/v1/keys/{}", seg(&id)), None).await?, None)
+        }
+        A::Keys(KeysCommand::Revoke { id, reason }) => {
+            let body = reason.map_or_else(|| json!({}), |r| json!({"reason": r}));
+            (s.call(Method::POST, &format!("/v1/keys/{}/revoke", seg(&id)), Some(&body)).await?, None)
+        }
+        A::Keys(KeysCommand::Rotate { id, grace }) => {
+            let body = grace.map_or_else(|| json!({}), |g| json!({"grace_period": g}));
+            (s.call(Method::POST, &format!("/v1/keys/{}/rotate", seg(&id)), Some(&body)).await?, None)
+        }
+        A::Clients(ClientsCommand::List) => (
+            s.call(Method::GET, "/v1/admin/clients", None).await?,
+            Some(&["client_id", "name", "grant_types", "scopes", "public", "disabled_at"]),
+        ),
+        A::Clients(ClientsCommand::Create { name, scopes, grants, public }) => {
+            crate::warn_about_unknown_scopes(&words(&scopes).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+            let body = json!({"name": name, "scopes": words(&scopes), "grant_types": grants, "public": public});
+            (s.call(Method::POST, "/v1/admin/clients", Some(&body)).await?, None)
+        }
+        A::Clients(ClientsCommand::Disable { client_id }) => {
+            s.call(Method::DELETE, &format!("/v1/admin/clients/{}", seg(&client_id)), None).await?;
+            (s.call(Method::GET, &format!("/v1/admin/clients/{}", seg(&client_id)), None).await?, None)
+        }
+        A::Users(UsersCommand::Create { username, scopes }) => {
+            let password = std::env::var("TESSERA_NEW_USER_PASSWORD").map_err(|_| {
+                AdminError::Usage(
+                    "TESSERA_NEW_USER_PASSWORD is not set: the new user's password comes from there".into(),
+                )
+            })?;
+            let body = json!({"username": username, "password": password, "scopes": words(&scopes)});
+            (s.call(Method::POST, "/v1/admin/users", Some(&body)).await?, None)
+        }
+        A::Users(UsersCommand::Find { username }) => {
+            let qs = serde_urlencoded::to_string([("username", username.as_str())]).unwrap_or_default();
+            let found = s.call(Method::GET, &format!("/v1/admin/users?{qs}"), None).await?;
+            match found.as_array().and_then(|a| a.first()) {
+                Some(user) => (user.clone(), None),
+                None => return Err(AdminError::NotFound(format!("no user is called {username:?}"))),
+            }
+        }
+        A::Users(UsersCommand::Delete { id }) => {
+            s.call(Method::DELETE, &format!("/v1/admin/users/{}", seg(&id)), None).await?;
+            (json!({"id": id, "deleted": true}), None)
+        }
+        A::SigningKeys(SigningKeysCommand::List) => {
+            signing_list(s.call(Method::GET, "/v1/admin/signing-keys", None).await?)
+        }
+        A::SigningKeys(SigningKeysCommand::Rotate { force }) => {
+            let path = if force { "/v1/admin/signing-keys/rotate?force=true" } else { "/v1/admin/signing-keys/rotate" };
+            signing_list(s.call(Method::POST, path, None).await?)
+        }
+        A::SigningKeys(SigningKeysCommand::Revoke { kid }) => {
+            signing_list(s.call(Method::POST, &format!("/v1/admin/signing-keys/{}/revoke", seg(&kid)), None).await?)
+        }
+        A::Anomalies(AnomaliesCommand::List { since }) => {
+            let qs = since.map(|t| serde_urlencoded::to_string([("since", t)]).unwrap_or_default()).unwrap_or_default();
+            (
+                s.call(Method::GET, &format!("/v1/admin/anomalies?{qs}"), None).await?,
+                Some(&["id", "kind", "key_id", "client_id", "detected_at"]),
+            )
+        }
+        A::Audit(AuditCommand::Tail { since, limit }) => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(t) = since {
+                query.push(("since", t));
+            }
+            let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
+            (
+                s.call(Method::GET, &format!("/v1/admin/audit?{qs}"), None).await?,
+                Some(&["at", "actor", "action", "target_type", "target_id", "ip"]),
+            )
+        }
+    })
+}
+
+fn signing_list(v: Value) -> (Value, Option<&'static [&'static str]>) {
+    (v, Some(&["kid", "alg", "state", "created_at", "activated_at", "retired_at"]))
+}
+
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
+/// One path segment, percent-encoded (ids come from the command line).
+fn seg(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap_or_default().trim_start_matches('=').replace('+', "%20")
+}
