@@ -19,11 +19,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 tessera \
  && useradd --system --uid 10001 --gid tessera --home-dir /var/lib/tessera --create-home \
-      --shell /usr/sbin/nologin tessera
+      --shell /usr/sbin/nologin tessera \
+ && install -d -o tessera -g tessera -m 0700 /var/lib/tessera/state
 COPY --from=builder /usr/local/bin/tessera /usr/local/bin/tessera
 USER 10001:10001
 # The working directory is writable: without TESSERA_MASTER_KEY the service keeps a (loudly warned about)
-# development key under .tessera/ here.
+# development key under .tessera/ here, or where TESSERA_MASTER_KEY_FILE says (docker-compose.yml points
+# it into the state/ volume, which the image creates owned by the service's user).
 WORKDIR /var/lib/tessera
 ENV TESSERA_BIND=0.0.0.0:8080
 EXPOSE 8080

@@ -357,3 +357,35 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
   ensure_services
 fi
+
+# ---------------------------------------------------------------------------------------------------------
+# Tools the scripts need
+
+# ensure_command CMD PKG: CMD is on PATH, installing the Debian package PKG when it is missing (which needs
+# root; otherwise the message says what to install).
+ensure_command() {
+  command -v "$1" >/dev/null 2>&1 || _apt_install "$2"
+}
+
+# ensure_python_tool CMD PIP_SPEC: prints the path of CMD from a virtual environment of this repository's
+# own (target/tools-venv), installing PIP_SPEC there when needed: never into the system Python.
+ensure_python_tool() {
+  local cmd="$1" spec="$2" venv="$TESSERA_ROOT/target/tools-venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    ensure_command python3 python3 || return 1
+    python3 -m venv "$venv" >&2 2>/dev/null || {
+      _apt_install python3-venv && python3 -m venv "$venv" >&2
+    } || {
+      _svc_err "cannot create a Python virtual environment in $venv"
+      return 1
+    }
+  fi
+  if [ ! -x "$venv/bin/$cmd" ]; then
+    _svc_log "installing $spec into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$spec" >&2 || {
+      _svc_err "pip install $spec failed"
+      return 1
+    }
+  fi
+  printf '%s\n' "$venv/bin/$cmd"
+}
