@@ -194,3 +194,8 @@ mod tests {
         assert!(matches!(stopped, Ok(Ok(()))), "the upkeep task must stop when shutdown is signalled");
     }
 }
+
+/// A credential check refused before hashing: its source had too many failed or in-flight checks.
+pub fn guessing_refused() {
+    metrics::counter!("tessera_guessing_refused_total").increment(1);
+}

@@ -7,10 +7,11 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    clients::Credentials,
+    clients::{Client, Credentials},
     error::OAuthError,
-    http::extract::{ClientIp, OAuthForm},
+    http::{extract::OAuthForm, source::SourceIp},
     state::AppState,
+    throttle::Slot,
     tokens::{grants, introspect, refresh, revoke, TokenResponse},
 };
 
@@ -76,6 +77,45 @@ fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAu
     Credentials::from_request(headers, form.get("client_id"), form.get("client_secret"))
 }
 
+/// Takes a slot of the source's allowance of credential checks when the request will check a
+/// secret or a password — before any hash is computed (429 when the allowance is spent).
+async fn admit(state: &AppState, source: SourceIp, checks: bool) -> Result<Option<Slot>, OAuthError> {
+    if !checks {
+        return Ok(None);
+    }
+    Ok(Some(state.guessing.admit(source.0).await?))
+}
+
+/// After a check ended in `error`: wrong credentials keep the slot (a counted failure); anything
+/// else (busy, database trouble) was no failed check, so the slot goes back.
+async fn settle(slot: Option<Slot>, error: OAuthError) -> OAuthError {
+    if let (Some(slot), false) = (slot, matches!(error, OAuthError::InvalidClient | OAuthError::InvalidGrant(_))) {
+        slot.release().await;
+    }
+    error
+}
+
+/// Authenticates the client, counting a secret check against the source's allowance; the slot
+/// is handed back for the caller to release once every check of the request has passed.
+async fn authenticate(
+    state: &AppState,
+    source: SourceIp,
+    creds: &Credentials,
+    also_checks_password: bool,
+) -> Result<(std::sync::Arc<Client>, Option<Slot>), OAuthError> {
+    let slot = admit(state, source, creds.secret.is_some() || also_checks_password).await?;
+    match state.clients.authenticate(&state.db, creds, source.0).await {
+        Ok(client) => Ok((client, slot)),
+        Err(e) => Err(settle(slot, e).await),
+    }
+}
+
+async fn release(slot: Option<Slot>) {
+    if let Some(slot) = slot {
+        slot.release().await;
+    }
+}
+
 /// Issues tokens.
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
@@ -84,11 +124,13 @@ fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAu
         (status = 200, body = TokenResponse, headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, body = crate::http::openapi::OAuthErrorBody),
         (status = 401, body = crate::http::openapi::OAuthErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 413, body = crate::http::openapi::OAuthErrorBody)
+        (status = 413, body = crate::http::openapi::OAuthErrorBody),
+        (status = 429, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds")))
     ))]
 async fn token(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    source: SourceIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<TokenResponse>, OAuthError> {
@@ -97,20 +139,26 @@ async fn token(
         return Err(OAuthError::UnsupportedGrantType);
     }
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &creds).await?;
-    let res = match grant_type {
-        "client_credentials" => grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?,
-        "password" => {
-            grants::password(
-                &state,
-                &client,
-                form.require("username")?,
-                form.require("password")?,
-                form.get("scope"),
-                ip,
-            )
-            .await?
+    let login = match grant_type {
+        "password" => Some((form.require("username")?, form.require("password")?)),
+        _ => None,
+    };
+    let (client, slot) = authenticate(&state, source, &creds, login.is_some()).await?;
+    let user = match login {
+        Some((username, password)) => match grants::password_user(&state, &client, username, password, source.0).await
+        {
+            Ok(user) => Some(user),
+            Err(e) => return Err(settle(slot, e).await),
+        },
+        None => None,
+    };
+    // Every secret and password of this request checked out: it counts against nobody.
+    release(slot).await;
+    let res = match (grant_type, user) {
+        ("client_credentials", _) => {
+            grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?
         }
+        (_, Some(user)) => grants::password_tokens(&state, &client, &user, form.get("scope")).await?,
         _ => refresh::rotate(&state, &client, form.require("refresh_token")?, form.get("scope")).await?,
     };
     Ok(Json(res))
@@ -123,15 +171,19 @@ async fn token(
     responses(
         (status = 200, body = Empty),
         (status = 400, body = crate::http::openapi::OAuthErrorBody),
-        (status = 401, body = crate::http::openapi::OAuthErrorBody)
+        (status = 401, body = crate::http::openapi::OAuthErrorBody),
+        (status = 429, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds")))
     ))]
 async fn revoke_token(
     State(state): State<AppState>,
+    source: SourceIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<Empty>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &creds).await?;
+    let (client, slot) = authenticate(&state, source, &creds, false).await?;
+    release(slot).await;
     let token = form.require("token")?;
     revoke::revoke(&state, &client, token, form.get("token_type_hint")).await?;
     Ok(Json(Empty {}))
@@ -145,15 +197,19 @@ async fn revoke_token(
         (status = 200, body = introspect::Introspection),
         (status = 400, body = crate::http::openapi::OAuthErrorBody),
         (status = 401, body = crate::http::openapi::OAuthErrorBody),
-        (status = 403, body = crate::http::openapi::OAuthErrorBody)
+        (status = 403, body = crate::http::openapi::OAuthErrorBody),
+        (status = 429, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds")))
     ))]
 async fn introspect_token(
     State(state): State<AppState>,
+    source: SourceIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<introspect::Introspection>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &creds).await?;
+    let (client, slot) = authenticate(&state, source, &creds, false).await?;
+    release(slot).await;
     // RFC 7662 §2.1: the caller must authenticate; a public client presents only an id anyone can copy.
     if client.public {
         return Err(OAuthError::InvalidClient);
