@@ -324,7 +324,9 @@ impl OAuthError {
             Self::InvalidGrant(d) | Self::UnauthorizedClient(d) | Self::InsufficientScope(d) => (*d).to_owned(),
             Self::UnsupportedGrantType => "the grant type is not supported".to_owned(),
             Self::ServerError => "an internal error occurred".to_owned(),
-            Self::TemporarilyUnavailable | Self::Busy(_) => "the service is temporarily unavailable, try again".to_owned(),
+            Self::TemporarilyUnavailable | Self::Busy(_) => {
+                "the service is temporarily unavailable, try again".to_owned()
+            }
             Self::TooManyAttempts(_) => {
                 "too many failed credential checks from this address, try again later".to_owned()
             }

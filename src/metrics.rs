@@ -178,6 +178,11 @@ pub fn anomaly(kind: &str) {
     metrics::counter!("anomalies_total", "kind" => kind.to_owned()).increment(1);
 }
 
+/// A credential check refused before hashing: its source had too many failed or in-flight checks.
+pub fn guessing_refused() {
+    metrics::counter!("credential_checks_refused_total").increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,9 +198,4 @@ mod tests {
         let stopped = tokio::time::timeout(Duration::from_secs(1), task).await;
         assert!(matches!(stopped, Ok(Ok(()))), "the upkeep task must stop when shutdown is signalled");
     }
-}
-
-/// A credential check refused before hashing: its source had too many failed or in-flight checks.
-pub fn guessing_refused() {
-    metrics::counter!("tessera_guessing_refused_total").increment(1);
 }

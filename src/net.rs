@@ -27,11 +27,7 @@ fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
 
 /// The source address of a request from `peer` carrying the given `X-Forwarded-For` header values
 /// (in the order they appeared). With no trusted proxies configured the header is ignored.
-pub fn source_address<'a>(
-    peer: IpAddr,
-    forwarded_for: impl IntoIterator<Item = &'a str>,
-    proxies: &[IpNet],
-) -> IpAddr {
+pub fn source_address<'a>(peer: IpAddr, forwarded_for: impl IntoIterator<Item = &'a str>, proxies: &[IpNet]) -> IpAddr {
     let mut source = peer.to_canonical();
     if !trusted(source, proxies) {
         return source;

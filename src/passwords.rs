@@ -45,6 +45,11 @@ impl Pool {
         Self { fair: FairPool::new(workers.max(1), wait) }
     }
 
+    /// Checks waiting for a worker right now.
+    pub fn waiting(&self) -> usize {
+        self.fair.waiting()
+    }
+
     /// Verifies `secret` against a PHC string for a caller at `source` (`None`: a dummy check, so
     /// the time taken does not reveal whether the account exists; returns `false`).
     /// `Err(Error::Saturated)` when no worker came free in time.
@@ -104,7 +109,9 @@ pub fn hash_blocking(secret: &str) -> Result<String> {
 /// against a dummy hash and returns `false`.
 pub async fn verify(phc: Option<String>, secret: String) -> Result<bool> {
     let _permit = limiter().acquire().await.map_err(|e| Error::Internal(e.to_string()))?;
-    tokio::task::spawn_blocking(move || check(phc.as_deref(), &secret)).await.map_err(|e| Error::Internal(e.to_string()))
+    tokio::task::spawn_blocking(move || check(phc.as_deref(), &secret))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Verifies on the current thread.

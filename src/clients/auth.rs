@@ -26,6 +26,7 @@ use crate::{
     error::{Error, OAuthError},
     passwords,
     secrets::{keyed_hash, Secret},
+    throttle::SourceLimiter,
 };
 
 /// Credentials as presented.
@@ -147,15 +148,21 @@ impl ClientAuth {
     }
 
     /// Authenticates a caller at `source`; unknown client, disabled client and wrong secret are
-    /// indistinguishable.
+    /// indistinguishable. A presented secret is checked only while the source is within its
+    /// allowance (`guessing`; else [`OAuthError::TooManyAttempts`]); a wrong one counts against it,
+    /// and an Argon2 check holds a slot of it while it runs.
     pub async fn authenticate(
         &self,
         db: &PgPool,
+        guessing: &SourceLimiter,
         creds: &Credentials,
         source: IpAddr,
     ) -> Result<Arc<Client>, OAuthError> {
         if creds.client_id.len() > 128 || creds.secret.as_ref().is_some_and(|s| s.expose().len() > 512) {
             return Err(OAuthError::InvalidClient);
+        }
+        if creds.secret.is_some() {
+            guessing.check(source).await?;
         }
         // Postgres text cannot hold U+0000, so such an id names no client: answer as for any unknown one.
         let client = if creds.client_id.contains('\0') {
@@ -163,53 +170,88 @@ impl ClientAuth {
         } else {
             self.record(db, &creds.client_id).await?.filter(|c| c.disabled_at.is_none())
         };
-        let Some(client) = client else {
-            if let Some(secret) = &creds.secret {
-                // Same cost as checking a generated secret, so timing does not reveal which clients exist.
-                let _ = secret::verify_keyed(&self.secret_key, &creds.client_id, secret.expose(), DUMMY_KEYED);
+        let (client, secret) = match (client, &creds.secret) {
+            (Some(c), None) if c.public && c.secret_hash.is_none() => return Ok(c),
+            (_, None) => return Err(OAuthError::InvalidClient),
+            (Some(c), Some(secret)) if !c.public => (c, secret),
+            (client, Some(secret)) => {
+                // Unknown, disabled or public: the same cost as checking a generated secret, so
+                // timing does not reveal which clients exist, and a counted failure.
+                let id = client.as_ref().map_or(creds.client_id.as_str(), |c| c.client_id.as_str());
+                let _ = secret::verify_keyed(&self.secret_key, id, secret.expose(), DUMMY_KEYED);
+                return Err(count_failure(guessing, source).await);
             }
-            return Err(OAuthError::InvalidClient);
         };
-        match (&client.secret_hash, &creds.secret) {
-            (None, None) if client.public => Ok(client),
-            (Some(stored), Some(secret)) if !client.public => {
-                if let Some(encoded) = secret::keyed_part(stored) {
-                    return if secret::verify_keyed(&self.secret_key, &client.client_id, secret.expose(), encoded) {
-                        Ok(client)
-                    } else {
-                        Err(OAuthError::InvalidClient)
-                    };
+        let Some(stored) = client.secret_hash.as_deref() else {
+            return Err(count_failure(guessing, source).await);
+        };
+        if let Some(encoded) = secret::keyed_part(stored) {
+            if secret::verify_keyed(&self.secret_key, &client.client_id, secret.expose(), encoded) {
+                return Ok(client);
+            }
+            return Err(count_failure(guessing, source).await);
+        }
+        self.argon2_check(guessing, source, &client, stored, secret).await.map(|()| client)
+    }
+
+    /// An Argon2-stored secret: remembered successes cost a keyed hash; otherwise one Argon2 run,
+    /// shared by concurrent requests with the same pair, while holding a slot of the source's allowance.
+    async fn argon2_check(
+        &self,
+        guessing: &SourceLimiter,
+        source: IpAddr,
+        client: &Client,
+        hash: &str,
+        secret: &Secret,
+    ) -> Result<(), OAuthError> {
+        let mut material = Vec::with_capacity(client.client_id.len() + secret.expose().len() + hash.len() + 2);
+        material.extend_from_slice(client.client_id.as_bytes());
+        material.push(0);
+        material.extend_from_slice(secret.expose().as_bytes());
+        material.push(0);
+        material.extend_from_slice(hash.as_bytes());
+        let tag = keyed_hash(&self.cache_key, &material);
+        if self.verified.contains_key(&tag) {
+            return Ok(());
+        }
+        let slot = guessing.admit(source).await?;
+        // try_get_with runs one check per tag at a time and caches only a success.
+        let checked = self
+            .verified
+            .try_get_with(tag, async {
+                match self.argon2_verify(source, hash.to_owned(), secret.expose()).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(CheckFailed::Mismatch),
+                    Err(e) => Err(CheckFailed::Internal(e)),
                 }
-                let hash = stored;
-                let mut material = Vec::with_capacity(client.client_id.len() + secret.expose().len() + hash.len() + 2);
-                material.extend_from_slice(client.client_id.as_bytes());
-                material.push(0);
-                material.extend_from_slice(secret.expose().as_bytes());
-                material.push(0);
-                material.extend_from_slice(hash.as_bytes());
-                let tag = keyed_hash(&self.cache_key, &material);
-                // try_get_with runs one check per tag at a time and caches only a success.
-                let checked = self
-                    .verified
-                    .try_get_with(tag, async {
-                        match self.argon2_verify(source, hash.clone(), secret.expose()).await {
-                            Ok(true) => Ok(()),
-                            Ok(false) => Err(CheckFailed::Mismatch),
-                            Err(e) => Err(CheckFailed::Internal(e)),
-                        }
-                    })
-                    .await;
-                match checked {
-                    Ok(()) => Ok(client),
-                    Err(e) => match &*e {
-                        CheckFailed::Mismatch => Err(OAuthError::InvalidClient),
-                        CheckFailed::Internal(Error::Saturated(secs)) => Err(OAuthError::Busy(*secs)),
-                        CheckFailed::Internal(e) => Err(Error::Internal(e.to_string()).into()),
-                    },
+            })
+            .await;
+        match checked {
+            Ok(()) => {
+                slot.release().await;
+                Ok(())
+            }
+            // The slot stays taken: a counted failure.
+            Err(e) if matches!(*e, CheckFailed::Mismatch) => Err(OAuthError::InvalidClient),
+            Err(e) => {
+                slot.release().await;
+                match &*e {
+                    CheckFailed::Internal(Error::Saturated(secs)) => Err(OAuthError::Busy(*secs)),
+                    other => Err(Error::Internal(format!("{other:?}")).into()),
                 }
             }
-            _ => Err(OAuthError::InvalidClient),
         }
+    }
+}
+
+/// Counts a failed check against `source`: `invalid_client`, or 429 if the allowance ran out meanwhile.
+async fn count_failure(guessing: &SourceLimiter, source: IpAddr) -> OAuthError {
+    match guessing.admit(source).await {
+        Ok(slot) => {
+            drop(slot);
+            OAuthError::InvalidClient
+        }
+        Err(e) => e.into(),
     }
 }
 

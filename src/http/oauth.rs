@@ -7,11 +7,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    clients::{Client, Credentials},
+    clients::Credentials,
     error::OAuthError,
     http::{extract::OAuthForm, source::SourceIp},
     state::AppState,
-    throttle::Slot,
     tokens::{grants, introspect, refresh, revoke, TokenResponse},
 };
 
@@ -77,45 +76,6 @@ fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAu
     Credentials::from_request(headers, form.get("client_id"), form.get("client_secret"))
 }
 
-/// Takes a slot of the source's allowance of credential checks when the request will check a
-/// secret or a password — before any hash is computed (429 when the allowance is spent).
-async fn admit(state: &AppState, source: SourceIp, checks: bool) -> Result<Option<Slot>, OAuthError> {
-    if !checks {
-        return Ok(None);
-    }
-    Ok(Some(state.guessing.admit(source.0).await?))
-}
-
-/// After a check ended in `error`: wrong credentials keep the slot (a counted failure); anything
-/// else (busy, database trouble) was no failed check, so the slot goes back.
-async fn settle(slot: Option<Slot>, error: OAuthError) -> OAuthError {
-    if let (Some(slot), false) = (slot, matches!(error, OAuthError::InvalidClient | OAuthError::InvalidGrant(_))) {
-        slot.release().await;
-    }
-    error
-}
-
-/// Authenticates the client, counting a secret check against the source's allowance; the slot
-/// is handed back for the caller to release once every check of the request has passed.
-async fn authenticate(
-    state: &AppState,
-    source: SourceIp,
-    creds: &Credentials,
-    also_checks_password: bool,
-) -> Result<(std::sync::Arc<Client>, Option<Slot>), OAuthError> {
-    let slot = admit(state, source, creds.secret.is_some() || also_checks_password).await?;
-    match state.clients.authenticate(&state.db, creds, source.0).await {
-        Ok(client) => Ok((client, slot)),
-        Err(e) => Err(settle(slot, e).await),
-    }
-}
-
-async fn release(slot: Option<Slot>) {
-    if let Some(slot) = slot {
-        slot.release().await;
-    }
-}
-
 /// Issues tokens.
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
@@ -143,22 +103,15 @@ async fn token(
         "password" => Some((form.require("username")?, form.require("password")?)),
         _ => None,
     };
-    let (client, slot) = authenticate(&state, source, &creds, login.is_some()).await?;
-    let user = match login {
-        Some((username, password)) => match grants::password_user(&state, &client, username, password, source.0).await
-        {
-            Ok(user) => Some(user),
-            Err(e) => return Err(settle(slot, e).await),
-        },
-        None => None,
-    };
-    // Every secret and password of this request checked out: it counts against nobody.
-    release(slot).await;
-    let res = match (grant_type, user) {
+    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
+    let res = match (grant_type, login) {
         ("client_credentials", _) => {
             grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?
         }
-        (_, Some(user)) => grants::password_tokens(&state, &client, &user, form.get("scope")).await?,
+        (_, Some((username, password))) => {
+            let user = grants::password_user(&state, &client, username, password, source.0).await?;
+            grants::password_tokens(&state, &client, &user, form.get("scope")).await?
+        }
         _ => refresh::rotate(&state, &client, form.require("refresh_token")?, form.get("scope")).await?,
     };
     Ok(Json(res))
@@ -182,8 +135,7 @@ async fn revoke_token(
     form: OAuthForm,
 ) -> Result<Json<Empty>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let (client, slot) = authenticate(&state, source, &creds, false).await?;
-    release(slot).await;
+    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
     let token = form.require("token")?;
     revoke::revoke(&state, &client, token, form.get("token_type_hint")).await?;
     Ok(Json(Empty {}))
@@ -208,8 +160,7 @@ async fn introspect_token(
     form: OAuthForm,
 ) -> Result<Json<introspect::Introspection>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let (client, slot) = authenticate(&state, source, &creds, false).await?;
-    release(slot).await;
+    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
     // RFC 7662 §2.1: the caller must authenticate; a public client presents only an id anyone can copy.
     if client.public {
         return Err(OAuthError::InvalidClient);

@@ -1,9 +1,12 @@
 //! Limits on guessing that hold per source address, across instances.
 //!
 //! Each source address may have at most `TESSERA_SOURCE_MAX_FAILURES` failed or in-flight
-//! password and client-secret checks per 60 s. A check takes a [`Slot`] before any hash is
-//! computed; a check that succeeds gives its slot back ([`Slot::release`]), one that fails keeps
-//! it until the window ends. The count lives in Redis when one is configured (one atomic script
+//! password and client-secret checks per 60 s. An Argon2 check takes a [`Slot`] before it runs
+//! ([`SourceLimiter::admit`]); a check that succeeds gives its slot back ([`Slot::release`]), one
+//! that fails keeps it until the window ends. A keyed-hash check (generated client secrets) costs
+//! next to nothing and is never in flight for long, so it only asks whether the source is still
+//! within its allowance ([`SourceLimiter::check`]) and takes a slot if it fails: a busy client
+//! sending its correct secret from one address is never counted at all. The count lives in Redis when one is configured (one atomic script
 //! per admission, keys `{TESSERA_REDIS_PREFIX}:guess:{address}` that expire with the window), so
 //! every instance sees the same count; when Redis is unset or unreachable each instance counts on
 //! its own. Nothing read from Redis is trusted beyond that counter.
@@ -32,6 +35,11 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a Redis failure, count locally this long before trying Redis again.
 const REDIS_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a source found within its allowance is believed to stay so for [`SourceLimiter::check`]:
+/// a client sending its correct secret at a high rate asks Redis once a second, not per request.
+/// Failures are always counted in Redis at once; only refusing a *correct* keyed-hash secret on
+/// another instance may lag this much.
+const CLEAR_FOR: Duration = Duration::from_secs(1);
 
 /// Admits `KEYS[1]` if its count is below `ARGV[2]`: returns `{admitted, ttl_ms}`. The window
 /// (`ARGV[1]` ms) starts with the first counted check.
@@ -48,6 +56,13 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return {1, ttl}
 ";
 
+/// `{1, 0}` while `KEYS[1]` is below `ARGV[1]`, else `{0, ttl_ms}`; counts nothing.
+const PEEK: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n < tonumber(ARGV[1]) then return {1, 0} end
+return {0, redis.call('PTTL', KEYS[1])}
+";
+
 /// Gives a slot back, never below zero.
 const RELEASE: &str = r"
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -60,6 +75,8 @@ pub struct SourceLimiter {
     limit: u32,
     redis: Option<RedisCounter>,
     local: Cache<IpAddr, Arc<LocalWindow>>,
+    /// Sources Redis recently said were within their allowance.
+    clear: Cache<IpAddr, ()>,
 }
 
 struct RedisCounter {
@@ -107,6 +124,11 @@ impl Slot {
     }
 }
 
+fn ttl_secs(ttl_ms: i64) -> u64 {
+    let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+    retry_after(ttl.min(WINDOW)).max(1)
+}
+
 fn retry_after(remaining: Duration) -> u64 {
     remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0)
 }
@@ -126,12 +148,38 @@ impl SourceLimiter {
             None => None,
         };
         let local = Cache::builder().max_capacity(100_000).time_to_live(WINDOW).build();
-        Ok(Self { limit, redis, local })
+        let clear = Cache::builder().max_capacity(100_000).time_to_live(CLEAR_FOR).build();
+        Ok(Self { limit, redis, local, clear })
+    }
+
+    /// Refuses `source` with [`Error::TooManyAttempts`] when its allowance is spent; counts nothing.
+    pub async fn check(&self, source: IpAddr) -> Result<(), Error> {
+        if let Some(r) = &self.redis {
+            if self.clear.contains_key(&source) {
+                return Ok(());
+            }
+            match r.peek(source, self.limit).await {
+                Ok(Ok(())) => {
+                    self.clear.insert(source, ());
+                    return Ok(());
+                }
+                Ok(Err(secs)) => return Err(self.refused(source, secs)),
+                Err(()) => {}
+            }
+        }
+        match self.local.get(&source) {
+            Some(w) if w.count.load(Ordering::Acquire) >= self.limit => {
+                Err(self.refused(source, retry_after(WINDOW.saturating_sub(w.started.elapsed())).max(1)))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Admits one check from `source`, or refuses it with [`Error::TooManyAttempts`] (seconds until
     /// the source's window ends) before any hash is computed.
     pub async fn admit(&self, source: IpAddr) -> Result<Slot, Error> {
+        // Its count is going up: the next check asks again.
+        self.clear.invalidate(&source);
         if let Some(r) = &self.redis {
             match r.admit(source, self.limit).await {
                 Ok(Ok(slot)) => return Ok(slot),
@@ -149,6 +197,7 @@ impl SourceLimiter {
     }
 
     fn refused(&self, source: IpAddr, secs: u64) -> Error {
+        self.clear.invalidate(&source);
         tracing::warn!(%source, retry_after = secs, "credential checks refused: too many from this address");
         crate::metrics::guessing_refused();
         Error::TooManyAttempts(secs)
@@ -176,8 +225,14 @@ impl RedisCounter {
         }
     }
 
-    /// `Ok(Ok(slot))` admitted, `Ok(Err(secs))` refused, `Err(())` Redis unavailable.
-    async fn admit(&self, source: IpAddr, limit: u32) -> Result<Result<Slot, u64>, ()> {
+    /// Runs `script` on the source's key with `args`: `Ok((conn, key, (flag, ttl_ms)))`, or
+    /// `Err(())` when Redis is unavailable (then it is left alone for [`REDIS_BACKOFF`]).
+    async fn eval(
+        &self,
+        script: &str,
+        source: IpAddr,
+        args: &[u64],
+    ) -> Result<(ConnectionManager, String, (i64, i64)), ()> {
         if self.millis() < self.down_until.load(Ordering::Relaxed) {
             return Err(());
         }
@@ -185,14 +240,13 @@ impl RedisCounter {
             let mut conn = self.connection().await?;
             let key = format!("{}:guess:{source}", self.prefix);
             let mut cmd = redis::cmd("EVAL");
-            cmd.arg(ADMIT).arg(1).arg(&key).arg(WINDOW.as_millis() as u64).arg(limit);
+            cmd.arg(script).arg(1).arg(&key);
+            for a in args {
+                cmd.arg(*a);
+            }
             let call = cmd.query_async::<(i64, i64)>(&mut conn);
             match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-                Ok(Ok((1, _))) => Some(Ok(Slot { store: Store::Redis { conn, key } })),
-                Ok(Ok((_, ttl_ms))) => {
-                    let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
-                    Some(Err(retry_after(ttl.min(WINDOW)).max(1)))
-                }
+                Ok(Ok(answer)) => Some((conn, key, answer)),
                 _ => None,
             }
         }
@@ -200,6 +254,24 @@ impl RedisCounter {
         result.ok_or_else(|| {
             tracing::warn!("Redis unavailable for guessing limits; counting on this instance for a while");
             self.down_until.store(self.millis() + REDIS_BACKOFF.as_millis() as u64, Ordering::Relaxed);
+        })
+    }
+
+    /// `Ok(Ok(slot))` admitted, `Ok(Err(secs))` refused, `Err(())` Redis unavailable.
+    async fn admit(&self, source: IpAddr, limit: u32) -> Result<Result<Slot, u64>, ()> {
+        let (conn, key, answer) = self.eval(ADMIT, source, &[WINDOW.as_millis() as u64, u64::from(limit)]).await?;
+        Ok(match answer {
+            (1, _) => Ok(Slot { store: Store::Redis { conn, key } }),
+            (_, ttl_ms) => Err(ttl_secs(ttl_ms)),
+        })
+    }
+
+    /// `Ok(Ok(()))` within the allowance, `Ok(Err(secs))` spent, `Err(())` Redis unavailable.
+    async fn peek(&self, source: IpAddr, limit: u32) -> Result<Result<(), u64>, ()> {
+        let (_, _, answer) = self.eval(PEEK, source, &[u64::from(limit)]).await?;
+        Ok(match answer {
+            (1, _) => Ok(()),
+            (_, ttl_ms) => Err(ttl_secs(ttl_ms)),
         })
     }
 }
@@ -221,7 +293,9 @@ mod tests {
             Err(Error::TooManyAttempts(secs)) => assert!((1..=60).contains(&secs), "{secs}"),
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
+        assert!(matches!(limiter.check(a).await, Err(Error::TooManyAttempts(_))));
         // Another source is not affected.
+        assert!(limiter.check(b).await.is_ok());
         assert!(limiter.admit(b).await.is_ok());
         // The in-flight check succeeds: its slot is free again, and only that one.
         in_flight.release().await;

@@ -60,7 +60,9 @@ pub async fn password_user(
         return Err(OAuthError::UnauthorizedClient("this client may not use the password grant"));
     }
     let now = state.clock.now();
-    crate::users::login::authenticate(&state.db, &state.argon2, &state.config, now, source, username, password)
+    let guards =
+        crate::users::login::Guards { config: &state.config, argon2: &state.argon2, guessing: &state.guessing };
+    crate::users::login::authenticate(&state.db, &guards, now, source, username, password)
         .await?
         .ok_or(OAuthError::InvalidGrant("invalid username or password"))
 }

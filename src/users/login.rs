@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::User;
-use crate::{config::Config, error::Result, passwords};
+use crate::{config::Config, error::Result, passwords, throttle::SourceLimiter};
 
 type LoginRow = (Uuid, String, Vec<String>, OffsetDateTime, String);
 
@@ -58,23 +58,36 @@ async fn reserve(db: &PgPool, config: &Config, now: OffsetDateTime, key: &str) -
     Ok(Reservation { number, window_start: window, locked: locked_until.is_some_and(|t| t > now) })
 }
 
+/// The services a sign-in needs besides the database.
+pub struct Guards<'a> {
+    /// Validated configuration (the lockout settings).
+    pub config: &'a Config,
+    /// The bounded Argon2 pool.
+    pub argon2: &'a passwords::Pool,
+    /// The per-source allowance of failed or in-flight checks.
+    pub guessing: &'a SourceLimiter,
+}
+
 /// Checks a username and password for a caller at `source`. `None` for every failure — unknown
 /// user, wrong password, locked name, attempts past the limit — which the caller cannot tell
 /// apart. Attempts past the limit cost no Argon2; the others cost one run each, known user or not.
+/// `Err(TooManyAttempts)` when the source's allowance is spent (nothing else is done then).
 pub async fn authenticate(
     db: &PgPool,
-    argon2: &passwords::Pool,
-    config: &Config,
+    guards: &Guards<'_>,
     now: OffsetDateTime,
     source: IpAddr,
     username: &str,
     password: &str,
 ) -> Result<Option<User>> {
+    let Guards { config, argon2, guessing } = *guards;
     // Postgres text cannot hold U+0000, and no stored name is longer than 128 bytes: no such user
     // can exist, so nothing is counted and nothing is hashed (that reveals no account).
     if username.len() > 128 || password.len() > 4096 || username.contains('\0') {
         return Ok(None);
     }
+    // Held while the check runs; kept (a counted failure) unless it succeeds.
+    let slot = guessing.admit(source).await?;
     let key = username.to_lowercase();
     let reserved = reserve(db, config, now, &key).await?;
     if reserved.locked || reserved.number > i32::try_from(config.login_max_failures).unwrap_or(i32::MAX) {
@@ -91,17 +104,19 @@ pub async fn authenticate(
         Some((id, username, scopes, created_at, hash)) => (Some(User { id, username, scopes, created_at }), Some(hash)),
         None => (None, None),
     };
-    let ok = argon2.verify(Some(source), hash, password.to_owned()).await?;
+    let ok = match argon2.verify(Some(source), hash, password.to_owned()).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Not a failed check (no worker, or our fault): neither the name nor the source pays.
+            slot.release().await;
+            release_attempt(db, &key, reserved.window_start).await?;
+            return Err(e);
+        }
+    };
     if ok {
+        slot.release().await;
         // Only this attempt's own number comes back: parallel wrong guesses keep theirs.
-        sqlx::query(
-            "UPDATE login_attempts SET attempts = attempts - 1
-             WHERE username_key = $1 AND window_start = $2 AND attempts > 0",
-        )
-        .bind(&key)
-        .bind(reserved.window_start)
-        .execute(db)
-        .await?;
+        release_attempt(db, &key, reserved.window_start).await?;
         return Ok(user);
     }
     if reserved.number >= i32::try_from(config.login_max_failures).unwrap_or(i32::MAX) {
@@ -120,6 +135,19 @@ pub async fn authenticate(
         }
     }
     Ok(None)
+}
+
+/// Gives back one reserved attempt of the window that began at `window_start`.
+async fn release_attempt(db: &PgPool, key: &str, window_start: OffsetDateTime) -> Result<()> {
+    sqlx::query(
+        "UPDATE login_attempts SET attempts = attempts - 1
+         WHERE username_key = $1 AND window_start = $2 AND attempts > 0",
+    )
+    .bind(key)
+    .bind(window_start)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Forgets attempt rows whose window and lock have both passed.
