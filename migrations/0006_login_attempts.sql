@@ -9,3 +9,10 @@ CREATE TABLE login_attempts (
     locked_until  timestamptz
 );
 CREATE INDEX login_attempts_stale ON login_attempts (window_start);
+
+-- Locks and failures already recorded stay in force across the upgrade.
+INSERT INTO login_attempts (username_key, window_start, attempts, locked_until)
+SELECT lower(username), COALESCE(first_failure_at, now()), failed_logins, locked_until
+FROM users
+WHERE deleted_at IS NULL AND (failed_logins > 0 OR locked_until > now())
+ON CONFLICT (username_key) DO NOTHING;

@@ -414,3 +414,32 @@ impl From<sqlx::Error> for ApiError {
         from_db(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_many_attempts_and_saturation_carry_retry_after_in_both_formats() {
+        let oauth = OAuthError::from(Error::TooManyAttempts(17)).into_response();
+        assert_eq!(oauth.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(oauth.headers()[header::RETRY_AFTER], "17");
+        assert_eq!(oauth.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(OAuthError::from(Error::TooManyAttempts(17)).code(), "temporarily_unavailable");
+
+        let busy = OAuthError::from(Error::Saturated(2));
+        assert_eq!(busy.code(), "temporarily_unavailable");
+        let busy = busy.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "2");
+
+        let api = ApiError::from(Error::TooManyAttempts(9));
+        assert_eq!((api.status(), api.code()), (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"));
+        let api = api.into_response();
+        assert_eq!(api.headers()[header::RETRY_AFTER], "9");
+        assert_eq!(api.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let api = ApiError::from(Error::Saturated(2)).into_response();
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.headers()[header::RETRY_AFTER], "2");
+    }
+}
