@@ -8,7 +8,10 @@
 
 use std::{
     net::IpAddr,
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
     time::Duration,
 };
 
@@ -32,6 +35,7 @@ const SATURATED_RETRY_AFTER: u64 = 2;
 #[derive(Clone)]
 pub struct Pool {
     fair: FairPool<Option<IpAddr>>,
+    runs: Arc<AtomicU64>,
 }
 
 impl Pool {
@@ -42,7 +46,12 @@ impl Pool {
 
     /// As [`Pool::new`] with another wait (tests).
     pub fn with_wait(workers: usize, wait: Duration) -> Self {
-        Self { fair: FairPool::new(workers.max(1), wait) }
+        Self { fair: FairPool::new(workers.max(1), wait), runs: Arc::default() }
+    }
+
+    /// Argon2 verifications this pool has run (dummy checks included).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// Checks waiting for a worker right now.
@@ -55,6 +64,7 @@ impl Pool {
     /// `Err(Error::Saturated)` when no worker came free in time.
     pub async fn verify(&self, source: Option<IpAddr>, phc: Option<String>, secret: String) -> Result<bool> {
         let permit = self.fair.acquire(source).await.map_err(|_| Error::Saturated(SATURATED_RETRY_AFTER))?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
         // The permit travels with the work: a caller that disconnects does not free a worker
         // that is still hashing.
         tokio::task::spawn_blocking(move || {

@@ -60,6 +60,8 @@ async fn concurrent_wrong_passwords_on_two_instances_cannot_outrun_the_lockout()
     let a = TestAppBuilder::new().set("TESSERA_LOGIN_MAX_FAILURES", "5").spawn().await;
     let b = a.spawn_peer().await;
     let l = setup_login(&a, &["a"], &["a"]).await;
+    let runs = || a.state.argon2.runs() + b.state.argon2.runs();
+    let before = runs();
     let wrong_body =
         assert_oauth_error(password_grant(&a, &l, "wrong password 0", None).await, 400, "invalid_grant").await;
 
@@ -94,6 +96,8 @@ async fn concurrent_wrong_passwords_on_two_instances_cannot_outrun_the_lockout()
         let res = g.await.unwrap();
         assert_oauth_error(res, 400, "invalid_grant").await;
     }
+    // 21 attempts, 5 password checks: no more than five sequential guesses would have had.
+    assert_eq!(runs() - before, 5, "Argon2 runs over both instances");
     // Still locked on either instance, and unknown names are counted and refused the same way.
     assert_eq!(
         assert_oauth_error(password_grant(&a, &l, &l.password, None).await, 400, "invalid_grant").await,
@@ -177,6 +181,50 @@ async fn a_source_past_its_allowance_is_refused_on_every_instance_and_others_are
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_wrong_passwords_from_one_address_get_exactly_the_allowance_across_instances() {
+    let a = TestAppBuilder::new().with_redis().set("TESSERA_SOURCE_MAX_FAILURES", "4").spawn().await;
+    let b = a.spawn_peer().await;
+    let client = public_client(&a).await;
+    let attacker = client_from([127, 0, 0, 23]);
+    let before = a.state.argon2.runs() + b.state.argon2.runs();
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            let (http, base, client) =
+                (attacker.clone(), if i % 2 == 0 { a.addr.clone() } else { b.addr.clone() }, client.clone());
+            tokio::spawn(async move { sign_in(&http, &base, &client, &format!("name{i}"), "wrong").await.status() })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for g in guesses {
+        *statuses.entry(g.await.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    // Failed and in-flight checks share one count in Redis: four were checked, the rest refused
+    // before any hash, whichever instance they reached.
+    assert_eq!(statuses, [(400, 4), (429, 16)].into_iter().collect(), "{statuses:?}");
+    assert_eq!(a.state.argon2.runs() + b.state.argon2.runs() - before, 4);
+}
+
+#[tokio::test]
+async fn stale_attempt_rows_are_purged() {
+    let app = TestAppBuilder::new()
+        .set("TESSERA_LOGIN_FAILURE_WINDOW", "60")
+        .set("TESSERA_LOGIN_LOCKOUT", "120")
+        .spawn()
+        .await;
+    let client = public_client(&app).await;
+    for name in ["old-name", "locked-name", "locked-name", "locked-name", "locked-name", "locked-name"] {
+        assert_oauth_error(sign_in(&app.http, &app.addr, &client, name, "wrong").await, 400, "invalid_grant").await;
+    }
+    app.clock.advance(Duration::from_secs(61));
+    tessera::maintenance::purge_expired(&app.state).await.unwrap();
+    assert_eq!(attempts_row(&app, "old-name").await, None, "window passed: forgotten");
+    assert_eq!(attempts_row(&app, "locked-name").await, Some(5), "still locked: kept");
+    app.clock.advance(Duration::from_secs(60));
+    tessera::maintenance::purge_expired(&app.state).await.unwrap();
+    assert_eq!(attempts_row(&app, "locked-name").await, None);
 }
 
 #[tokio::test]
