@@ -198,7 +198,8 @@ impl SourceLimiter {
 
     fn refused(&self, source: IpAddr, secs: u64) -> Error {
         self.clear.invalidate(&source);
-        tracing::warn!(%source, retry_after = secs, "credential checks refused: too many from this address");
+        // Debug, not warn: a flood would otherwise write one line per request. The metric counts them.
+        tracing::debug!(%source, retry_after = secs, "credential checks refused: too many from this address");
         crate::metrics::guessing_refused();
         Error::TooManyAttempts(secs)
     }
