@@ -129,8 +129,17 @@ impl Application {
             .load(&pool, now, time::Duration::try_from(config.max_access_token_ttl()).unwrap_or(time::Duration::DAY))
             .await?;
 
+        let argon2 = crate::passwords::Pool::new(config.argon2_workers as usize);
+        let guessing = crate::throttle::SourceLimiter::new(
+            config.source_max_failures,
+            config.redis_url.as_ref().map(crate::secrets::RedactedUrl::expose),
+            &config.redis_prefix,
+        )
+        .map_err(StartError::Redis)?;
         let state = AppState::new(Inner {
-            clients: ClientAuth::new(keys.client_secret_cache.clone()),
+            clients: ClientAuth::new(keys.client_secret_cache.clone(), keys.client_secret_hmac.clone(), argon2.clone()),
+            argon2,
+            guessing,
             apikeys: ApiKeys::with_budget(config.api_key_cache_bytes),
             usage: UsageRecorder::new(config.usage_counting),
             metrics: crate::metrics::install(),

@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
+use ipnet::IpNet;
+
 use crate::secrets::{MasterKey, RedactedUrl, Secret};
 
 /// A configuration problem, always naming the variable at fault.
@@ -128,6 +130,12 @@ pub struct Config {
     pub usage_counting: bool,
     /// Memory budget of the API-key record cache, in bytes.
     pub api_key_cache_bytes: u64,
+    /// Proxies whose `X-Forwarded-For` is believed for the source address (`TESSERA_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Argon2 runs at once (`TESSERA_ARGON2_WORKERS`, default: the number of cores).
+    pub argon2_workers: u32,
+    /// Failed or in-flight password/secret checks one source address may have per 60 s.
+    pub source_max_failures: u32,
 }
 
 /// When the anomaly detector raises a record.
@@ -279,7 +287,16 @@ impl Config {
             }
         };
 
+        let trusted_proxies = match var("TESSERA_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(v) => parse_cidrs(&v).map_err(|reason| ConfigError::new("TESSERA_TRUSTED_PROXIES", reason))?,
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2));
+
         Ok(Self {
+            trusted_proxies,
+            argon2_workers: num("TESSERA_ARGON2_WORKERS", cores, 1, 1024)?,
+            source_max_failures: num("TESSERA_SOURCE_MAX_FAILURES", 30, 1, 1_000_000)?,
             database_url: RedactedUrl::new(database_url),
             db_max_connections: num("TESSERA_DB_MAX_CONNECTIONS", 20, 1, 1000)?,
             db_statement_timeout: Duration::from_millis(u64::from(num(
@@ -326,6 +343,26 @@ impl Config {
     }
 }
 
+/// Parses a comma- or space-separated list of CIDRs (a bare address is a /32 or /128).
+/// IPv4-mapped IPv6 ranges (prefix ≥ 96) become their IPv4 form; host bits set are refused.
+fn parse_cidrs(list: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for entry in list.split([',', ' ', '\t', '\n']).filter(|e| !e.is_empty()) {
+        let net: IpNet = match entry.parse() {
+            Ok(n) => n,
+            Err(_) => match entry.parse::<std::net::IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => return Err(format!("{entry:?} is not a CIDR like 10.0.0.0/8 or an address")),
+            },
+        };
+        if net.trunc() != net {
+            return Err(format!("{entry:?} has host bits set (did you mean {}?)", net.trunc()));
+        }
+        out.push(crate::net::canonical_net(net));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,11 +405,40 @@ mod tests {
             ("TESSERA_USAGE_COUNTING", "maybe"),
             ("TESSERA_API_KEY_CACHE_MB", "0"),
             ("TESSERA_API_KEY_CACHE_MB", "lots"),
+            ("TESSERA_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TESSERA_TRUSTED_PROXIES", "10.0.0.1/8"),
+            ("TESSERA_TRUSTED_PROXIES", "proxy.internal"),
+            ("TESSERA_ARGON2_WORKERS", "0"),
+            ("TESSERA_ARGON2_WORKERS", "many"),
+            ("TESSERA_SOURCE_MAX_FAILURES", "0"),
+            ("TESSERA_SOURCE_MAX_FAILURES", "-1"),
         ] {
             let err = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");
             assert!(err.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn guessing_limits_default_to_the_contract_and_proxies_parse() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.source_max_failures, 30);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(c.argon2_workers as usize, cores);
+        assert_eq!(c.login_max_failures, 5);
+        assert_eq!(c.login_failure_window, Duration::from_secs(900));
+        assert_eq!(c.login_lockout, Duration::from_secs(900));
+        let c = cfg(&[
+            ("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7 ::ffff:172.16.0.0/108,fd00::/8"),
+            ("TESSERA_ARGON2_WORKERS", "3"),
+            ("TESSERA_SOURCE_MAX_FAILURES", "7"),
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "172.16.0.0/12", "fd00::/8"]);
+        assert_eq!(c.argon2_workers, 3);
+        assert_eq!(c.source_max_failures, 7);
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub enum Error {
     /// Anything else that is our fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller's source address has too many failed or in-flight credential checks: try again
+    /// after this many seconds (429).
+    #[error("too many credential checks from this address; retry after {0} s")]
+    TooManyAttempts(u64),
+    /// No password-hashing worker came free in time: try again after this many seconds (503).
+    #[error("password hashing is saturated; retry after {0} s")]
+    Saturated(u64),
 }
 
 impl Error {
@@ -53,6 +60,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     detail: String,
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -67,7 +75,7 @@ struct ProblemBody<'a> {
 impl ApiError {
     /// A problem with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into() }
+        Self { status, code, detail: detail.into(), retry_after: None }
     }
     /// 400 `INVALID_REQUEST`.
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -136,6 +144,9 @@ impl IntoResponse for ApiError {
         let mut res = (self.status, bytes).into_response();
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = if self.detail.contains("expired") || self.detail.contains("invalid") {
                 "Bearer realm=\"tessera\", error=\"invalid_token\""
@@ -171,6 +182,18 @@ impl From<Error> for ApiError {
                 )
             }
             Error::Internal(d) => Self::internal(d),
+            Error::TooManyAttempts(secs) => Self {
+                retry_after: Some(secs),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_REQUESTS",
+                    "too many failed credential checks from this address, try again later",
+                )
+            },
+            Error::Saturated(secs) => Self {
+                retry_after: Some(secs),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the service is busy, try again")
+            },
         }
     }
 }
@@ -250,6 +273,13 @@ pub enum OAuthError {
     /// A dependency is down.
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable,
+    /// Too many failed or in-flight credential checks from the caller's address (429 with
+    /// `Retry-After` seconds; `temporarily_unavailable`, an extension of RFC 6749 §5.2).
+    #[error("temporarily_unavailable: too many attempts")]
+    TooManyAttempts(u64),
+    /// No password-hashing worker came free in time (503 with `Retry-After` seconds).
+    #[error("temporarily_unavailable: busy")]
+    Busy(u64),
 }
 
 #[derive(Serialize)]
@@ -270,7 +300,7 @@ impl OAuthError {
             Self::InvalidScope(_) => "invalid_scope",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::ServerError => "server_error",
-            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::TemporarilyUnavailable | Self::TooManyAttempts(_) | Self::Busy(_) => "temporarily_unavailable",
         }
     }
 
@@ -280,7 +310,8 @@ impl OAuthError {
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TemporarilyUnavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -293,7 +324,12 @@ impl OAuthError {
             Self::InvalidGrant(d) | Self::UnauthorizedClient(d) | Self::InsufficientScope(d) => (*d).to_owned(),
             Self::UnsupportedGrantType => "the grant type is not supported".to_owned(),
             Self::ServerError => "an internal error occurred".to_owned(),
-            Self::TemporarilyUnavailable => "the service is temporarily unavailable, try again".to_owned(),
+            Self::TemporarilyUnavailable | Self::Busy(_) => {
+                "the service is temporarily unavailable, try again".to_owned()
+            }
+            Self::TooManyAttempts(_) => {
+                "too many failed credential checks from this address, try again later".to_owned()
+            }
         }
     }
 
@@ -333,6 +369,9 @@ impl IntoResponse for OAuthError {
         if matches!(self, Self::InvalidClient) {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tessera\""));
         }
+        if let Self::TooManyAttempts(secs) | Self::Busy(secs) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
 }
@@ -354,6 +393,8 @@ impl From<Error> for OAuthError {
                 tracing::warn!(why, "temporarily unavailable");
                 Self::TemporarilyUnavailable
             }
+            Error::TooManyAttempts(secs) => Self::TooManyAttempts(secs),
+            Error::Saturated(secs) => Self::Busy(secs),
             other => {
                 tracing::error!(error = %other, "internal error in oauth endpoint");
                 Self::ServerError
@@ -371,5 +412,34 @@ impl From<sqlx::Error> for OAuthError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         from_db(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_many_attempts_and_saturation_carry_retry_after_in_both_formats() {
+        let oauth = OAuthError::from(Error::TooManyAttempts(17)).into_response();
+        assert_eq!(oauth.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(oauth.headers()[header::RETRY_AFTER], "17");
+        assert_eq!(oauth.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(OAuthError::from(Error::TooManyAttempts(17)).code(), "temporarily_unavailable");
+
+        let busy = OAuthError::from(Error::Saturated(2));
+        assert_eq!(busy.code(), "temporarily_unavailable");
+        let busy = busy.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "2");
+
+        let api = ApiError::from(Error::TooManyAttempts(9));
+        assert_eq!((api.status(), api.code()), (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"));
+        let api = api.into_response();
+        assert_eq!(api.headers()[header::RETRY_AFTER], "9");
+        assert_eq!(api.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let api = ApiError::from(Error::Saturated(2)).into_response();
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.headers()[header::RETRY_AFTER], "2");
     }
 }

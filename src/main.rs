@@ -194,9 +194,13 @@ async fn main() -> ExitCode {
             };
             let actor = Actor { id: "cli".into(), ip: None, request_id: None };
             let created = async {
+                // The secret is stored keyed by the master key, as the service will check it.
+                let keys = tessera::app::master_key(&config).map_err(|e| e.to_string())?.derive_keys();
                 let pool = db::connect(&config).await.map_err(|e| e.to_string())?;
                 db::migrate(&pool).await.map_err(|e| e.to_string())?;
-                clients::create(&pool, new, time::OffsetDateTime::now_utc(), &actor).await.map_err(|e| e.to_string())
+                clients::create(&pool, &keys.client_secret_hmac, new, time::OffsetDateTime::now_utc(), &actor)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             match created.await {
                 Ok(c) => print_out(&format!("{}\n", serde_json::to_string_pretty(&c).unwrap_or_default())),

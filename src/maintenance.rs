@@ -40,6 +40,7 @@ pub async fn purge_expired(state: &AppState) -> Result<(u64, u64)> {
         .await?
         .rows_affected();
     sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(horizon).execute(&state.db).await?;
+    crate::users::login::purge(&state.db, &state.config, now).await?;
     let jtis = sqlx::query("DELETE FROM revoked_jtis WHERE expires_at < $1")
         .bind(now)
         .execute(&state.db)

@@ -187,6 +187,11 @@ pub fn anomaly(kind: &str) {
     metrics::counter!("anomalies_total", "kind" => kind.to_owned()).increment(1);
 }
 
+/// A credential check refused before hashing: its source had too many failed or in-flight checks.
+pub fn guessing_refused() {
+    metrics::counter!("credential_checks_refused_total").increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,7 @@ impl MasterKey {
             refresh_token_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"refresh-token-hmac")),
             api_key_hmac_v1: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"api-key-hmac-v1")),
             client_secret_cache: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-cache")),
+            client_secret_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-hmac")),
             signing_key_wrap: self.derive(b"signing-key-wrap"),
         }
     }
@@ -170,6 +171,8 @@ pub struct DerivedKeys {
     pub api_key_hmac_v1: hmac::Key,
     /// Keyed hash of (client, secret) pairs remembered after a successful Argon2 check.
     pub client_secret_cache: hmac::Key,
+    /// Keyed hash of client secrets the service generated (stored instead of Argon2).
+    pub client_secret_hmac: hmac::Key,
     /// AES-256-GCM key that wraps signing keys at rest.
     pub signing_key_wrap: [u8; 32],
 }

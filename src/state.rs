@@ -40,6 +40,10 @@ pub struct Inner {
     pub usage: UsageRecorder,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
+    /// The bounded Argon2 pool for checks on behalf of callers.
+    pub argon2: crate::passwords::Pool,
+    /// Failed or in-flight credential checks per source address.
+    pub guessing: crate::throttle::SourceLimiter,
 }
 
 impl AppState {

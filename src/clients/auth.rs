@@ -1,10 +1,13 @@
 //! Client authentication for `/oauth/*`: `client_secret_basic`, `client_secret_post`, or a public
-//! client's bare `client_id`. Argon2 is paid once per (client, secret) per few minutes: after a
-//! successful check a keyed hash of the pair is remembered; failures are never remembered.
-//! Concurrent checks of the same pair share one Argon2 run, so a busy client whose entry is cold
-//! (start, or expiry under load) costs one verification, not one per waiting request.
+//! client's bare `client_id`. Generated secrets are stored as keyed hashes and cost one HMAC to
+//! check, as does any secret presented for an unknown client id (see [`super::secret`]).
+//! Operator-chosen secrets are Argon2id, run on the bounded [`passwords::Pool`]; that cost is paid
+//! once per (client, secret) per few minutes: after a successful check a keyed hash of the pair is
+//! remembered; failures are never remembered. Concurrent checks of the same pair share one Argon2
+//! run, so a busy client whose entry is cold costs one verification, not one per waiting request.
 
 use std::{
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -18,11 +21,12 @@ use moka::{future::Cache as AsyncCache, sync::Cache};
 use ring::hmac;
 use sqlx::PgPool;
 
-use super::Client;
+use super::{secret, Client};
 use crate::{
     error::{Error, OAuthError},
     passwords,
     secrets::{keyed_hash, Secret},
+    throttle::SourceLimiter,
 };
 
 /// Credentials as presented.
@@ -86,8 +90,14 @@ pub struct ClientAuth {
     records: Cache<String, Arc<Client>>,
     verified: AsyncCache<[u8; 32], ()>,
     cache_key: hmac::Key,
+    secret_key: hmac::Key,
+    argon2: passwords::Pool,
     secret_checks: AtomicU64,
 }
+
+/// What an unknown client's secret is compared with: a keyed hash like a generated secret's, so an
+/// unknown id costs what a known one does and no Argon2 at all.
+const DUMMY_KEYED: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// Why a coalesced secret check did not succeed; never cached.
 #[derive(Debug)]
@@ -97,12 +107,15 @@ enum CheckFailed {
 }
 
 impl ClientAuth {
-    /// A new authenticator; `cache_key` keys the success cache.
-    pub fn new(cache_key: hmac::Key) -> Self {
+    /// A new authenticator; `cache_key` keys the success cache, `secret_key` the stored hashes of
+    /// generated secrets; Argon2 checks run on `argon2`.
+    pub fn new(cache_key: hmac::Key, secret_key: hmac::Key, argon2: passwords::Pool) -> Self {
         Self {
             records: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build(),
             verified: AsyncCache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
             cache_key,
+            secret_key,
+            argon2,
             secret_checks: AtomicU64::new(0),
         }
     }
@@ -112,9 +125,9 @@ impl ClientAuth {
         self.secret_checks.load(Ordering::Relaxed)
     }
 
-    async fn argon2_verify(&self, phc: Option<String>, secret: &str) -> Result<bool, Error> {
+    async fn argon2_verify(&self, source: IpAddr, phc: String, secret: &str) -> Result<bool, Error> {
         self.secret_checks.fetch_add(1, Ordering::Relaxed);
-        passwords::verify(phc, secret.to_owned()).await
+        self.argon2.verify(Some(source), Some(phc), secret.to_owned()).await
     }
 
     /// Forgets a client at once (disabled on this or another instance).
@@ -134,10 +147,22 @@ impl ClientAuth {
         Ok(Some(c))
     }
 
-    /// Authenticates; unknown client, disabled client and wrong secret are indistinguishable.
-    pub async fn authenticate(&self, db: &PgPool, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
+    /// Authenticates a caller at `source`; unknown client, disabled client and wrong secret are
+    /// indistinguishable. A presented secret is checked only while the source is within its
+    /// allowance (`guessing`; else [`OAuthError::TooManyAttempts`]); a wrong one counts against it,
+    /// and an Argon2 check holds a slot of it while it runs.
+    pub async fn authenticate(
+        &self,
+        db: &PgPool,
+        guessing: &SourceLimiter,
+        creds: &Credentials,
+        source: IpAddr,
+    ) -> Result<Arc<Client>, OAuthError> {
         if creds.client_id.len() > 128 || creds.secret.as_ref().is_some_and(|s| s.expose().len() > 512) {
             return Err(OAuthError::InvalidClient);
+        }
+        if creds.secret.is_some() {
+            guessing.check(source).await?;
         }
         // Postgres text cannot hold U+0000, so such an id names no client: answer as for any unknown one.
         let client = if creds.client_id.contains('\0') {
@@ -145,44 +170,88 @@ impl ClientAuth {
         } else {
             self.record(db, &creds.client_id).await?.filter(|c| c.disabled_at.is_none())
         };
-        let Some(client) = client else {
-            if let Some(secret) = &creds.secret {
-                // Same cost as a real check, so timing does not reveal which clients exist.
-                self.argon2_verify(None, secret.expose()).await?;
+        let (client, secret) = match (client, &creds.secret) {
+            (Some(c), None) if c.public && c.secret_hash.is_none() => return Ok(c),
+            (_, None) => return Err(OAuthError::InvalidClient),
+            (Some(c), Some(secret)) if !c.public => (c, secret),
+            (client, Some(secret)) => {
+                // Unknown, disabled or public: the same cost as checking a generated secret, so
+                // timing does not reveal which clients exist, and a counted failure.
+                let id = client.as_ref().map_or(creds.client_id.as_str(), |c| c.client_id.as_str());
+                let _ = secret::verify_keyed(&self.secret_key, id, secret.expose(), DUMMY_KEYED);
+                return Err(count_failure(guessing, source).await);
             }
-            return Err(OAuthError::InvalidClient);
         };
-        match (&client.secret_hash, &creds.secret) {
-            (None, None) if client.public => Ok(client),
-            (Some(hash), Some(secret)) if !client.public => {
-                let mut material = Vec::with_capacity(client.client_id.len() + secret.expose().len() + hash.len() + 2);
-                material.extend_from_slice(client.client_id.as_bytes());
-                material.push(0);
-                material.extend_from_slice(secret.expose().as_bytes());
-                material.push(0);
-                material.extend_from_slice(hash.as_bytes());
-                let tag = keyed_hash(&self.cache_key, &material);
-                // try_get_with runs one check per tag at a time and caches only a success.
-                let checked = self
-                    .verified
-                    .try_get_with(tag, async {
-                        match self.argon2_verify(Some(hash.clone()), secret.expose()).await {
-                            Ok(true) => Ok(()),
-                            Ok(false) => Err(CheckFailed::Mismatch),
-                            Err(e) => Err(CheckFailed::Internal(e)),
-                        }
-                    })
-                    .await;
-                match checked {
-                    Ok(()) => Ok(client),
-                    Err(e) => match &*e {
-                        CheckFailed::Mismatch => Err(OAuthError::InvalidClient),
-                        CheckFailed::Internal(e) => Err(Error::Internal(e.to_string()).into()),
-                    },
+        let Some(stored) = client.secret_hash.as_deref() else {
+            return Err(count_failure(guessing, source).await);
+        };
+        if let Some(encoded) = secret::keyed_part(stored) {
+            if secret::verify_keyed(&self.secret_key, &client.client_id, secret.expose(), encoded) {
+                return Ok(client);
+            }
+            return Err(count_failure(guessing, source).await);
+        }
+        self.argon2_check(guessing, source, &client, stored, secret).await.map(|()| client)
+    }
+
+    /// An Argon2-stored secret: remembered successes cost a keyed hash; otherwise one Argon2 run,
+    /// shared by concurrent requests with the same pair, while holding a slot of the source's allowance.
+    async fn argon2_check(
+        &self,
+        guessing: &SourceLimiter,
+        source: IpAddr,
+        client: &Client,
+        hash: &str,
+        secret: &Secret,
+    ) -> Result<(), OAuthError> {
+        let mut material = Vec::with_capacity(client.client_id.len() + secret.expose().len() + hash.len() + 2);
+        material.extend_from_slice(client.client_id.as_bytes());
+        material.push(0);
+        material.extend_from_slice(secret.expose().as_bytes());
+        material.push(0);
+        material.extend_from_slice(hash.as_bytes());
+        let tag = keyed_hash(&self.cache_key, &material);
+        if self.verified.contains_key(&tag) {
+            return Ok(());
+        }
+        let slot = guessing.admit(source).await?;
+        // try_get_with runs one check per tag at a time and caches only a success.
+        let checked = self
+            .verified
+            .try_get_with(tag, async {
+                match self.argon2_verify(source, hash.to_owned(), secret.expose()).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(CheckFailed::Mismatch),
+                    Err(e) => Err(CheckFailed::Internal(e)),
+                }
+            })
+            .await;
+        match checked {
+            Ok(()) => {
+                slot.release().await;
+                Ok(())
+            }
+            // The slot stays taken: a counted failure.
+            Err(e) if matches!(*e, CheckFailed::Mismatch) => Err(OAuthError::InvalidClient),
+            Err(e) => {
+                slot.release().await;
+                match &*e {
+                    CheckFailed::Internal(Error::Saturated(secs)) => Err(OAuthError::Busy(*secs)),
+                    other => Err(Error::Internal(format!("{other:?}")).into()),
                 }
             }
-            _ => Err(OAuthError::InvalidClient),
         }
+    }
+}
+
+/// Counts a failed check against `source`: `invalid_client`, or 429 if the allowance ran out meanwhile.
+async fn count_failure(guessing: &SourceLimiter, source: IpAddr) -> OAuthError {
+    match guessing.admit(source).await {
+        Ok(slot) => {
+            drop(slot);
+            OAuthError::InvalidClient
+        }
+        Err(e) => e.into(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! OAuth clients: registration, listing, disabling, and the bootstrap `admin` client.
 
 pub mod auth;
+pub mod secret;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -119,7 +120,7 @@ pub struct Client {
     /// Disabled, when it is.
     #[serde(with = "time::serde::rfc3339::option")]
     pub disabled_at: Option<OffsetDateTime>,
-    /// Argon2id hash of the secret; never serialised.
+    /// Stored secret: a keyed hash (generated secrets) or an Argon2id PHC string; never serialised.
     #[serde(skip)]
     pub secret_hash: Option<String>,
 }
@@ -157,7 +158,7 @@ pub struct CreatedClient {
     /// The client.
     #[serde(flatten)]
     pub client: Client,
-    /// The secret of a confidential client. Shown once, stored only as an Argon2id hash.
+    /// The secret of a confidential client. Shown once, stored only as a keyed hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
 }
@@ -277,14 +278,18 @@ async fn refuse_user_id(conn: &mut sqlx::PgConnection, client_id: &str) -> Resul
     Ok(())
 }
 
-/// Registers a client. A confidential client gets a 256-bit secret, returned here once.
-pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Actor) -> Result<CreatedClient> {
+/// Registers a client. A confidential client gets a 256-bit secret, returned here once and
+/// stored as a keyed hash under `secret_key` (see [`secret`]).
+pub async fn create(
+    db: &PgPool,
+    secret_key: &ring::hmac::Key,
+    new: NewClient,
+    now: OffsetDateTime,
+    actor: &Actor,
+) -> Result<CreatedClient> {
     let (client_id, new, grants, scopes) = validate(new)?;
     let secret = (!new.public).then(|| secrets::random_urlsafe(32));
-    let secret_hash = match &secret {
-        Some(s) => Some(passwords::hash(s.clone()).await?),
-        None => None,
-    };
+    let secret_hash = secret.as_ref().map(|s| secret::keyed(secret_key, &client_id, s));
     let audience = new.audience.clone().map(AudienceParam::into_vec).unwrap_or_default();
     let mut tx = db.begin().await?;
     refuse_user_id(&mut tx, &client_id).await?;

@@ -54,7 +54,9 @@ async fn create_client(
     ApiJson(body): ApiJson<NewClient>,
 ) -> Result<(StatusCode, [(axum::http::HeaderName, &'static str); 1], Json<CreatedClient>), ApiError> {
     admin(&caller)?;
-    let created = clients::create(&state.db, body, state.clock.now(), &caller.actor(ip, rid)).await?;
+    let created =
+        clients::create(&state.db, &state.keys.client_secret_hmac, body, state.clock.now(), &caller.actor(ip, rid))
+            .await?;
     Ok((StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(created)))
 }
 

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod ops;
 pub mod revocations;
 pub mod routes;
+pub mod source;
 pub mod wellknown;
 
 use std::time::Duration;

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     clients::Credentials,
     error::OAuthError,
-    http::extract::{ClientIp, OAuthForm},
+    http::{extract::OAuthForm, source::SourceIp},
     state::AppState,
     tokens::{grants, introspect, refresh, revoke, TokenResponse},
 };
@@ -84,11 +84,13 @@ fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAu
         (status = 200, body = TokenResponse, headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, body = crate::http::openapi::OAuthErrorBody),
         (status = 401, body = crate::http::openapi::OAuthErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 413, body = crate::http::openapi::OAuthErrorBody)
+        (status = 413, body = crate::http::openapi::OAuthErrorBody),
+        (status = 429, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds")))
     ))]
 async fn token(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    source: SourceIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<TokenResponse>, OAuthError> {
@@ -97,19 +99,18 @@ async fn token(
         return Err(OAuthError::UnsupportedGrantType);
     }
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &creds).await?;
-    let res = match grant_type {
-        "client_credentials" => grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?,
-        "password" => {
-            grants::password(
-                &state,
-                &client,
-                form.require("username")?,
-                form.require("password")?,
-                form.get("scope"),
-                ip,
-            )
-            .await?
+    let login = match grant_type {
+        "password" => Some((form.require("username")?, form.require("password")?)),
+        _ => None,
+    };
+    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
+    let res = match (grant_type, login) {
+        ("client_credentials", _) => {
+            grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?
+        }
+        (_, Some((username, password))) => {
+            let user = grants::password_user(&state, &client, username, password, source.0).await?;
+            grants::password_tokens(&state, &client, &user, form.get("scope")).await?
         }
         _ => refresh::rotate(&state, &client, form.require("refresh_token")?, form.get("scope")).await?,
     };
@@ -123,15 +124,18 @@ async fn token(
     responses(
         (status = 200, body = Empty),
         (status = 400, body = crate::http::openapi::OAuthErrorBody),
-        (status = 401, body = crate::http::openapi::OAuthErrorBody)
+        (status = 401, body = crate::http::openapi::OAuthErrorBody),
+        (status = 429, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds")))
     ))]
 async fn revoke_token(
     State(state): State<AppState>,
+    source: SourceIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<Empty>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &creds).await?;
+    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
     let token = form.require("token")?;
     revoke::revoke(&state, &client, token, form.get("token_type_hint")).await?;
     Ok(Json(Empty {}))
@@ -145,15 +149,18 @@ async fn revoke_token(
         (status = 200, body = introspect::Introspection),
         (status = 400, body = crate::http::openapi::OAuthErrorBody),
         (status = 401, body = crate::http::openapi::OAuthErrorBody),
-        (status = 403, body = crate::http::openapi::OAuthErrorBody)
+        (status = 403, body = crate::http::openapi::OAuthErrorBody),
+        (status = 429, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, body = crate::http::openapi::OAuthErrorBody, headers(("Retry-After" = String, description = "seconds")))
     ))]
 async fn introspect_token(
     State(state): State<AppState>,
+    source: SourceIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<introspect::Introspection>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &creds).await?;
+    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
     // RFC 7662 §2.1: the caller must authenticate; a public client presents only an id anyone can copy.
     if client.public {
         return Err(OAuthError::InvalidClient);

@@ -7,6 +7,7 @@ use crate::{
     scopes,
     state::AppState,
     tokens::{issue_access_token, resolve_audience, Grant, TokenResponse},
+    users::User,
 };
 
 /// Resolves the `scope` parameter against what is allowed: default all of it, else a subset.
@@ -45,23 +46,35 @@ pub fn client_credentials(
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token: None })
 }
 
-/// `grant_type=password`: an access token and, for a client registered for `refresh_token`, the
-/// first refresh token of a new family.
-pub async fn password(
+/// `grant_type=password`, first half: the user, if the client may use this grant and the
+/// password is right (checked with the lockout of [`crate::users::login`]); otherwise
+/// `invalid_grant`, the same for every reason.
+pub async fn password_user(
     state: &AppState,
     client: &Client,
     username: &str,
     password: &str,
-    scope: Option<&str>,
-    _ip: std::net::IpAddr,
-) -> Result<TokenResponse, OAuthError> {
+    source: std::net::IpAddr,
+) -> Result<User, OAuthError> {
     if !client.allows_grant("password") {
         return Err(OAuthError::UnauthorizedClient("this client may not use the password grant"));
     }
     let now = state.clock.now();
-    let user = crate::users::authenticate(&state.db, &state.config, now, username, password)
+    let guards =
+        crate::users::login::Guards { config: &state.config, argon2: &state.argon2, guessing: &state.guessing };
+    crate::users::login::authenticate(&state.db, &guards, now, source, username, password)
         .await?
-        .ok_or(OAuthError::InvalidGrant("invalid username or password"))?;
+        .ok_or(OAuthError::InvalidGrant("invalid username or password"))
+}
+
+/// `grant_type=password`, second half: an access token for `user` and, for a client registered
+/// for `refresh_token`, the first refresh token of a new family.
+pub async fn password_tokens(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    scope: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
     let allowed: Vec<String> = user.scopes.iter().filter(|s| client.scopes.contains(s)).cloned().collect();
     let granted = narrow_scopes(scope, &allowed)?;
     // A refresh token only for a client registered for the refresh_token grant: one that is not

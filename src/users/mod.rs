@@ -1,5 +1,7 @@
 //! Users: registration, deletion (which revokes their refresh tokens and API keys), and password
-//! authentication with lockout. Wrong password, unknown user and locked account look the same.
+//! authentication with lockout ([`login`]). Wrong password, unknown user and locked account look the same.
+
+pub mod login;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -10,7 +12,6 @@ use uuid::Uuid;
 
 use crate::{
     audit::{self, Actor},
-    config::Config,
     error::{Error, Result},
     passwords,
     revocation::{self, Kind, NewRevocation},
@@ -180,70 +181,4 @@ pub async fn delete(db: &PgPool, id: Uuid, now: OffsetDateTime, actor: &Actor) -
     tx.commit().await?;
     crate::metrics::revocation("user");
     Ok(keys)
-}
-
-type LoginRow = (Uuid, String, Vec<String>, OffsetDateTime, String, Option<OffsetDateTime>);
-
-/// Checks a username and password. `None` for every failure — unknown user, wrong password,
-/// locked account — each costing one Argon2 verification. Failures count towards a lockout.
-pub async fn authenticate(
-    db: &PgPool,
-    config: &Config,
-    now: OffsetDateTime,
-    username: &str,
-    password: &str,
-) -> Result<Option<User>> {
-    // Postgres text cannot hold U+0000: such a name cannot exist, and must fail like any unknown one.
-    if username.len() > 128 || password.len() > 4096 || username.contains('\0') {
-        passwords::verify(None, String::new()).await?;
-        return Ok(None);
-    }
-    let row: Option<LoginRow> = sqlx::query_as(
-        "SELECT id, username, scopes, created_at, password_hash, locked_until FROM users
-         WHERE lower(username) = lower($1) AND deleted_at IS NULL",
-    )
-    .bind(username)
-    .fetch_optional(db)
-    .await?;
-    let Some((id, username, scopes, created_at, hash, locked_until)) = row else {
-        passwords::verify(None, password.to_owned()).await?;
-        return Ok(None);
-    };
-    if locked_until.is_some_and(|t| t > now) {
-        passwords::verify(None, password.to_owned()).await?;
-        return Ok(None);
-    }
-    if passwords::verify(Some(hash), password.to_owned()).await? {
-        sqlx::query(
-            "UPDATE users SET failed_logins = 0, first_failure_at = NULL, locked_until = NULL
-             WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
-        )
-        .bind(id)
-        .execute(db)
-        .await?;
-        return Ok(Some(User { id, username, scopes, created_at }));
-    }
-    let window_start = now - config.login_failure_window;
-    let lockout = time::Duration::try_from(config.login_lockout).unwrap_or(time::Duration::MINUTE);
-    let locked: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
-        "UPDATE users SET
-            failed_logins = CASE WHEN first_failure_at IS NULL OR first_failure_at < $2 THEN 1 ELSE failed_logins + 1 END,
-            first_failure_at = CASE WHEN first_failure_at IS NULL OR first_failure_at < $2 THEN $3 ELSE first_failure_at END,
-            locked_until = CASE WHEN (CASE WHEN first_failure_at IS NULL OR first_failure_at < $2 THEN 1 ELSE failed_logins + 1 END) >= $4
-                                THEN $3 + $5 ELSE locked_until END
-         WHERE id = $1 RETURNING locked_until",
-    )
-    .bind(id)
-    .bind(window_start)
-    .bind(now)
-    .bind(config.login_max_failures as i32)
-    .bind(lockout)
-    .fetch_optional(db)
-    .await?;
-    if let Some(Some(until)) = locked {
-        if until > now {
-            tracing::warn!(user_id = %id, "account locked after repeated failed logins");
-        }
-    }
-    Ok(None)
 }

@@ -8,6 +8,7 @@ mod anomalies;
 mod audit;
 mod clients;
 mod foundation;
+mod guessing;
 mod keys;
 mod openapi;
 mod revocations;
