@@ -138,6 +138,7 @@ async fn main() -> ExitCode {
                 public,
                 access_token_ttl: None,
                 refresh_token_ttl: None,
+                key_scopes: None,
             };
             let actor = Actor { id: "cli".into(), ip: None, request_id: None };
             let created = async {

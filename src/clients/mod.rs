@@ -1,6 +1,7 @@
 //! OAuth clients: registration, listing, disabling, and the bootstrap `admin` client.
 
 pub mod auth;
+pub mod update;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -9,6 +10,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
+    apikeys::{self, policy},
     audit::{self, Actor},
     error::{Error, Result},
     passwords,
@@ -18,6 +20,7 @@ use crate::{
 };
 
 pub use auth::{ClientAuth, Credentials};
+pub use update::ClientPatch;
 
 /// Longest access-token lifetime a client may be configured with.
 pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
@@ -80,6 +83,10 @@ pub struct NewClient {
     pub access_token_ttl: Option<i64>,
     /// Refresh-token idle lifetime in seconds (default: the service's).
     pub refresh_token_ttl: Option<i64>,
+    /// Scopes the client may put on API keys: absent or null = any scope that is not reserved, a
+    /// list = only those, `[]` = none. Never a reserved scope (400 `SCOPE_RESERVED`).
+    #[serde(default)]
+    pub key_scopes: Option<Vec<String>>,
 }
 
 /// A client as stored (without its secret hash when shown).
@@ -119,6 +126,8 @@ pub struct Client {
     /// Disabled, when it is.
     #[serde(with = "time::serde::rfc3339::option")]
     pub disabled_at: Option<OffsetDateTime>,
+    /// Scopes the client may put on API keys: null = any scope that is not reserved, `[]` = none.
+    pub key_scopes: Option<Vec<String>>,
     /// Argon2id hash of the secret; never serialised.
     #[serde(skip)]
     pub secret_hash: Option<String>,
@@ -174,9 +183,10 @@ type ClientRow = (
     Option<i32>,
     OffsetDateTime,
     Option<OffsetDateTime>,
+    Option<Vec<String>>,
 );
 
-const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at";
+const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at, key_scopes";
 
 fn from_row(r: ClientRow) -> Client {
     Client {
@@ -191,6 +201,7 @@ fn from_row(r: ClientRow) -> Client {
         refresh_token_ttl: r.8,
         created_at: r.9,
         disabled_at: r.10,
+        key_scopes: r.11,
     }
 }
 
@@ -246,7 +257,8 @@ fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<Strin
             return Err(Error::invalid("refresh_token_ttl: must be 1 to 31536000 seconds"));
         }
     }
-    Ok((client_id, NewClient { name: name.to_owned(), ..new }, grants, scopes))
+    let key_scopes = policy::validate_key_scopes("key_scopes", new.key_scopes.as_deref())?;
+    Ok((client_id, NewClient { name: name.to_owned(), key_scopes, ..new }, grants, scopes))
 }
 
 /// Registers a client. A confidential client gets a 256-bit secret, returned here once.
@@ -260,8 +272,8 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
     let audience = new.audience.clone().map(AudienceParam::into_vec).unwrap_or_default();
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id) DO NOTHING",
+        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, key_scopes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (client_id) DO NOTHING",
     )
     .bind(&client_id)
     .bind(&new.name)
@@ -273,6 +285,7 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
     .bind(new.access_token_ttl.map(|t| t as i32))
     .bind(new.refresh_token_ttl.map(|t| t as i32))
     .bind(now)
+    .bind(&new.key_scopes)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -285,7 +298,7 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
         "client.create",
         "client",
         &client_id,
-        json!({"name": new.name, "scopes": scopes}),
+        json!({"name": new.name, "scopes": scopes, "key_scopes": new.key_scopes}),
     )
     .await?;
     tx.commit().await?;
@@ -300,6 +313,7 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
         refresh_token_ttl: new.refresh_token_ttl.map(|t| t as i32),
         created_at: now,
         disabled_at: None,
+        key_scopes: new.key_scopes,
         secret_hash,
     };
     Ok(CreatedClient { client, client_secret: secret })
@@ -321,7 +335,7 @@ pub async fn list(db: &PgPool) -> Result<Vec<Client>> {
     Ok(rows.into_iter().map(from_row).collect())
 }
 
-/// Disables a client and revokes its refresh tokens; its access tokens become inactive too.
+/// Disables a client and revokes its refresh tokens and API keys; its access tokens become inactive too.
 pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &Actor) -> Result<()> {
     let mut tx = db.begin().await?;
     let updated = sqlx::query("UPDATE clients SET disabled_at = $2 WHERE client_id = $1 AND disabled_at IS NULL")
@@ -347,17 +361,12 @@ pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &
     revocation::record(&mut tx, &NewRevocation::new(Kind::Client, client_id, now).reason("client disabled")).await?;
     // Services that track sessions by `sid` learn of each family, as for any other family revocation.
     revocation::record_families(&mut tx, &families, now, "client disabled").await?;
-    let families = families.len();
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "client.disable",
-        "client",
-        client_id,
-        json!({"refresh_families_revoked": families}),
-    )
-    .await?;
+    // Its API keys are revoked with it, as a deleted user's are: refused everywhere, for good.
+    let keys = apikeys::store::revoke_owned(&mut tx, client_id, now, "owner disabled").await?;
+    let events: Vec<(String, Option<OffsetDateTime>)> = keys.iter().map(|(id, exp)| (id.to_string(), *exp)).collect();
+    revocation::record_all(&mut tx, Kind::ApiKey, &events, now, "owner disabled").await?;
+    let details = json!({"refresh_families_revoked": families.len(), "api_keys_revoked": keys.len()});
+    audit::record(&mut tx, now, actor, "client.disable", "client", client_id, details).await?;
     tx.commit().await?;
     crate::metrics::revocation("client");
     Ok(())

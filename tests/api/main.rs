@@ -7,6 +7,7 @@ mod anomalies;
 mod audit;
 mod clients;
 mod foundation;
+mod key_scopes;
 mod keys;
 mod openapi;
 mod revocations;
