@@ -31,6 +31,10 @@ pub enum Error {
     /// An API key scope outside its owner's `key_scopes` (403 `SCOPE_NOT_ALLOWED`).
     #[error("{0}")]
     ScopeNotAllowed(String),
+    /// A client redirect URI that is not an absolute https (or loopback http) URI without a
+    /// fragment (400 `INVALID_REDIRECT_URI`).
+    #[error("{0}")]
+    InvalidRedirectUri(String),
     /// Postgres failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -169,6 +173,7 @@ impl From<Error> for ApiError {
             Error::LimitExceeded(d) => Self::new(StatusCode::CONFLICT, "LIMIT_EXCEEDED", d),
             Error::ScopeReserved(d) => Self::new(StatusCode::BAD_REQUEST, "SCOPE_RESERVED", d),
             Error::ScopeNotAllowed(d) => Self::new(StatusCode::FORBIDDEN, "SCOPE_NOT_ALLOWED", d),
+            Error::InvalidRedirectUri(d) => Self::new(StatusCode::BAD_REQUEST, "INVALID_REDIRECT_URI", d),
             Error::Database(db) => from_db(db),
             Error::Unavailable(why) => {
                 tracing::warn!(why, "temporarily unavailable");

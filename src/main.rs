@@ -139,6 +139,8 @@ async fn main() -> ExitCode {
                 access_token_ttl: None,
                 refresh_token_ttl: None,
                 key_scopes: None,
+                redirect_uris: None,
+                post_logout_redirect_uris: None,
             };
             let actor = Actor { id: "cli".into(), ip: None, request_id: None };
             let created = async {

@@ -132,6 +132,7 @@ pub struct ApiKeyView {
     "name": "checkout-service production",
     "scopes": ["payments:read", "payments:write"],
     "effective_scopes": ["payments:read", "payments:write"],
+    "effective_scopes": ["payments:read", "payments:write"],
     "environment": "live",
     "expires_at": "2027-02-19T16:45:30Z",
     "allowed_cidrs": ["203.0.113.0/24"],

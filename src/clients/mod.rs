@@ -1,6 +1,7 @@
 //! OAuth clients: registration, listing, disabling, and the bootstrap `admin` client.
 
 pub mod auth;
+pub mod redirects;
 pub mod update;
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,13 @@ pub struct NewClient {
     /// list = only those, `[]` = none. Never a reserved scope (400 `SCOPE_RESERVED`).
     #[serde(default)]
     pub key_scopes: Option<Vec<String>>,
+    /// Where the client may send a browser after authorisation: absolute https URIs (http only to a
+    /// loopback host), no fragment; at most 20.
+    #[serde(default)]
+    pub redirect_uris: Option<Vec<String>>,
+    /// Where the client may send a browser after sign-out; the same rules.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 
 /// A client as stored (without its secret hash when shown).
@@ -101,7 +109,10 @@ pub struct NewClient {
     "access_token_ttl": null,
     "refresh_token_ttl": 1209600,
     "created_at": "2026-11-02T10:20:45Z",
-    "disabled_at": null
+    "disabled_at": null,
+    "key_scopes": null,
+    "redirect_uris": ["https://app.example.com/callback", "http://127.0.0.1:8400/callback"],
+    "post_logout_redirect_uris": ["https://app.example.com/"]
 }))]
 pub struct Client {
     /// Client id.
@@ -128,6 +139,10 @@ pub struct Client {
     pub disabled_at: Option<OffsetDateTime>,
     /// Scopes the client may put on API keys: null = any scope that is not reserved, `[]` = none.
     pub key_scopes: Option<Vec<String>>,
+    /// Registered redirect URIs (normalised).
+    pub redirect_uris: Vec<String>,
+    /// Registered post-logout redirect URIs (normalised).
+    pub post_logout_redirect_uris: Vec<String>,
     /// Argon2id hash of the secret; never serialised.
     #[serde(skip)]
     pub secret_hash: Option<String>,
@@ -160,6 +175,9 @@ impl Client {
     "refresh_token_ttl": null,
     "created_at": "2026-11-18T14:02:11Z",
     "disabled_at": null,
+    "key_scopes": ["payments:read"],
+    "redirect_uris": [],
+    "post_logout_redirect_uris": [],
     "client_secret": "EXAMPLE-K7gNU3sdo-OL0wNhqoVWhr3g6s1xYv72ol_"
 }))]
 pub struct CreatedClient {
@@ -184,9 +202,11 @@ type ClientRow = (
     OffsetDateTime,
     Option<OffsetDateTime>,
     Option<Vec<String>>,
+    Vec<String>,
+    Vec<String>,
 );
 
-const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at, key_scopes";
+const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at, key_scopes, redirect_uris, post_logout_redirect_uris";
 
 fn from_row(r: ClientRow) -> Client {
     Client {
@@ -202,6 +222,8 @@ fn from_row(r: ClientRow) -> Client {
         created_at: r.9,
         disabled_at: r.10,
         key_scopes: r.11,
+        redirect_uris: r.12,
+        post_logout_redirect_uris: r.13,
     }
 }
 
@@ -258,7 +280,12 @@ fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<Strin
         }
     }
     let key_scopes = policy::validate_key_scopes("key_scopes", new.key_scopes.as_deref())?;
-    Ok((client_id, NewClient { name: name.to_owned(), key_scopes, ..new }, grants, scopes))
+    let redirect_uris = new.redirect_uris.as_deref().map(|u| redirects::validate("redirect_uris", u)).transpose()?;
+    let post_logout_redirect_uris = (new.post_logout_redirect_uris.as_deref())
+        .map(|u| redirects::validate("post_logout_redirect_uris", u))
+        .transpose()?;
+    let new = NewClient { name: name.to_owned(), key_scopes, redirect_uris, post_logout_redirect_uris, ..new };
+    Ok((client_id, new, grants, scopes))
 }
 
 /// Registers a client. A confidential client gets a 256-bit secret, returned here once.
@@ -272,8 +299,8 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
     let audience = new.audience.clone().map(AudienceParam::into_vec).unwrap_or_default();
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, key_scopes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (client_id) DO NOTHING",
+        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, key_scopes, redirect_uris, post_logout_redirect_uris)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (client_id) DO NOTHING",
     )
     .bind(&client_id)
     .bind(&new.name)
@@ -286,6 +313,8 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
     .bind(new.refresh_token_ttl.map(|t| t as i32))
     .bind(now)
     .bind(&new.key_scopes)
+    .bind(new.redirect_uris.as_deref().unwrap_or_default())
+    .bind(new.post_logout_redirect_uris.as_deref().unwrap_or_default())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -314,6 +343,8 @@ pub async fn create(db: &PgPool, new: NewClient, now: OffsetDateTime, actor: &Ac
         created_at: now,
         disabled_at: None,
         key_scopes: new.key_scopes,
+        redirect_uris: new.redirect_uris.unwrap_or_default(),
+        post_logout_redirect_uris: new.post_logout_redirect_uris.unwrap_or_default(),
         secret_hash,
     };
     Ok(CreatedClient { client, client_secret: secret })

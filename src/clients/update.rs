@@ -1,4 +1,4 @@
-//! `PATCH /v1/admin/clients/{client_id}`: a client's name, scopes and `key_scopes`. Narrowing
+//! `PATCH /v1/admin/clients/{client_id}`: a client's name, scopes, `key_scopes` and redirect URIs. Narrowing
 //! `key_scopes` narrows the client's existing API keys on every instance (see
 //! [`crate::apikeys::policy::owner_changed`]).
 
@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{from_row, Client, ClientRow, COLUMNS};
+use super::{from_row, redirects, Client, ClientRow, COLUMNS};
 use crate::{
     apikeys::policy,
     audit::{self, Actor},
@@ -31,6 +31,10 @@ pub struct ClientPatch {
     #[serde(default, deserialize_with = "policy::present")]
     #[schema(value_type = Option<Vec<String>>, nullable)]
     pub key_scopes: Option<Option<Vec<String>>>,
+    /// Replaces the redirect URIs: absolute https URIs (http only to a loopback host), no fragment.
+    pub redirect_uris: Option<Vec<String>>,
+    /// Replaces the post-logout redirect URIs; the same rules.
+    pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 
 /// What a client change did: the client as it is now, and the API keys whose cached records every
@@ -59,6 +63,10 @@ pub async fn update(
     };
     let scopes = patch.scopes.as_deref().map(|s| scopes::validate_list("scopes", s)).transpose()?;
     let key_scopes = patch.key_scopes.map(|k| policy::validate_key_scopes("key_scopes", k.as_deref())).transpose()?;
+    let redirect_uris = patch.redirect_uris.as_deref().map(|u| redirects::validate("redirect_uris", u)).transpose()?;
+    let post_logout = (patch.post_logout_redirect_uris.as_deref())
+        .map(|u| redirects::validate("post_logout_redirect_uris", u))
+        .transpose()?;
     let mut tx = db.begin().await?;
     let old: Option<Option<Vec<String>>> =
         sqlx::query_scalar("SELECT key_scopes FROM clients WHERE client_id = $1 FOR UPDATE")
@@ -68,7 +76,9 @@ pub async fn update(
     let old = old.ok_or(Error::NotFound("client"))?;
     let row: ClientRow = sqlx::query_as(&format!(
         "UPDATE clients SET name = COALESCE($2, name), scopes = COALESCE($3, scopes),
-             key_scopes = CASE WHEN $4 THEN $5 ELSE key_scopes END
+             key_scopes = CASE WHEN $4 THEN $5 ELSE key_scopes END,
+             redirect_uris = COALESCE($6, redirect_uris),
+             post_logout_redirect_uris = COALESCE($7, post_logout_redirect_uris)
          WHERE client_id = $1 RETURNING {COLUMNS}"
     ))
     .bind(client_id)
@@ -76,6 +86,8 @@ pub async fn update(
     .bind(&scopes)
     .bind(key_scopes.is_some())
     .bind(key_scopes.clone().flatten())
+    .bind(&redirect_uris)
+    .bind(&post_logout)
     .fetch_one(&mut *tx)
     .await?;
     let mut changed_keys = Vec::new();
@@ -93,6 +105,12 @@ pub async fn update(
     }
     if let Some(k) = &key_scopes {
         details["key_scopes"] = json!({"from": old, "to": k});
+    }
+    if let Some(u) = &redirect_uris {
+        details["redirect_uris"] = json!(u);
+    }
+    if let Some(u) = &post_logout {
+        details["post_logout_redirect_uris"] = json!(u);
     }
     audit::record(&mut tx, now, actor, "client.update", "client", client_id, details).await?;
     tx.commit().await?;

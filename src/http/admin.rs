@@ -43,7 +43,7 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/v1/admin/clients", tag = "admin", security(("bearer" = ["admin"])),
     request_body = NewClient,
     responses(
-        (status = 201, body = CreatedClient), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 201, body = CreatedClient), (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST; SCOPE_RESERVED: a reserved scope in key_scopes; INVALID_REDIRECT_URI"), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")
     ))]
 async fn create_client(
@@ -98,11 +98,11 @@ async fn delete_client(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Changes a client's name, scopes or `key_scopes`; narrowing `key_scopes` narrows its API keys everywhere within a second.
+/// Changes a client's name, scopes, `key_scopes` or redirect URIs; narrowing `key_scopes` narrows its API keys everywhere within a second.
 #[utoipa::path(patch, path = "/v1/admin/clients/{client_id}", tag = "admin", security(("bearer" = ["admin"])),
     params(("client_id" = String, Path)), request_body = ClientPatch,
     responses((status = 200, body = Client),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST, or SCOPE_RESERVED: a reserved scope in key_scopes"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST; SCOPE_RESERVED: a reserved scope in key_scopes; INVALID_REDIRECT_URI"),
         (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json")))]
