@@ -128,6 +128,10 @@ pub async fn rotate(
     let Some(old) = store::mark_rotated(&mut tx, id, who.owner_filter(), new_id, now, now + grace).await? else {
         return Err(store::why_not_rotatable(&mut tx, id, who.owner_filter(), now).await?);
     };
+    // The owner's lock, as for a creation: a concurrent change of the owner's `key_scopes` either
+    // runs after this commit and lists the successor, or commits first and the successor is read
+    // with it.
+    store::lock_owner(&mut tx, &old.owner).await?;
     let env = Environment::parse(&old.environment)
         .ok_or_else(|| Error::Internal(format!("key {id} has an unknown environment")))?;
     let secret = ApiKeySecret::generate(env);
