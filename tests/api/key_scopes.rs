@@ -384,3 +384,39 @@ async fn spawn_peer_and_verify(app: &TestApp, verifier: &str, key: &str) -> Stri
     let fresh = app.spawn_peer().await;
     code(&fresh, verifier, key, &[]).await
 }
+
+#[tokio::test]
+async fn keys_created_while_key_scopes_narrow_are_refused_or_narrowed_on_every_instance() {
+    let app = TestAppBuilder::new().with_redis().spawn().await;
+    let peer = app.spawn_peer().await;
+    let admin = app.admin_token().await;
+    let (token, user) = developer(&app).await;
+    // Creations on both instances race one narrowing; each created key is verified on the peer at
+    // once, so a record read with the old key_scopes would sit in its cache.
+    let creations = (0..16).map(|i| {
+        let (target, peer, token) = (if i % 2 == 0 { &app } else { &peer }, &peer, &token);
+        async move {
+            let res = new_key(target, token, &["deploy", "read"]).await;
+            if res.status() != StatusCode::CREATED {
+                assert_problem(res, 403, "SCOPE_NOT_ALLOWED").await;
+                return None;
+            }
+            let key: Value = res.json().await.unwrap();
+            let secret = key["key"].as_str().unwrap().to_owned();
+            code(peer, token, &secret, &["deploy"]).await;
+            Some(secret)
+        }
+    });
+    let (path, body) = (format!("/v1/admin/users/{user}"), json!({"key_scopes": ["read"]}));
+    let narrowing = patch(&app, &path, &admin, &body);
+    let (created, res) = tokio::join!(futures::future::join_all(creations), narrowing);
+    assert_eq!(res.status(), StatusCode::OK);
+    let done = Instant::now();
+    let created: Vec<String> = created.into_iter().flatten().collect();
+    for secret in &created {
+        let left = Duration::from_secs(1).saturating_sub(done.elapsed()).max(Duration::from_millis(100));
+        await_code(&peer, &token, secret, &["deploy"], "INSUFFICIENT_SCOPE", left).await;
+        assert_eq!(code(&app, &token, secret, &["deploy"]).await, "INSUFFICIENT_SCOPE");
+        assert_eq!(code(&peer, &token, secret, &["read"]).await, "VALID");
+    }
+}
