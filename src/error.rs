@@ -25,6 +25,16 @@ pub enum Error {
     /// A quota was reached.
     #[error("{0}")]
     LimitExceeded(String),
+    /// A reserved scope was asked for on an API key or in `key_scopes` (400 `SCOPE_RESERVED`).
+    #[error("{0}")]
+    ScopeReserved(String),
+    /// An API key scope outside its owner's `key_scopes` (403 `SCOPE_NOT_ALLOWED`).
+    #[error("{0}")]
+    ScopeNotAllowed(String),
+    /// A client redirect URI that is not an absolute https (or loopback http) URI without a
+    /// fragment (400 `INVALID_REDIRECT_URI`).
+    #[error("{0}")]
+    InvalidRedirectUri(String),
     /// Postgres failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -172,6 +182,9 @@ impl From<Error> for ApiError {
             Error::Conflict(d) => Self::new(StatusCode::CONFLICT, "CONFLICT", d),
             Error::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", d),
             Error::LimitExceeded(d) => Self::new(StatusCode::CONFLICT, "LIMIT_EXCEEDED", d),
+            Error::ScopeReserved(d) => Self::new(StatusCode::BAD_REQUEST, "SCOPE_RESERVED", d),
+            Error::ScopeNotAllowed(d) => Self::new(StatusCode::FORBIDDEN, "SCOPE_NOT_ALLOWED", d),
+            Error::InvalidRedirectUri(d) => Self::new(StatusCode::BAD_REQUEST, "INVALID_REDIRECT_URI", d),
             Error::Database(db) => from_db(db),
             Error::Unavailable(why) => {
                 tracing::warn!(why, "temporarily unavailable");

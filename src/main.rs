@@ -191,6 +191,9 @@ async fn main() -> ExitCode {
                 public,
                 access_token_ttl: None,
                 refresh_token_ttl: None,
+                key_scopes: None,
+                redirect_uris: None,
+                post_logout_redirect_uris: None,
             };
             let actor = Actor { id: "cli".into(), ip: None, request_id: None };
             let created = async {

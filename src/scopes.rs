@@ -6,6 +6,10 @@ use crate::error::{Error, Result};
 pub const ADMIN: &str = "admin";
 /// Most scopes one list may hold.
 pub const MAX_SCOPES: usize = 50;
+/// Scopes that can never be put on an API key nor in an owner's `key_scopes`: they administer the
+/// service itself, read every revocation, manage keys, or belong to OpenID sign-in. `keys:*` (any
+/// scope starting `keys:`) is reserved too, see [`is_reserved`].
+pub const RESERVED: [&str; 6] = [ADMIN, "introspect", "revocations:read", "openid", "profile", "offline_access"];
 
 /// Whether `s` is a valid scope name: `[A-Za-z0-9:._-]{1,64}`.
 pub fn is_valid(s: &str) -> bool {
@@ -31,6 +35,25 @@ pub fn validate_list(field: &str, scopes: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Whether `s` is reserved: one of [`RESERVED`] or any `keys:` scope.
+pub fn is_reserved(s: &str) -> bool {
+    RESERVED.contains(&s) || s.starts_with("keys:")
+}
+
+/// Validates a list of scopes meant for an API key or an owner's `key_scopes`: the grammar of
+/// [`validate_list`] (400 `INVALID_REQUEST`), then no reserved scope (400 `SCOPE_RESERVED`).
+pub fn validate_key_list(field: &str, scopes: &[String]) -> Result<Vec<String>> {
+    let list = validate_list(field, scopes)?;
+    if let Some(r) = list.iter().find(|s| is_reserved(s)) {
+        return Err(Error::ScopeReserved(format!(
+            "{field}: {r:?} is reserved and can never be granted to an API key \
+             (reserved: {}, keys:*)",
+            RESERVED.join(", ")
+        )));
+    }
+    Ok(list)
 }
 
 /// Parses an OAuth `scope` parameter (space-separated); `None` when any name is invalid.
@@ -72,5 +95,28 @@ mod tests {
         assert_eq!(parse_param("a \"b"), None);
         assert!(allows(["admin"], "keys:write"));
         assert!(!allows(["keys:read"], "keys:write"));
+    }
+
+    #[test]
+    fn reserved_scopes_are_refused_for_keys_whatever_else_the_list_holds() {
+        for r in [
+            "admin",
+            "introspect",
+            "revocations:read",
+            "keys:write",
+            "keys:anything",
+            "openid",
+            "profile",
+            "offline_access",
+        ] {
+            assert!(is_reserved(r), "{r}");
+            let err = validate_key_list("scopes", &["deploy".into(), r.into()]).unwrap_err();
+            assert!(matches!(err, Error::ScopeReserved(ref d) if d.contains(r)), "{err:?}");
+        }
+        for ok in ["deploy", "payments:write", "keys", "key:write", "administrator"] {
+            assert!(!is_reserved(ok), "{ok}");
+        }
+        // Grammar first: a malformed name is INVALID_REQUEST even next to a reserved one.
+        assert!(matches!(validate_key_list("scopes", &["bad scope".into()]), Err(Error::Invalid(_))));
     }
 }

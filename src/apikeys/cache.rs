@@ -45,8 +45,11 @@ pub struct KeyRecord {
     pub name: String,
     /// `live` or `test` (no allocation per cached key).
     pub environment: &'static str,
-    /// Scopes granted.
-    pub scopes: Box<[String]>,
+    /// Effective scopes: the key's own scopes that its owner's `key_scopes` still allow, never a
+    /// reserved one (see [`super::policy::effective`]). What verification grants and shows.
+    pub effective_scopes: Box<[String]>,
+    /// The owner was disabled (client) or deleted (user) when the record was read.
+    pub owner_gone: bool,
     /// Whether the key is limited to some addresses at all.
     pub restricted: bool,
     /// The addresses it is limited to (an unreadable stored entry matches nothing).
@@ -104,7 +107,7 @@ pub fn approx_bytes(rec: &KeyRecord) -> u32 {
         + ENTRY_OVERHEAD
         + rec.owner.len()
         + rec.name.len()
-        + rec.scopes.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum::<usize>()
+        + rec.effective_scopes.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum::<usize>()
         + std::mem::size_of_val(&*rec.allowed)
         + metadata;
     u32::try_from(bytes).unwrap_or(u32::MAX)
@@ -174,6 +177,16 @@ impl ApiKeys {
         }
     }
 
+    /// Forgets every key of `owner` at once (their owner was disabled or deleted).
+    pub fn forget_owner(&self, owner: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let owner = owner.to_owned();
+        if let Err(e) = self.by_hash.invalidate_entries_if(move |_, rec| rec.owner == owner) {
+            tracing::warn!(error = %e, "api-key cache predicate refused; clearing the cache");
+            self.by_hash.invalidate_all();
+        }
+    }
+
     /// Forgets every key (after a gap in change notifications).
     pub fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -201,7 +214,8 @@ mod tests {
             owner: "o".into(),
             name: "n".into(),
             environment: "live",
-            scopes: Box::default(),
+            effective_scopes: Box::default(),
+            owner_gone: false,
             restricted: false,
             allowed: Box::default(),
             metadata: Value::Null,
@@ -247,6 +261,18 @@ mod tests {
         c.forget(&id);
         c.fill([1; 32], Some(record(id)), g);
         assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
+    }
+
+    #[test]
+    fn forget_owner_drops_that_owners_records_only() {
+        let c = ApiKeys::default();
+        let mut other = (*record(Uuid::now_v7())).clone();
+        other.owner = "p".into();
+        c.fill([1; 32], Some(record(Uuid::now_v7())), c.generation());
+        c.fill([2; 32], Some(Arc::new(other)), c.generation());
+        c.forget_owner("o");
+        assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
+        assert!(matches!(c.get(&[2; 32]), Cached::Key(r) if r.owner == "p"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Admin look-ups across every owner: a paginated list of all keys with filters, and finding a key by
 //! its plaintext (for someone holding a leaked key) without counting it as a use.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
@@ -10,6 +12,7 @@ use uuid::Uuid;
 use super::{
     format::{self, ApiKeySecret},
     model::ApiKeyView,
+    policy::OwnerPolicy,
 };
 use crate::error::{Error, Result};
 
@@ -83,7 +86,18 @@ pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result
         q.push(" AND id > ").push_bind(after);
     }
     q.push(" ORDER BY id LIMIT ").push_bind(f.limit + 1);
-    Ok(q.build_query_as().fetch_all(db).await?)
+    let mut keys: Vec<ApiKeyView> = q.build_query_as().fetch_all(db).await?;
+    // Effective scopes depend on each owner's current key_scopes: one policy read per owner.
+    let mut policies: HashMap<String, OwnerPolicy> = HashMap::new();
+    for key in &mut keys {
+        if !policies.contains_key(&key.owner) {
+            policies.insert(key.owner.clone(), OwnerPolicy::load(db, &key.owner).await?);
+        }
+        if let Some(p) = policies.get(&key.owner) {
+            key.effective_scopes = p.effective(&key.scopes);
+        }
+    }
+    Ok(keys)
 }
 
 /// The key whose plaintext is `key`, as shown; `NotFound` for a malformed key (checked without the
@@ -92,5 +106,7 @@ pub async fn by_plaintext(db: &PgPool, hmac: &ring::hmac::Key, key: &ApiKeySecre
     if format::parse(key.expose()).is_none() {
         return Err(Error::NotFound("API key"));
     }
-    super::store::get_by_hash(db, &key.hash(hmac)).await?.ok_or(Error::NotFound("API key"))
+    let mut view = super::store::get_by_hash(db, &key.hash(hmac)).await?.ok_or(Error::NotFound("API key"))?;
+    view.effective_scopes = OwnerPolicy::load(db, &view.owner).await?.effective(&view.scopes);
+    Ok(view)
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{
     format::{ApiKeySecret, Environment},
     model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey},
+    policy::OwnerPolicy,
     store::{self, NewRow},
     validate,
 };
@@ -48,6 +49,13 @@ pub async fn create(state: &AppState, owner: &str, body: NewKey, actor: &Actor) 
     let mut tx = state.db.begin().await?;
     let max = i64::from(state.config.max_keys_per_owner);
     let live = store::lock_and_count_live(&mut tx, owner, now, max).await?;
+    // Read under the owner's lock, so a concurrent change of its `key_scopes` is either seen here
+    // or sees this key (see policy::owner_changed).
+    let policy = OwnerPolicy::load(&mut *tx, owner).await?;
+    if policy.gone {
+        return Err(Error::Forbidden("the owner is disabled or deleted and cannot create API keys".into()));
+    }
+    policy.check("scopes", &valid.scopes)?;
     if live >= max {
         return Err(Error::LimitExceeded(format!(
             "the owner already has {max} live API keys, the most allowed; revoke one first"
@@ -67,7 +75,8 @@ pub async fn create(state: &AppState, owner: &str, body: NewKey, actor: &Actor) 
         expires_at: valid.expires_in.map(|d| now + d),
         rotated_from: None,
     };
-    let view = store::insert(&mut tx, &row).await?;
+    let mut view = store::insert(&mut tx, &row).await?;
+    view.effective_scopes = policy.effective(&view.scopes);
     let details = json!({"owner": owner, "name": view.name, "environment": view.environment, "scopes": view.scopes,
                          "start": view.start});
     audit::record(&mut tx, now, actor, "api_key.create", "api_key", &id.to_string(), details).await?;
@@ -75,9 +84,12 @@ pub async fn create(state: &AppState, owner: &str, body: NewKey, actor: &Actor) 
     Ok(CreatedKey { key: secret, view })
 }
 
-/// One key, if the requester may see it.
+/// One key, if the requester may see it, with its effective scopes.
 pub async fn get(state: &AppState, who: Requester<'_>, id: Uuid) -> Result<ApiKeyView> {
-    store::get(&state.db, id).await?.filter(|k| who.sees(k)).ok_or(Error::NotFound("API key"))
+    let mut key = store::get(&state.db, id).await?.filter(|k| who.sees(k)).ok_or(Error::NotFound("API key"))?;
+    let policy = OwnerPolicy::load(&state.db, &key.owner).await?;
+    key.effective_scopes = policy.effective(&key.scopes);
+    Ok(key)
 }
 
 /// The requester's keys, or (admin only) `owner`'s.
@@ -91,7 +103,12 @@ pub async fn list(state: &AppState, who: Requester<'_>, owner: Option<&str>) -> 
         Some(o) => o,
         None => who.sub,
     };
-    store::list(&state.db, owner).await
+    let mut keys = store::list(&state.db, owner).await?;
+    let policy = OwnerPolicy::load(&state.db, owner).await?;
+    for key in &mut keys {
+        key.effective_scopes = policy.effective(&key.scopes);
+    }
+    Ok(keys)
 }
 
 /// Replaces a live key with a new one carrying the same name, scopes, CIDRs, metadata, environment
@@ -111,6 +128,10 @@ pub async fn rotate(
     let Some(old) = store::mark_rotated(&mut tx, id, who.owner_filter(), new_id, now, now + grace).await? else {
         return Err(store::why_not_rotatable(&mut tx, id, who.owner_filter(), now).await?);
     };
+    // The owner's lock, as for a creation: a concurrent change of the owner's `key_scopes` either
+    // runs after this commit and lists the successor, or commits first and the successor is read
+    // with it.
+    store::lock_owner(&mut tx, &old.owner).await?;
     let env = Environment::parse(&old.environment)
         .ok_or_else(|| Error::Internal(format!("key {id} has an unknown environment")))?;
     let secret = ApiKeySecret::generate(env);
@@ -129,7 +150,8 @@ pub async fn rotate(
         expires_at: old.expires_at,
         rotated_from: Some(id),
     };
-    let view = store::insert(&mut tx, &row).await?;
+    let mut view = store::insert(&mut tx, &row).await?;
+    view.effective_scopes = OwnerPolicy::load(&mut *tx, &view.owner).await?.effective(&view.scopes);
     let old_until = old.expires_at.map_or(now + grace, |e| e.min(now + grace));
     let details = json!({"rotated_to": new_id, "grace_period": grace.whole_seconds(),
                          "old_key_valid_until": old_until.unix_timestamp(), "start": view.start});

@@ -23,7 +23,8 @@ use super::format::{self, ApiKeySecret, Environment};
 pub struct NewKey {
     /// Display name, 1 to 200 characters.
     pub name: String,
-    /// Scopes the key grants (at most 50, each `[A-Za-z0-9:._-]{1,64}`).
+    /// Scopes the key grants (at most 50, each `[A-Za-z0-9:._-]{1,64}`): never a reserved scope
+    /// (400 `SCOPE_RESERVED`), and only those its owner's `key_scopes` allow (403 `SCOPE_NOT_ALLOWED`).
     pub scopes: Vec<String>,
     /// `live` or `test`; part of the key's prefix.
     pub environment: Environment,
@@ -62,6 +63,7 @@ pub struct RevokeKey {
     "start": "tsk_live_3Fq",
     "name": "checkout-service production",
     "scopes": ["payments:read", "payments:write"],
+    "effective_scopes": ["payments:read", "payments:write"],
     "environment": "live",
     "expires_at": "2027-02-19T16:45:30Z",
     "allowed_cidrs": ["203.0.113.0/24"],
@@ -83,8 +85,12 @@ pub struct ApiKeyView {
     pub start: String,
     /// Display name.
     pub name: String,
-    /// Scopes the key grants.
+    /// Scopes as stored on the key.
     pub scopes: Vec<String>,
+    /// What the key grants now: `scopes` within its owner's current `key_scopes`, never a reserved
+    /// scope (empty once its owner is disabled or deleted). Verification grants these only.
+    #[sqlx(skip)]
+    pub effective_scopes: Vec<String>,
     /// `live` or `test`.
     #[schema(example = "live")]
     pub environment: String,
@@ -125,6 +131,8 @@ pub struct ApiKeyView {
     "start": "tsk_live_3Fq",
     "name": "checkout-service production",
     "scopes": ["payments:read", "payments:write"],
+    "effective_scopes": ["payments:read", "payments:write"],
+    "effective_scopes": ["payments:read", "payments:write"],
     "environment": "live",
     "expires_at": "2027-02-19T16:45:30Z",
     "allowed_cidrs": ["203.0.113.0/24"],

@@ -8,7 +8,13 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{cache::KeyRecord, format::HASH_VERSION, model::ApiKeyView, validate::parse_cidr};
+use super::{
+    cache::KeyRecord,
+    format::HASH_VERSION,
+    model::ApiKeyView,
+    policy::{OwnerPolicy, OWNER_COLUMNS, OWNER_JOIN},
+    validate::parse_cidr,
+};
 use crate::error::{Error, Result};
 
 pub(crate) const VIEW_COLUMNS: &str =
@@ -75,11 +81,7 @@ pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyV
 /// exact below the limit and `limit` at or above it, so the cost is bounded by the limit and the
 /// partial index `api_keys_owner_live` keeps dead keys out of the walk.
 pub async fn lock_and_count_live(conn: &mut PgConnection, owner: &str, now: OffsetDateTime, limit: i64) -> Result<i64> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(OWNER_LOCK_CLASS)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await?;
+    lock_owner(conn, owner).await?;
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT 1 FROM api_keys WHERE owner = $1 AND revoked_at IS NULL AND rotated_to IS NULL
            AND (expires_at IS NULL OR expires_at > $2) LIMIT $3) AS live",
@@ -88,6 +90,35 @@ pub async fn lock_and_count_live(conn: &mut PgConnection, owner: &str, now: Offs
     .bind(now)
     .bind(limit)
     .fetch_one(conn)
+    .await?)
+}
+
+/// Takes `owner`'s key-creation lock for the rest of the transaction: key creation and changes to
+/// the owner's `key_scopes` take turns.
+pub async fn lock_owner(conn: &mut PgConnection, owner: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(OWNER_LOCK_CLASS)
+        .bind(owner)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes every key of `owner` not revoked yet; returns each with its expiry, for the events.
+pub async fn revoke_owned(
+    conn: &mut PgConnection,
+    owner: &str,
+    now: OffsetDateTime,
+    reason: &str,
+) -> Result<Vec<(Uuid, Option<OffsetDateTime>)>> {
+    Ok(sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = $2, revoked_reason = $3
+         WHERE owner = $1 AND revoked_at IS NULL RETURNING id, expires_at",
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(reason)
+    .fetch_all(conn)
     .await?)
 }
 
@@ -127,19 +158,25 @@ type RecordRow = (
     Option<OffsetDateTime>,
     Option<OffsetDateTime>,
     Option<Uuid>,
+    Option<Vec<String>>,
+    bool,
 );
 
-/// The key with this keyed hash, as verification needs it.
+/// The key with this keyed hash, as verification needs it, with its owner's policy read in the
+/// same statement (so the effective scopes and the owner's state are as current as the key).
 pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
-    let row: Option<RecordRow> = sqlx::query_as(
-        "SELECT id, owner, name, environment, scopes, allowed_cidrs, metadata, expires_at, revoked_at, rotated_to
-         FROM api_keys WHERE key_hash = $1 AND hash_version = $2",
-    )
+    let row: Option<RecordRow> = sqlx::query_as(&format!(
+        "SELECT k.id, k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, k.expires_at,
+                k.revoked_at, k.rotated_to, {OWNER_COLUMNS}
+         FROM api_keys k {OWNER_JOIN} WHERE k.key_hash = $1 AND k.hash_version = $2"
+    ))
     .bind(&hash[..])
     .bind(HASH_VERSION)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(id, owner, name, environment, scopes, cidrs, metadata, expires_at, revoked_at, rotated_to)| {
+    Ok(row.map(|r| {
+        let (id, owner, name, environment, scopes, cidrs, metadata, expires_at, revoked_at, rotated_to, ks, gone) = r;
+        let policy = OwnerPolicy { key_scopes: ks, gone };
         let allowed: Vec<ipnet::IpNet> = cidrs
             .iter()
             .filter_map(|c| {
@@ -155,7 +192,8 @@ pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<Key
             owner,
             name,
             environment: super::Environment::parse(&environment).map_or("unknown", |e| e.as_str()),
-            scopes: scopes.into_boxed_slice(),
+            effective_scopes: policy.effective(&scopes).into_boxed_slice(),
+            owner_gone: policy.gone,
             restricted: !cidrs.is_empty(),
             allowed: allowed.into_boxed_slice(),
             metadata,

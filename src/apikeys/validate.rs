@@ -54,7 +54,8 @@ pub fn new_key(body: NewKey) -> Result<ValidKey> {
     if body.name.chars().any(char::is_control) {
         return Err(Error::invalid("name: must not contain control characters"));
     }
-    let scopes = scopes::validate_list("scopes", &body.scopes)?;
+    // Reserved scopes are refused here, before the owner's `key_scopes` are even read.
+    let scopes = scopes::validate_key_list("scopes", &body.scopes)?;
     let expires_in = match body.expires_in {
         None => None,
         Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => Some(time::Duration::seconds(s)),

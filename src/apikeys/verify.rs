@@ -1,5 +1,6 @@
-//! Verification, in the contract's order: MALFORMED (checksum, no lookup), NOT_FOUND, REVOKED,
-//! EXPIRED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE. Served from the cache when it can be; never writes to
+//! Verification, in the contract's order: MALFORMED (checksum, no lookup), NOT_FOUND, REVOKED (the
+//! key, or its owner disabled or deleted), EXPIRED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE (against the
+//! effective scopes, see [`super::policy`]). Served from the cache when it can be; never writes to
 //! Postgres; every outcome is counted in memory for usage statistics.
 
 use std::{net::IpAddr, sync::Arc};
@@ -114,7 +115,7 @@ pub struct VerifyResponse {
     pub owner: Option<String>,
     /// Name (valid only).
     pub name: Option<String>,
-    /// Scopes granted (valid only).
+    /// Effective scopes granted: the key's scopes within its owner's `key_scopes`, never a reserved one (valid only).
     pub scopes: Option<Vec<String>>,
     /// `live` or `test` (valid only).
     pub environment: Option<String>,
@@ -155,7 +156,7 @@ impl Serialize for Verification {
                 key_id: key.id,
                 owner: &key.owner,
                 name: &key.name,
-                scopes: &key.scopes,
+                scopes: &key.effective_scopes,
                 environment: key.environment,
                 expires_at: key.expires_at,
                 metadata: &key.metadata,
@@ -207,7 +208,10 @@ pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) ->
         return Ok(refused_unknown(state, source, now, Denied::NotFound));
     };
 
-    let outcome = decide(&key, now, source, &required);
+    // The owner's state lives in this instance's revocation set, which every instance updates from
+    // the `client` / `user` events within a second, so a cached record cannot outlive it.
+    let owner_revoked = state.revoked.client_revoked(&key.owner) || state.revoked.user_revoked(&key.owner);
+    let outcome = decide(&key, owner_revoked, now, source, &required);
     let denied = match outcome {
         Verification::Invalid(d) => Some(d.code()),
         Verification::Valid { .. } => None,
@@ -217,8 +221,15 @@ pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) ->
     Ok(outcome)
 }
 
-fn decide(key: &Arc<KeyRecord>, now: OffsetDateTime, source: IpAddr, required: &[String]) -> Verification {
-    if key.revoked_at.is_some() {
+fn decide(
+    key: &Arc<KeyRecord>,
+    owner_revoked: bool,
+    now: OffsetDateTime,
+    source: IpAddr,
+    required: &[String],
+) -> Verification {
+    // A disabled client's or deleted user's keys are refused as revoked, whatever their own row says.
+    if key.revoked_at.is_some() || key.owner_gone || owner_revoked {
         return Verification::Invalid(Denied::Revoked);
     }
     if key.expires_at.is_some_and(|t| t <= now) {
@@ -227,7 +238,8 @@ fn decide(key: &Arc<KeyRecord>, now: OffsetDateTime, source: IpAddr, required: &
     if key.restricted && !key.allows(source) {
         return Verification::Invalid(Denied::IpNotAllowed);
     }
-    if !scopes::is_subset(required, &key.scopes) {
+    // Effective scopes only: the owner's current `key_scopes`, never a reserved scope.
+    if !scopes::is_subset(required, &key.effective_scopes) {
         return Verification::Invalid(Denied::InsufficientScope);
     }
     Verification::Valid { key: Arc::clone(key), rotating: key.rotated_to.is_some() }

@@ -1,7 +1,9 @@
 //! OAuth clients: registration, listing, disabling, and the bootstrap `admin` client.
 
 pub mod auth;
+pub mod redirects;
 pub mod secret;
+pub mod update;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -10,6 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
+    apikeys::{self, policy},
     audit::{self, Actor},
     error::{Error, Result},
     passwords,
@@ -19,6 +22,7 @@ use crate::{
 };
 
 pub use auth::{ClientAuth, Credentials};
+pub use update::ClientPatch;
 
 /// Longest access-token lifetime a client may be configured with.
 pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
@@ -81,6 +85,17 @@ pub struct NewClient {
     pub access_token_ttl: Option<i64>,
     /// Refresh-token idle lifetime in seconds (default: the service's).
     pub refresh_token_ttl: Option<i64>,
+    /// Scopes the client may put on API keys: absent or null = any scope that is not reserved, a
+    /// list = only those, `[]` = none. Never a reserved scope (400 `SCOPE_RESERVED`).
+    #[serde(default)]
+    pub key_scopes: Option<Vec<String>>,
+    /// Where the client may send a browser after authorisation: absolute https URIs (http only to a
+    /// loopback host), no fragment; at most 20.
+    #[serde(default)]
+    pub redirect_uris: Option<Vec<String>>,
+    /// Where the client may send a browser after sign-out; the same rules.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 
 /// A client as stored (without its secret hash when shown).
@@ -95,7 +110,10 @@ pub struct NewClient {
     "access_token_ttl": null,
     "refresh_token_ttl": 1209600,
     "created_at": "2026-11-02T10:20:45Z",
-    "disabled_at": null
+    "disabled_at": null,
+    "key_scopes": null,
+    "redirect_uris": ["https://app.example.com/callback", "http://127.0.0.1:8400/callback"],
+    "post_logout_redirect_uris": ["https://app.example.com/"]
 }))]
 pub struct Client {
     /// Client id.
@@ -120,6 +138,12 @@ pub struct Client {
     /// Disabled, when it is.
     #[serde(with = "time::serde::rfc3339::option")]
     pub disabled_at: Option<OffsetDateTime>,
+    /// Scopes the client may put on API keys: null = any scope that is not reserved, `[]` = none.
+    pub key_scopes: Option<Vec<String>>,
+    /// Registered redirect URIs (normalised).
+    pub redirect_uris: Vec<String>,
+    /// Registered post-logout redirect URIs (normalised).
+    pub post_logout_redirect_uris: Vec<String>,
     /// Stored secret: a keyed hash (generated secrets) or an Argon2id PHC string; never serialised.
     #[serde(skip)]
     pub secret_hash: Option<String>,
@@ -152,6 +176,9 @@ impl Client {
     "refresh_token_ttl": null,
     "created_at": "2026-11-18T14:02:11Z",
     "disabled_at": null,
+    "key_scopes": ["payments:read"],
+    "redirect_uris": [],
+    "post_logout_redirect_uris": [],
     "client_secret": "EXAMPLE-K7gNU3sdo-OL0wNhqoVWhr3g6s1xYv72ol_"
 }))]
 pub struct CreatedClient {
@@ -184,9 +211,12 @@ type ClientRow = (
     Option<i32>,
     OffsetDateTime,
     Option<OffsetDateTime>,
+    Option<Vec<String>>,
+    Vec<String>,
+    Vec<String>,
 );
 
-const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at";
+const COLUMNS: &str = "client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, disabled_at, key_scopes, redirect_uris, post_logout_redirect_uris";
 
 fn from_row(r: ClientRow) -> Client {
     Client {
@@ -201,6 +231,9 @@ fn from_row(r: ClientRow) -> Client {
         refresh_token_ttl: r.8,
         created_at: r.9,
         disabled_at: r.10,
+        key_scopes: r.11,
+        redirect_uris: r.12,
+        post_logout_redirect_uris: r.13,
     }
 }
 
@@ -259,7 +292,13 @@ fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<Strin
             return Err(Error::invalid("refresh_token_ttl: must be 1 to 31536000 seconds"));
         }
     }
-    Ok((client_id, NewClient { name: name.to_owned(), ..new }, grants, scopes))
+    let key_scopes = policy::validate_key_scopes("key_scopes", new.key_scopes.as_deref())?;
+    let redirect_uris = new.redirect_uris.as_deref().map(|u| redirects::validate("redirect_uris", u)).transpose()?;
+    let post_logout_redirect_uris = (new.post_logout_redirect_uris.as_deref())
+        .map(|u| redirects::validate("post_logout_redirect_uris", u))
+        .transpose()?;
+    let new = NewClient { name: name.to_owned(), key_scopes, redirect_uris, post_logout_redirect_uris, ..new };
+    Ok((client_id, new, grants, scopes))
 }
 
 /// A client-credentials token's `sub` is its client id, and the owner of API keys is a token's
@@ -294,8 +333,8 @@ pub async fn create(
     let mut tx = db.begin().await?;
     refuse_user_id(&mut tx, &client_id).await?;
     let inserted = sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id) DO NOTHING",
+        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, audience, access_token_ttl, refresh_token_ttl, created_at, key_scopes, redirect_uris, post_logout_redirect_uris)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (client_id) DO NOTHING",
     )
     .bind(&client_id)
     .bind(&new.name)
@@ -307,6 +346,9 @@ pub async fn create(
     .bind(new.access_token_ttl.map(|t| t as i32))
     .bind(new.refresh_token_ttl.map(|t| t as i32))
     .bind(now)
+    .bind(&new.key_scopes)
+    .bind(new.redirect_uris.as_deref().unwrap_or_default())
+    .bind(new.post_logout_redirect_uris.as_deref().unwrap_or_default())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -319,7 +361,7 @@ pub async fn create(
         "client.create",
         "client",
         &client_id,
-        json!({"name": new.name, "scopes": scopes}),
+        json!({"name": new.name, "scopes": scopes, "key_scopes": new.key_scopes}),
     )
     .await?;
     tx.commit().await?;
@@ -334,6 +376,9 @@ pub async fn create(
         refresh_token_ttl: new.refresh_token_ttl.map(|t| t as i32),
         created_at: now,
         disabled_at: None,
+        key_scopes: new.key_scopes,
+        redirect_uris: new.redirect_uris.unwrap_or_default(),
+        post_logout_redirect_uris: new.post_logout_redirect_uris.unwrap_or_default(),
         secret_hash,
     };
     Ok(CreatedClient { client, client_secret: secret })
@@ -355,7 +400,7 @@ pub async fn list(db: &PgPool) -> Result<Vec<Client>> {
     Ok(rows.into_iter().map(from_row).collect())
 }
 
-/// Disables a client and revokes its refresh tokens; its access tokens become inactive too.
+/// Disables a client and revokes its refresh tokens and API keys; its access tokens become inactive too.
 pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &Actor) -> Result<()> {
     let mut tx = db.begin().await?;
     let updated = sqlx::query("UPDATE clients SET disabled_at = $2 WHERE client_id = $1 AND disabled_at IS NULL")
@@ -381,17 +426,12 @@ pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &
     revocation::record(&mut tx, &NewRevocation::new(Kind::Client, client_id, now).reason("client disabled")).await?;
     // Services that track sessions by `sid` learn of each family, as for any other family revocation.
     revocation::record_families(&mut tx, &families, now, "client disabled").await?;
-    let families = families.len();
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "client.disable",
-        "client",
-        client_id,
-        json!({"refresh_families_revoked": families}),
-    )
-    .await?;
+    // Its API keys are revoked with it, as a deleted user's are: refused everywhere, for good.
+    let keys = apikeys::store::revoke_owned(&mut tx, client_id, now, "owner disabled").await?;
+    let events: Vec<(String, Option<OffsetDateTime>)> = keys.iter().map(|(id, exp)| (id.to_string(), *exp)).collect();
+    revocation::record_all(&mut tx, Kind::ApiKey, &events, now, "owner disabled").await?;
+    let details = json!({"refresh_families_revoked": families.len(), "api_keys_revoked": keys.len()});
+    audit::record(&mut tx, now, actor, "client.disable", "client", client_id, details).await?;
     tx.commit().await?;
     crate::metrics::revocation("client");
     Ok(())
@@ -481,6 +521,9 @@ mod tests {
             refresh_token_ttl: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             disabled_at: None,
+            key_scopes: None,
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
             secret_hash: None,
         };
         let created = CreatedClient { client, client_secret: Some("s3cr3t-value".into()) };

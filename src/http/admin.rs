@@ -11,12 +11,12 @@ use crate::{
     anomalies::{self, Anomaly},
     audit::{self, AuditEntry, AuditQuery},
     auth::Caller,
-    clients::{self, Client, CreatedClient, NewClient},
+    clients::{self, Client, ClientPatch, CreatedClient, NewClient},
     error::{ApiError, Error},
     http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, NoFields, OptionalJson, RequestId},
     signing::lifecycle::{self, KeyInfo},
     state::AppState,
-    users::{self, NewUser, User},
+    users::{self, NewUser, UserPatch, UserView},
 };
 
 type Problem = crate::http::openapi::Problem;
@@ -25,9 +25,9 @@ type Problem = crate::http::openapi::Problem;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_client, list_clients))
-        .routes(routes!(get_client, delete_client))
+        .routes(routes!(get_client, patch_client, delete_client))
         .routes(routes!(create_user, crate::http::lookups::list_users))
-        .routes(routes!(get_user, delete_user))
+        .routes(routes!(get_user, patch_user, delete_user))
         .routes(routes!(list_signing_keys))
         .routes(routes!(rotate_signing_key))
         .routes(routes!(revoke_signing_key))
@@ -43,7 +43,7 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/v1/admin/clients", tag = "admin", security(("bearer" = ["admin"])),
     request_body = NewClient,
     responses(
-        (status = 201, body = CreatedClient), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 201, body = CreatedClient), (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST; SCOPE_RESERVED: a reserved scope in key_scopes; INVALID_REDIRECT_URI"), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")
     ))]
 async fn create_client(
@@ -96,13 +96,39 @@ async fn delete_client(
     clients::disable(&state.db, &id, state.clock.now(), &caller.actor(ip, rid)).await?;
     state.revoked.revoke_client(&id);
     state.clients.forget(&id);
+    state.apikeys.forget_owner(&id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes a client's name, scopes, `key_scopes` or redirect URIs; narrowing `key_scopes` narrows its API keys everywhere within a second.
+#[utoipa::path(patch, path = "/v1/admin/clients/{client_id}", tag = "admin", security(("bearer" = ["admin"])),
+    params(("client_id" = String, Path)), request_body = ClientPatch,
+    responses((status = 200, body = Client),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST; SCOPE_RESERVED: a reserved scope in key_scopes; INVALID_REDIRECT_URI"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn patch_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ClientPatch>,
+) -> Result<Json<Client>, ApiError> {
+    admin(&caller)?;
+    let updated = clients::update::update(&state.db, &id, body, state.clock.now(), &caller.actor(ip, rid)).await?;
+    state.clients.forget(&id);
+    for k in &updated.changed_keys {
+        state.apikeys.forget(k);
+    }
+    Ok(Json(updated.client))
 }
 
 /// Registers a user.
 #[utoipa::path(post, path = "/v1/admin/users", tag = "admin", security(("bearer" = ["admin"])),
     request_body = NewUser,
-    responses((status = 201, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+    responses((status = 201, body = UserView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")))]
 async fn create_user(
     State(state): State<AppState>,
@@ -110,7 +136,7 @@ async fn create_user(
     ClientIp(ip): ClientIp,
     RequestId(rid): RequestId,
     ApiJson(body): ApiJson<NewUser>,
-) -> Result<(StatusCode, Json<User>), ApiError> {
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
     admin(&caller)?;
     let user = users::create(&state.db, body, state.clock.now(), &caller.actor(ip, rid)).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -119,12 +145,12 @@ async fn create_user(
 /// One user.
 #[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "admin", security(("bearer" = ["admin"])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = UserView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<User>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     admin(&caller)?;
     Ok(Json(users::get(&state.db, id).await?))
 }
@@ -147,6 +173,30 @@ async fn delete_user(
         state.apikeys.forget(&k);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes a user's scopes or `key_scopes`; narrowing `key_scopes` narrows their API keys everywhere within a second.
+#[utoipa::path(patch, path = "/v1/admin/users/{id}", tag = "admin", security(("bearer" = ["admin"])),
+    params(("id" = Uuid, Path)), request_body = UserPatch,
+    responses((status = 200, body = UserView),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST, or SCOPE_RESERVED: a reserved scope in key_scopes"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn patch_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> Result<Json<UserView>, ApiError> {
+    admin(&caller)?;
+    let updated = users::update::update(&state.db, id, body, state.clock.now(), &caller.actor(ip, rid)).await?;
+    for k in &updated.changed_keys {
+        state.apikeys.forget(k);
+    }
+    Ok(Json(updated.user))
 }
 
 /// Every signing key, newest first; never any private part.

@@ -49,8 +49,10 @@ fn requester(caller: &Caller) -> Requester<'_> {
     request_body = NewKey,
     responses(
         (status = 201, body = CreatedKey, headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json", description = "LIMIT_EXCEEDED: the owner has the most live keys allowed"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST, or SCOPE_RESERVED: a reserved scope (admin, introspect, revocations:read, keys:*, openid, profile, offline_access)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "INSUFFICIENT_SCOPE, or SCOPE_NOT_ALLOWED: a scope outside the owner's key_scopes"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "LIMIT_EXCEEDED: the owner has the most live keys allowed"),
         (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")
     ))]
 async fn create_key(

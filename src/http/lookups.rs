@@ -22,7 +22,7 @@ use crate::{
     error::{ApiError, Error},
     http::extract::{ApiJson, ApiQuery},
     state::AppState,
-    users::{self, User},
+    users::{self, UserView},
 };
 
 type Problem = crate::http::openapi::Problem;
@@ -147,21 +147,21 @@ pub struct UsersQuery {
 /// Live users, oldest first.
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = ["admin"])),
     params(UsersQuery),
-    responses((status = 200, body = [User], headers(("link" = String, description = "RFC 8288 link to the next page, when there is one"))),
+    responses((status = 200, body = [UserView], headers(("link" = String, description = "RFC 8288 link to the next page, when there is one"))),
         (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<UsersQuery>,
-) -> Result<(HeaderMap, Json<Vec<User>>), ApiError> {
+) -> Result<(HeaderMap, Json<Vec<UserView>>), ApiError> {
     caller.require("admin")?;
     let (limit, after) = page(q.limit, q.after.as_deref())?;
     if q.username.as_deref().is_some_and(|u| u.contains('\0')) {
         return Err(Error::invalid("username: must not contain U+0000").into());
     }
     let rows = users::list(&state.db, q.username.as_deref(), after, limit).await?;
-    Ok(paginate(rows, limit, "/v1/admin/users", &q, |u| u.id))
+    Ok(paginate(rows, limit, "/v1/admin/users", &q, |u| u.user.id))
 }
 
 /// `POST /v1/admin/keys/lookup` body.

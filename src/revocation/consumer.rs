@@ -49,9 +49,14 @@ pub fn apply(state: &AppState, ev: &RevocationEvent) {
         Kind::Client => {
             state.revoked.revoke_client(&ev.id);
             state.clients.forget(&ev.id);
+            // Its keys are refused through the set above; their cached records are dead weight.
+            state.apikeys.forget_owner(&ev.id);
         }
-        Kind::User => state.revoked.revoke_user(&ev.id),
-        Kind::ApiKey => {
+        Kind::User => {
+            state.revoked.revoke_user(&ev.id);
+            state.apikeys.forget_owner(&ev.id);
+        }
+        Kind::ApiKey | Kind::ApiKeyChanged => {
             if let Ok(id) = Uuid::parse_str(&ev.id) {
                 state.apikeys.forget(&id);
             }

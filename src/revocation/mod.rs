@@ -31,6 +31,9 @@ pub enum Kind {
     RefreshFamily,
     /// One API key.
     ApiKey,
+    /// Not a revocation: what one API key may do was narrowed (its owner's `key_scopes`, ...);
+    /// drop what is cached about it and ask again.
+    ApiKeyChanged,
     /// One signing key and every token it signed.
     SigningKey,
     /// A client, its refresh tokens and its access tokens.
@@ -46,6 +49,7 @@ impl Kind {
             Self::AccessToken => "access_token",
             Self::RefreshFamily => "refresh_family",
             Self::ApiKey => "api_key",
+            Self::ApiKeyChanged => "api_key_changed",
             Self::SigningKey => "signing_key",
             Self::Client => "client",
             Self::User => "user",
@@ -57,6 +61,7 @@ impl Kind {
             "access_token" => Self::AccessToken,
             "refresh_family" => Self::RefreshFamily,
             "api_key" => Self::ApiKey,
+            "api_key_changed" => Self::ApiKeyChanged,
             "signing_key" => Self::SigningKey,
             "client" => Self::Client,
             "user" => Self::User,
@@ -171,6 +176,34 @@ pub async fn record_families(
          SELECT $1, f.id, f.exp, $4, $5 FROM unnest($2::text[], $3::timestamptz[]) AS f(id, exp)",
     )
     .bind(Kind::RefreshFamily.as_str())
+    .bind(&ids)
+    .bind(&expiries)
+    .bind(revoked_at)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records one event of `kind` per (id, expiry) in a single statement, for changes that touch many
+/// keys at once (an owner's `key_scopes` narrowed, a client disabled).
+pub async fn record_all(
+    conn: &mut PgConnection,
+    kind: Kind,
+    events: &[(String, Option<OffsetDateTime>)],
+    revoked_at: OffsetDateTime,
+    reason: &str,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    let expiries: Vec<Option<OffsetDateTime>> = events.iter().map(|(_, exp)| *exp).collect();
+    sqlx::query(
+        "INSERT INTO revocation_events (kind, subject_id, expires_at, revoked_at, reason)
+         SELECT $1, e.id, e.exp, $4, $5 FROM unnest($2::text[], $3::timestamptz[]) AS e(id, exp)",
+    )
+    .bind(kind.as_str())
     .bind(&ids)
     .bind(&expiries)
     .bind(revoked_at)

@@ -66,6 +66,7 @@ async fn an_admin_lists_every_key_by_owner_username_environment_and_status_page_
     let listed: Value = app.get_auth("/v1/admin/keys", &admin).await.json().await.unwrap();
     assert_eq!(ids(&listed), all_ids);
     assert!(listed.as_array().unwrap().iter().all(|k| k.get("key").is_none() && k.get("key_hash").is_none()));
+    assert!(listed.as_array().unwrap().iter().all(|k| k["effective_scopes"].is_array()), "{listed}");
 
     let by_owner: Value =
         app.get_auth(&format!("/v1/admin/keys?owner={}", ada_login.user_id), &admin).await.json().await.unwrap();

@@ -438,3 +438,66 @@ async fn a_disabled_bootstrap_admin_stays_disabled_until_its_secret_changes() {
     assert_oauth_error(rotated.token_for("admin", ADMIN_SECRET, None).await, 401, "invalid_client").await;
     assert_eq!(rotated.token_for("admin", new_secret, None).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn redirect_uris_are_validated_normalised_and_editable() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let res = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "web", "grant_types": ["password"], "scopes": [],
+                    "redirect_uris": ["HTTPS://App.Example.com/cb", "http://127.0.0.1:8400/cb"],
+                    "post_logout_redirect_uris": ["https://app.example.com/bye"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let client: Value = res.json().await.unwrap();
+    assert_eq!(client["redirect_uris"], json!(["https://app.example.com/cb", "http://127.0.0.1:8400/cb"]));
+    assert_eq!(client["post_logout_redirect_uris"], json!(["https://app.example.com/bye"]));
+    let id = client["client_id"].as_str().unwrap();
+
+    for (field, bad) in [
+        ("redirect_uris", "http://app.example.com/cb"),
+        ("redirect_uris", "https://app.example.com/cb#x"),
+        ("redirect_uris", "/relative"),
+        ("post_logout_redirect_uris", "javascript:alert(1)"),
+    ] {
+        let res = app
+            .post_json(
+                "/v1/admin/clients",
+                &admin,
+                &json!({"name": "web", "grant_types": ["password"], "scopes": [], field: [bad]}),
+            )
+            .await;
+        let body = assert_problem(res, 400, "INVALID_REDIRECT_URI").await;
+        assert!(body["detail"].as_str().unwrap().starts_with(field), "{body}");
+        let res = app
+            .http
+            .patch(app.url(&format!("/v1/admin/clients/{id}")))
+            .bearer_auth(&admin)
+            .json(&json!({field: [bad]}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 400, "INVALID_REDIRECT_URI").await;
+    }
+
+    let res = app
+        .http
+        .patch(app.url(&format!("/v1/admin/clients/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"redirect_uris": ["http://[::1]/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let got: Value = app.get_auth(&format!("/v1/admin/clients/{id}"), &admin).await.json().await.unwrap();
+    assert_eq!(got["redirect_uris"], json!(["http://[::1]/cb"]));
+    assert_eq!(got["post_logout_redirect_uris"], json!(["https://app.example.com/bye"]), "absent: unchanged");
+    // A client registered without any has empty lists.
+    let (other, _) = app.create_client(&["client_credentials"], &[]).await;
+    let got: Value = app.get_auth(&format!("/v1/admin/clients/{other}"), &admin).await.json().await.unwrap();
+    assert_eq!((&got["redirect_uris"], &got["post_logout_redirect_uris"]), (&json!([]), &json!([])));
+}

@@ -9,6 +9,7 @@ mod audit;
 mod clients;
 mod foundation;
 mod guessing;
+mod key_scopes;
 mod keys;
 mod openapi;
 mod revocations;
