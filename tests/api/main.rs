@@ -6,6 +6,7 @@ mod helpers;
 mod anomalies;
 mod audit;
 mod clients;
+mod edge;
 mod foundation;
 mod keys;
 mod openapi;
