@@ -13,7 +13,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -61,6 +61,7 @@ pub struct Edge<S> {
     inner: S,
     ids: RequestIds,
     timeout: Duration,
+    body_timeout: Duration,
     routes: RouteTable,
 }
 
@@ -68,7 +69,14 @@ impl<S> Edge<S> {
     /// Wraps `inner`; a request still running after `timeout` is answered 408. `routes` are the
     /// inner router's templates, the label of each request's metrics.
     pub fn new(inner: S, timeout: Duration, routes: RouteTable) -> Self {
-        Self { inner, ids: RequestIds::new(), timeout, routes }
+        Self { inner, ids: RequestIds::new(), timeout, body_timeout: timeout, routes }
+    }
+
+    /// A request body must have arrived whole within `body_timeout` of the request's start, or the
+    /// answer is 408 and the connection closes (see [`super::deadline`]). Default: `timeout`.
+    pub fn with_body_timeout(mut self, body_timeout: Duration) -> Self {
+        self.body_timeout = body_timeout;
+        self
     }
 }
 
@@ -104,13 +112,21 @@ where
             .is_some_and(|n| n > BODY_LIMIT as u64);
         let inner = self.inner.clone();
         let timeout = self.timeout;
+        let body_deadline = started + self.body_timeout;
         let scoped_id = id.clone();
         let work = async move {
+            let mut body_late = None;
             let res = if too_large {
                 StatusCode::PAYLOAD_TOO_LARGE.into_response()
             } else {
                 if !req.body().is_end_stream() {
-                    req = req.map(|b| Body::new(http_body_util::Limited::new(b, BODY_LIMIT)));
+                    let late = Arc::new(AtomicBool::new(false));
+                    let flag = Arc::clone(&late);
+                    req = req.map(|b| {
+                        let timed = super::deadline::DeadlineBody::new(b, body_deadline, flag);
+                        Body::new(http_body_util::Limited::new(timed, BODY_LIMIT))
+                    });
+                    body_late = Some(late);
                 }
                 let mut handled = std::pin::pin!(AssertUnwindSafe(inner.oneshot(req)).catch_unwind());
                 // Most requests (JWKS, cached verifications, health) finish on their first poll;
@@ -132,7 +148,15 @@ where
                     Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
                 }
             };
-            Ok(finish(res, oauth, method, routes.template(route), id, started))
+            // A late body is 408 whatever the handler made of the error it read, and the
+            // connection closes: the rest of that body may still be on its way.
+            let late = body_late.is_some_and(|l| l.load(Ordering::Relaxed));
+            let res = if late { StatusCode::REQUEST_TIMEOUT.into_response() } else { res };
+            let mut res = finish(res, oauth, method, routes.template(route), id, started);
+            if late {
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(res)
         };
         CURRENT_REQUEST_ID.scope(scoped_id, work).instrument(span).boxed()
     }

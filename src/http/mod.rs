@@ -2,6 +2,7 @@
 //! and the last-resort formatter that keeps every error in the contract's formats.
 
 pub mod admin;
+pub mod deadline;
 pub mod edge;
 pub mod extract;
 pub mod keys;
@@ -10,6 +11,7 @@ pub mod openapi;
 pub mod ops;
 pub mod revocations;
 pub mod routes;
+pub mod server;
 pub mod wellknown;
 
 use std::time::Duration;
@@ -41,6 +43,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The application as one service: the router inside the edge (see [`edge`]), which labels
 /// each request's metrics with the documented route it falls under.
 pub fn service(state: AppState, request_timeout: Duration) -> AppService {
+    let body_timeout = state.config.connections.body_timeout;
     let (routes, spec) = api_router().split_for_parts();
     let spec = openapi::finish(spec);
     let table = routes::RouteTable::new(spec.paths.paths.keys().cloned().chain(openapi::docs_templates()));
@@ -49,7 +52,7 @@ pub fn service(state: AppState, request_timeout: Duration) -> AppService {
         .fallback(|| async { StatusCode::NOT_FOUND })
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .with_state(state);
-    edge::Edge::new(router, request_timeout, table)
+    edge::Edge::new(router, request_timeout, table).with_body_timeout(body_timeout)
 }
 
 /// The whole application as a service: cloned per request by the server, which costs an `Arc`

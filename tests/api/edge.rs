@@ -1,7 +1,13 @@
 //! The edge of the service: the Authorization header's grammar, connection limits, and discovery
 //! under an issuer with a path.
 
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use crate::helpers::*;
 
@@ -31,4 +37,121 @@ async fn a_malformed_bearer_header_is_400_invalid_request_and_another_scheme_is_
     let res = get("Bearer abc.def.ghi".into()).await.unwrap();
     assert!(res.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
     assert_problem(res, 401, "UNAUTHORIZED").await;
+}
+
+/// Reads until the server closes the connection (EOF or reset) and returns what it sent;
+/// fails if it is still open after `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    if tokio::time::timeout(limit, read_all).await.is_err() {
+        panic!("the connection was still open after {limit:?}");
+    }
+    got
+}
+
+/// Reads one response head (up to the blank line) within `limit`; `None` if none came.
+async fn response_head(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let read_head = async {
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_head).await.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.addr.trim_start_matches("http://")).await.unwrap()
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: tessera\r\n\r\n";
+
+#[tokio::test]
+async fn a_connection_that_sends_half_a_request_line_is_closed_after_the_header_timeout() {
+    let app = TestAppBuilder::new().set("TESSERA_HEADER_TIMEOUT", "1").spawn().await;
+    let mut half = connect(&app).await;
+    half.write_all(b"GET /healthz HT").await.unwrap();
+    let started = Instant::now();
+    let sent = closed_within(&mut half, Duration::from_secs(5)).await;
+    assert!(sent.is_empty(), "nothing is answered: {:?}", String::from_utf8_lossy(&sent));
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the timeout: {:?}", started.elapsed());
+    // So is one that sends nothing at all (it could hold a descriptor just the same).
+    let mut silent = connect(&app).await;
+    closed_within(&mut silent, Duration::from_secs(5)).await;
+    // A request sent whole is answered.
+    let mut whole = connect(&app).await;
+    whole.write_all(HEALTHZ).await.unwrap();
+    let head = response_head(&mut whole, Duration::from_secs(5)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_left_idle_is_closed_after_the_idle_timeout() {
+    let app =
+        TestAppBuilder::new().set("TESSERA_IDLE_TIMEOUT", "1").set("TESSERA_HEADER_TIMEOUT", "30").spawn().await;
+    let mut conn = connect(&app).await;
+    conn.write_all(HEALTHZ).await.unwrap();
+    let head = response_head(&mut conn, Duration::from_secs(5)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Well before the 30 s header timeout: it is the idle timeout that closes it.
+    closed_within(&mut conn, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_cut_with_408_after_the_body_timeout() {
+    let app = TestAppBuilder::new().set("TESSERA_BODY_TIMEOUT", "1").spawn().await;
+    let mut conn = connect(&app).await;
+    conn.write_all(
+        b"POST /oauth/token HTTP/1.1\r\nHost: tessera\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100\r\n\r\ngrant_type=",
+    )
+    .await
+    .unwrap();
+    // The request timeout (30 s) is far off: only the body timeout can end this in time.
+    let sent = String::from_utf8_lossy(&closed_within(&mut conn, Duration::from_secs(10)).await).into_owned();
+    assert!(sent.starts_with("HTTP/1.1 408"), "{sent}");
+    assert!(sent.to_ascii_lowercase().contains("connection: close"), "{sent}");
+    // The service is fine afterwards.
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_connection_waits_until_one_closes() {
+    let app = TestAppBuilder::new().set("TESSERA_MAX_CONNECTIONS", "2").spawn().await;
+    let mut first = connect(&app).await;
+    let mut second = connect(&app).await;
+    for conn in [&mut first, &mut second] {
+        conn.write_all(HEALTHZ).await.unwrap();
+        let head = response_head(conn, Duration::from_secs(5)).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    // The third is connected by the kernel (backlog) but not served while both are open.
+    let mut third = connect(&app).await;
+    third.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(response_head(&mut third, Duration::from_millis(700)).await, None, "served past the cap");
+    // One closes: the third is served.
+    drop(first);
+    let head = response_head(&mut third, Duration::from_secs(5)).await.expect("served once a slot freed");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // And the service keeps serving afterwards.
+    drop((second, third));
+    for _ in 0..5 {
+        let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }
