@@ -241,6 +241,17 @@ impl Config {
         {
             return Err(ConfigError::new("TESSERA_ISSUER", "must be an http(s) URL without query or fragment"));
         }
+        // A path is routed as given (RFC 8414 §3.1 metadata, endpoints under it): plain segments only.
+        let issuer_path = crate::http::wellknown::issuer_path(&issuer);
+        let plain = |seg: &str| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@%".contains(&b))
+        };
+        if !issuer_path.is_empty() && !issuer_path[1..].split('/').all(plain) {
+            return Err(ConfigError::new(
+                "TESSERA_ISSUER",
+                "its path must be non-empty segments of letters, digits and -._~!$&'()+,;=:@%",
+            ));
+        }
 
         let master_key = match var("TESSERA_MASTER_KEY") {
             Some(v) => MasterKeySource::Env(
@@ -420,6 +431,8 @@ mod tests {
             ("TESSERA_MASTER_KEY", "c2hvcnQ="),
             ("TESSERA_REDIS_URL", "http://x"),
             ("TESSERA_ISSUER", "ftp://x"),
+            ("TESSERA_ISSUER", "https://id.example.com/a//b"),
+            ("TESSERA_ISSUER", "https://id.example.com/{tenant}"),
             ("TESSERA_LOG_FORMAT", "xml"),
             ("TESSERA_DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "mysql://x"),

@@ -63,19 +63,27 @@ pub struct Edge<S> {
     timeout: Duration,
     body_timeout: Duration,
     routes: RouteTable,
+    /// The issuer's path, when it has one (see [`super::routes::strip_prefix`]).
+    prefix: Option<Arc<str>>,
 }
 
 impl<S> Edge<S> {
     /// Wraps `inner`; a request still running after `timeout` is answered 408. `routes` are the
     /// inner router's templates, the label of each request's metrics.
     pub fn new(inner: S, timeout: Duration, routes: RouteTable) -> Self {
-        Self { inner, ids: RequestIds::new(), timeout, body_timeout: timeout, routes }
+        Self { inner, ids: RequestIds::new(), timeout, body_timeout: timeout, routes, prefix: None }
     }
 
     /// A request body must have arrived whole within `body_timeout` of the request's start, or the
     /// answer is 408 and the connection closes (see [`super::deadline`]). Default: `timeout`.
     pub fn with_body_timeout(mut self, body_timeout: Duration) -> Self {
         self.body_timeout = body_timeout;
+        self
+    }
+
+    /// Routes `/<prefix>/x` as `/x` (an issuer with a path; `""` for none).
+    pub fn with_path_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = (!prefix.is_empty()).then(|| Arc::from(prefix));
         self
     }
 }
@@ -96,6 +104,9 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = tokio::time::Instant::now();
+        if let Some(prefix) = &self.prefix {
+            super::routes::strip_prefix(req.uri_mut(), prefix);
+        }
         let id = self.ids.assign(&req);
         let method = method_label(req.method());
         let route = self.routes.find(req.uri().path());

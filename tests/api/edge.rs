@@ -155,3 +155,80 @@ async fn past_the_connection_cap_a_connection_waits_until_one_closes() {
         assert_eq!(res.status(), StatusCode::OK);
     }
 }
+
+/// Every member is present with something to say: no empty string, no empty list.
+fn assert_no_empty_member(m: &serde_json::Value) {
+    for (k, v) in m.as_object().unwrap() {
+        match v {
+            serde_json::Value::String(s) => assert!(!s.is_empty(), "{k} is empty"),
+            serde_json::Value::Array(a) => {
+                assert!(!a.is_empty(), "{k} is []");
+                assert!(a.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty())), "{k}: {a:?}");
+            }
+            other => panic!("{k} is {other}"),
+        }
+    }
+    // RFC 8414 §2: issuer and response_types_supported are REQUIRED; token_endpoint too unless
+    // only the implicit grant is supported.
+    for k in ["issuer", "response_types_supported", "token_endpoint", "grant_types_supported"] {
+        assert!(m.get(k).is_some(), "{k} missing: {m}");
+    }
+}
+
+#[tokio::test]
+async fn an_issuer_with_a_path_serves_its_metadata_at_the_rfc_8414_location_with_urls_under_it() {
+    let issuer = "http://127.0.0.1:8080/tenant";
+    let app = TestAppBuilder::new().set("TESSERA_ISSUER", issuer).spawn().await;
+    let res = app.http.get(app.url("/.well-known/oauth-authorization-server/tenant")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let m: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(m["issuer"], issuer);
+    for (member, path) in [
+        ("token_endpoint", "/oauth/token"),
+        ("revocation_endpoint", "/oauth/revoke"),
+        ("introspection_endpoint", "/oauth/introspect"),
+        ("jwks_uri", "/.well-known/jwks.json"),
+        ("service_documentation", "/docs"),
+    ] {
+        assert_eq!(m[member], format!("{issuer}{path}"), "{member}");
+    }
+    assert_no_empty_member(&m);
+    // The root location belongs to an issuer without a path: not this one (RFC 8414 §3.3 would
+    // have a client reject the document there anyway).
+    let res = app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
+    assert_problem(res, 404, "NOT_FOUND").await;
+    let res = app.http.get(app.url("/.well-known/oauth-authorization-server/other")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // The URLs it names answer (reached directly, with the issuer's path).
+    let under = |path: &str| app.url(&format!("/tenant{path}"));
+    let res = app
+        .http
+        .post(under("/oauth/token"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let token: serde_json::Value = res.json().await.unwrap();
+    let (_, claims) = crate::signing::parts(token["access_token"].as_str().unwrap());
+    assert_eq!(claims["iss"], issuer);
+    let res = app.http.get(under("/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.http.get(under("/v1/admin/clients")).bearer_auth(token["access_token"].as_str().unwrap()).send();
+    assert_eq!(res.await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_issuer_without_a_path_serves_metadata_at_the_root_with_no_empty_member() {
+    let app = spawn_app().await;
+    let m: serde_json::Value =
+        app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["issuer"], "http://127.0.0.1:8080");
+    assert_no_empty_member(&m);
+    // No authorization endpoint exists, so no grant that needs one is offered.
+    assert!(m.get("authorization_endpoint").is_none());
+    let grants = m["grant_types_supported"].as_array().unwrap();
+    assert!(!grants.iter().any(|g| g == "authorization_code" || g == "implicit"), "{grants:?}");
+}
