@@ -114,9 +114,16 @@ mod tests {
 
     #[test]
     fn a_malformed_bearer_header_is_400_invalid_request_and_another_scheme_is_401() {
-        for header in
-            ["Bearer a b", "Bearer", "Bearer ", "bearer a\tb", "Bearer\tabc", "Bearer =abc", "Bearer a=b", "Bearer \u{e9}"]
-        {
+        for header in [
+            "Bearer a b",
+            "Bearer",
+            "Bearer ",
+            "bearer a\tb",
+            "Bearer\tabc",
+            "Bearer =abc",
+            "Bearer a=b",
+            "Bearer \u{e9}",
+        ] {
             let err = bearer_token(header.as_bytes()).expect_err(header);
             assert_eq!((err.status(), err.code()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{header}");
         }

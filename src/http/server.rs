@@ -226,10 +226,11 @@ impl Activity {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
         // Bytes on a quiet HTTP/1 connection: a new request has begun, its headers are timed.
-        if self.in_flight.load(Ordering::Relaxed) == 0 && !self.h2.load(Ordering::Relaxed) {
-            if self.head_since.compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                self.changed.notify_one();
-            }
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.h2.load(Ordering::Relaxed)
+            && self.head_since.compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.changed.notify_one();
         }
     }
 

@@ -147,8 +147,7 @@ pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String>
         }
     }
     let kid = rotate_locked(&mut tx, ctx).await?;
-    audit::record(&mut tx, ctx.now, actor, "signing_key.rotate", "signing_key", &kid, json!({"force": force}))
-        .await?;
+    audit::record(&mut tx, ctx.now, actor, "signing_key.rotate", "signing_key", &kid, json!({"force": force})).await?;
     tx.commit().await?;
     Ok(kid)
 }
@@ -157,7 +156,9 @@ pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String>
 /// Makes a next key when there is none (it would otherwise be made and activated at once).
 async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<Option<OffsetDateTime>> {
     let published: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'").fetch_optional(&mut *conn).await?;
+        sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'")
+            .fetch_optional(&mut *conn)
+            .await?;
     let published = match published {
         Some(at) => at,
         None => {

@@ -101,8 +101,7 @@ async fn a_connection_that_sends_half_a_request_line_is_closed_after_the_header_
 
 #[tokio::test]
 async fn a_keep_alive_connection_left_idle_is_closed_after_the_idle_timeout() {
-    let app =
-        TestAppBuilder::new().set("TESSERA_IDLE_TIMEOUT", "1").set("TESSERA_HEADER_TIMEOUT", "30").spawn().await;
+    let app = TestAppBuilder::new().set("TESSERA_IDLE_TIMEOUT", "1").set("TESSERA_HEADER_TIMEOUT", "30").spawn().await;
     let mut conn = connect(&app).await;
     conn.write_all(HEALTHZ).await.unwrap();
     let head = response_head(&mut conn, Duration::from_secs(5)).await.unwrap();
