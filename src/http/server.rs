@@ -44,6 +44,18 @@ use tower::Service;
 use super::AppService;
 use crate::config::ConnectionLimits;
 
+/// A source of connections: the listener, or a test's stand-in that fails on purpose.
+pub trait Accept: Send {
+    /// The next connection and its peer, or why none could be taken.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
+    }
+}
+
 /// Descriptors kept free for everything that is not a client connection (Postgres and Redis
 /// pools, log files, the listener itself).
 pub const RESERVED_FDS: u64 = 256;
@@ -97,7 +109,7 @@ fn raise_fd_limit() -> Option<u64> {
 /// connections wait in the kernel's listen backlog until one closes. A failed `accept` (EMFILE
 /// and the like) is logged and retried after a pause; it never ends the loop.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Accept,
     app: AppService,
     limits: ConnectionLimits,
     cap: usize,
@@ -105,6 +117,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(cap));
     let (closing_tx, closing_rx) = watch::channel(());
+    let mut listener = listener;
     let mut stop = std::pin::pin!(stop);
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -377,5 +390,71 @@ impl<F> Drop for Tracked<F> {
         if let Some(a) = self.activity.take() {
             a.request_done();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{routing::get, Router};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A listener whose first `failures` accepts fail with EMFILE, as when descriptors run out.
+    struct Exhausted {
+        inner: TcpListener,
+        failures: usize,
+    }
+
+    impl Accept for Exhausted {
+        async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(io::Error::from_raw_os_error(24));
+            }
+            self.inner.accept().await
+        }
+    }
+
+    fn limits() -> ConnectionLimits {
+        let s = Duration::from_secs(5);
+        ConnectionLimits { header_timeout: s, body_timeout: s, idle_timeout: s, max_connections: 4 }
+    }
+
+    #[tokio::test]
+    async fn accept_errors_do_not_end_the_loop_and_stop_ends_it_after_connections_finish() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = inner.local_addr().expect("addr");
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let app = super::super::edge::Edge::new(router, Duration::from_secs(5), Default::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = stop_rx.await;
+        };
+        let server = tokio::spawn(serve(Exhausted { inner, failures: 5 }, app, limits(), 4, stop));
+
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer))
+            .await
+            .expect("served after the accept errors")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops").expect("no panic");
+    }
+
+    #[test]
+    fn the_cap_leaves_descriptors_for_everything_else() {
+        let limit = raise_fd_limit();
+        let cap = connection_cap(1_000_000);
+        match limit {
+            Some(limit) => assert_eq!(cap as u64, limit.saturating_sub(RESERVED_FDS).clamp(1, 1_000_000)),
+            None => assert_eq!(cap, 1_000_000),
+        }
+        assert_eq!(connection_cap(2), 2);
     }
 }
