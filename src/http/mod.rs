@@ -2,6 +2,7 @@
 //! and the last-resort formatter that keeps every error in the contract's formats.
 
 pub mod admin;
+mod conn;
 pub mod deadline;
 pub mod edge;
 pub mod extract;

@@ -4,44 +4,25 @@
 //!
 //! `axum::serve` has none of these: ~20 000 connections that sent half a request line and stopped
 //! made an instance run out of descriptors (`Too many open files`). hyper's own
-//! `header_read_timeout` is not enough either: it runs while a keep-alive connection waits for its
-//! next request (so idle connections would close after the header timeout, not the idle one), and
-//! it does not cover the bytes `hyper-util` reads to tell HTTP/1 from HTTP/2. So each connection
-//! is watched here, from the bytes that cross its socket and the requests that reach the service.
+//! `header_read_timeout` is not enough either: it also runs while a keep-alive connection waits
+//! for its next request, so idle connections would close after the header timeout, not the idle
+//! one. So each connection is watched (see [`super::conn`]), from the bytes that cross its socket
+//! and the requests that reach the service.
+//!
+//! HTTP/1.1 only, as under `axum::serve` with axum's default features.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc,
-    },
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{
-    body::Body,
-    extract::{ConnectInfo, Request},
-    response::Response,
-};
-use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{watch, Notify, OwnedSemaphorePermit, Semaphore},
-    time::Instant,
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
 };
-use tower::Service;
 
-use super::AppService;
+use super::{
+    conn::{Activity, ConnService, Watched},
+    AppService,
+};
 use crate::config::ConnectionLimits;
 
 /// A source of connections: the listener, or a test's stand-in that fails on purpose.
@@ -174,8 +155,7 @@ async fn connection(
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { inner: tcp, activity: Arc::clone(&activity) });
     let service = ConnService { app, peer, activity: Arc::clone(&activity) };
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut conn = std::pin::pin!(builder.serve_connection(io, service));
+    let mut conn = std::pin::pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
     let mut draining = false;
     loop {
         tokio::select! {
@@ -194,201 +174,6 @@ async fn connection(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-        }
-    }
-}
-
-/// "Not waiting for a request's headers."
-const NONE: u64 = u64::MAX;
-
-/// What is known of one connection's traffic, in milliseconds since it was accepted.
-struct Activity {
-    start: Instant,
-    /// Last byte read or written.
-    last_io: AtomicU64,
-    /// When the request whose headers are awaited began (its first byte, or the connection's
-    /// start for the first request); [`NONE`] while a request is being handled or nothing has
-    /// arrived since the last one.
-    head_since: AtomicU64,
-    /// Requests handed to the service whose response has not been produced yet.
-    in_flight: AtomicUsize,
-    /// HTTP/2 multiplexes requests: there is no "between requests" to time a header from.
-    h2: AtomicBool,
-    /// Wakes the watchdog when the deadline that applies changes kind (a header starts arriving,
-    /// a request ends), once per request rather than per byte.
-    changed: Notify,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_io: AtomicU64::new(0),
-            head_since: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            h2: AtomicBool::new(false),
-            changed: Notify::new(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
-    }
-
-    fn read(&self) {
-        let now = self.now();
-        self.last_io.store(now, Ordering::Relaxed);
-        // Bytes on a quiet HTTP/1 connection: a new request has begun, its headers are timed.
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && !self.h2.load(Ordering::Relaxed)
-            && self.head_since.compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            self.changed.notify_one();
-        }
-    }
-
-    fn wrote(&self) {
-        self.last_io.store(self.now(), Ordering::Relaxed);
-    }
-
-    fn request_started(&self, h2: bool) {
-        if h2 {
-            self.h2.store(true, Ordering::Relaxed);
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_since.store(NONE, Ordering::Relaxed);
-    }
-
-    fn request_done(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.last_io.store(self.now(), Ordering::Relaxed);
-        self.changed.notify_one();
-    }
-
-    /// Resolves when the connection has broken a limit, with which one.
-    async fn expired(&self, limits: ConnectionLimits) -> &'static str {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE - 1);
-        loop {
-            let now = self.now();
-            let head = self.head_since.load(Ordering::Relaxed);
-            let (deadline, why) = if head != NONE {
-                (head.saturating_add(ms(limits.header_timeout)), "headers did not arrive in time")
-            } else if self.in_flight.load(Ordering::Relaxed) == 0 {
-                (self.last_io.load(Ordering::Relaxed).saturating_add(ms(limits.idle_timeout)), "idle")
-            } else {
-                // A handler is working (bounded by the request timeout): look again later.
-                (now.saturating_add(ms(limits.idle_timeout)), "")
-            };
-            if now >= deadline && !why.is_empty() {
-                return why;
-            }
-            let wake = self.start + Duration::from_millis(deadline.max(now + 1));
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {},
-                () = self.changed.notified() => {},
-            }
-        }
-    }
-}
-
-/// The socket, noting each byte that crosses it.
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.read();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The application as one connection's hyper service: adds the peer address (axum's
-/// `ConnectInfo`, which [`super::extract::ClientIp`] reads) and tells the connection's
-/// [`Activity`] when a request starts and when its response is ready.
-#[derive(Clone)]
-struct ConnService {
-    app: AppService,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
-}
-
-impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Tracked<<AppService as Service<Request>>::Future>;
-
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        self.activity.request_started(req.version() == hyper::Version::HTTP_2);
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        // The edge is always ready (see its `poll_ready`).
-        let inner = self.app.clone().call(req);
-        Tracked { inner, activity: Some(Arc::clone(&self.activity)) }
-    }
-}
-
-/// A request's future that reports its end to the connection, however it ends.
-struct Tracked<F> {
-    inner: F,
-    activity: Option<Arc<Activity>>,
-}
-
-impl<F: Future + Unpin> Future for Tracked<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let out = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
-        if let Some(a) = self.activity.take() {
-            a.request_done();
-        }
-        Poll::Ready(out)
-    }
-}
-
-impl<F> Drop for Tracked<F> {
-    fn drop(&mut self) {
-        if let Some(a) = self.activity.take() {
-            a.request_done();
         }
     }
 }
