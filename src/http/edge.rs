@@ -104,12 +104,13 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = tokio::time::Instant::now();
-        if let Some(prefix) = &self.prefix {
+        let mut route = self.routes.find(req.uri().path());
+        if let Some(prefix) = self.prefix.as_deref().filter(|_| !route.matched()) {
             super::routes::strip_prefix(req.uri_mut(), prefix);
+            route = self.routes.find(req.uri().path());
         }
         let id = self.ids.assign(&req);
         let method = method_label(req.method());
-        let route = self.routes.find(req.uri().path());
         let routes = self.routes.clone();
         let oauth = req.uri().path().starts_with("/oauth/");
         // DEBUG: nothing is built or formatted per request unless asked for. The path only: never

@@ -26,6 +26,13 @@ struct Table {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route(Option<usize>);
 
+impl Route {
+    /// Whether the path matched a template.
+    pub fn matched(self) -> bool {
+        self.0.is_some()
+    }
+}
+
 impl RouteTable {
     /// A table of `templates`, in axum's syntax. A template that conflicts with one already added
     /// (the same route twice) is skipped: the first one labels both.
@@ -61,7 +68,8 @@ impl RouteTable {
 /// metadata names (the issuer followed by the endpoint's path) answer when the service is reached
 /// directly, and the plain paths still answer behind a proxy that strips the prefix. `prefix` has
 /// a leading slash and no trailing one; a path that merely starts with the same letters
-/// (`/tenantx`) is left alone.
+/// (`/tenantx`) is left alone. The edge strips only paths that match no route as they are, so an
+/// issuer path like `/v1` cannot hide the routes under `/v1`.
 pub fn strip_prefix(uri: &mut axum::http::Uri, prefix: &str) {
     let Some(rest) = uri.path().strip_prefix(prefix) else { return };
     if !(rest.is_empty() || rest.starts_with('/')) {

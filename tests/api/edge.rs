@@ -231,3 +231,26 @@ async fn an_issuer_without_a_path_serves_metadata_at_the_root_with_no_empty_memb
     let grants = m["grant_types_supported"].as_array().unwrap();
     assert!(!grants.iter().any(|g| g == "authorization_code" || g == "implicit"), "{grants:?}");
 }
+
+#[tokio::test]
+async fn an_issuer_path_that_is_also_a_route_prefix_hides_no_route() {
+    let issuer = "http://127.0.0.1:8080/v1";
+    let app = TestAppBuilder::new().set("TESSERA_ISSUER", issuer).spawn().await;
+    let admin = app.admin_token().await;
+    // /v1/admin/clients is a route as it stands: it is not taken for /admin/clients under the issuer.
+    assert_eq!(app.get_auth("/v1/admin/clients", &admin).await.status(), StatusCode::OK);
+    // Under the issuer's path it answers too, as do the OAuth endpoints.
+    assert_eq!(app.get_auth("/v1/v1/admin/clients", &admin).await.status(), StatusCode::OK);
+    let res = app
+        .http
+        .post(app.url("/v1/oauth/token"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let m: serde_json::Value =
+        app.http.get(app.url("/.well-known/oauth-authorization-server/v1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["token_endpoint"], format!("{issuer}/oauth/token"));
+}
