@@ -65,6 +65,8 @@ pub enum StartError {
 /// A built instance, bound to its port, with its background tasks running.
 pub struct Application {
     listener: TcpListener,
+    /// Connections open at once at most (see [`crate::http::server::connection_cap`]).
+    connection_cap: usize,
     state: AppState,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -113,6 +115,7 @@ impl Application {
         };
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
+        let connection_cap = crate::http::server::connection_cap(config.connections.max_connections);
 
         let now = clock.now();
         {
@@ -154,7 +157,7 @@ impl Application {
         });
         let shutdown = CancellationToken::new();
         let tasks = spawn_background(&state, &shutdown);
-        Ok(Self { listener, state, shutdown, tasks })
+        Ok(Self { listener, connection_cap, state, shutdown, tasks })
     }
 
     /// The bound port (tests bind port 0).
@@ -187,19 +190,15 @@ impl Application {
                 tracing::info!("shutting down: draining in-flight requests");
             }
         };
-        let served = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-        )
-        .with_graceful_shutdown(graceful)
-        .await;
+        let limits = self.state.config.connections;
+        crate::http::server::serve(self.listener, app, limits, self.connection_cap, graceful).await;
         token.cancel();
         // One deadline for all of them together: a task stuck on an unreachable database must not
         // hold the process for 10 s per task.
         if tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(self.tasks)).await.is_err() {
             tracing::warn!("background tasks did not stop within 10 s; exiting without them");
         }
-        served
+        Ok(())
     }
 }
 

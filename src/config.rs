@@ -136,6 +136,24 @@ pub struct Config {
     pub argon2_workers: u32,
     /// Failed or in-flight password/secret checks one source address may have per 60 s.
     pub source_max_failures: u32,
+    /// Connection limits (slow or idle clients, open connections).
+    pub connections: ConnectionLimits,
+}
+
+/// What one client connection may hold: time to send headers and a body, time left idle, and how
+/// many connections may be open at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `TESSERA_HEADER_TIMEOUT`: a request's headers must arrive within this (counted from the
+    /// connection's start, or from the first byte of a later request on it).
+    pub header_timeout: Duration,
+    /// `TESSERA_BODY_TIMEOUT`: a request's body must arrive within this after its headers.
+    pub body_timeout: Duration,
+    /// `TESSERA_IDLE_TIMEOUT`: a keep-alive connection with nothing in flight closes after this.
+    pub idle_timeout: Duration,
+    /// `TESSERA_MAX_CONNECTIONS`: open connections at most (lowered further to fit the process's
+    /// file-descriptor limit at start).
+    pub max_connections: u32,
 }
 
 /// When the anomaly detector raises a record.
@@ -230,6 +248,17 @@ impl Config {
             || issuer.len() <= "http://".len()
         {
             return Err(ConfigError::new("TESSERA_ISSUER", "must be an http(s) URL without query or fragment"));
+        }
+        // A path is routed as given (RFC 8414 §3.1 metadata, endpoints under it): plain segments only.
+        let issuer_path = crate::http::wellknown::issuer_path(&issuer);
+        let plain = |seg: &str| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@%".contains(&b))
+        };
+        if !issuer_path.is_empty() && !issuer_path[1..].split('/').all(plain) {
+            return Err(ConfigError::new(
+                "TESSERA_ISSUER",
+                "its path must be non-empty segments of letters, digits and -._~!$&'()+,;=:@%",
+            ));
         }
 
         let master_key = match var("TESSERA_MASTER_KEY") {
@@ -334,6 +363,12 @@ impl Config {
             api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 48, 1, 65_536)?) * 1024 * 1024,
             usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
             usage_hour_retention: secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
+            connections: ConnectionLimits {
+                header_timeout: secs("TESSERA_HEADER_TIMEOUT", 10, 1, 3_600)?,
+                body_timeout: secs("TESSERA_BODY_TIMEOUT", 30, 1, 3_600)?,
+                idle_timeout: secs("TESSERA_IDLE_TIMEOUT", 60, 1, 86_400)?,
+                max_connections: num("TESSERA_MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
+            },
         })
     }
 
@@ -387,6 +422,40 @@ mod tests {
         assert_eq!(c.redis_prefix, "tessera");
         assert!(c.usage_counting);
         assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
+        assert_eq!(
+            c.connections,
+            ConnectionLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 10_000,
+            }
+        );
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_bad_ones_name_their_variable() {
+        let c = cfg(&[
+            ("TESSERA_HEADER_TIMEOUT", "1"),
+            ("TESSERA_BODY_TIMEOUT", "2"),
+            ("TESSERA_IDLE_TIMEOUT", "3"),
+            ("TESSERA_MAX_CONNECTIONS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.connections.header_timeout, Duration::from_secs(1));
+        assert_eq!(c.connections.body_timeout, Duration::from_secs(2));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.connections.max_connections, 2);
+        for (var, value) in [
+            ("TESSERA_HEADER_TIMEOUT", "0"),
+            ("TESSERA_BODY_TIMEOUT", "soon"),
+            ("TESSERA_IDLE_TIMEOUT", "-1"),
+            ("TESSERA_MAX_CONNECTIONS", "0"),
+            ("TESSERA_MAX_CONNECTIONS", "many"),
+        ] {
+            let err = cfg(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
     }
 
     #[test]
@@ -399,6 +468,8 @@ mod tests {
             ("TESSERA_MASTER_KEY", "c2hvcnQ="),
             ("TESSERA_REDIS_URL", "http://x"),
             ("TESSERA_ISSUER", "ftp://x"),
+            ("TESSERA_ISSUER", "https://id.example.com/a//b"),
+            ("TESSERA_ISSUER", "https://id.example.com/{tenant}"),
             ("TESSERA_LOG_FORMAT", "xml"),
             ("TESSERA_DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "mysql://x"),

@@ -52,6 +52,15 @@ pub enum Error {
     /// No password-hashing worker came free in time: try again after this many seconds (503).
     #[error("password hashing is saturated; retry after {0} s")]
     Saturated(u64),
+    /// A signing-key rotation would activate a next key published for less than the JWKS max-age:
+    /// verifiers holding a cached JWKS would meet an unknown `kid`.
+    #[error("the next signing key may not sign before {not_before}")]
+    NextKeyTooNew {
+        /// When the next key has been published for the full JWKS max-age.
+        not_before: time::OffsetDateTime,
+        /// Whole seconds until then, at least 1 (the `Retry-After` value).
+        retry_after: u64,
+    },
 }
 
 impl Error {
@@ -70,7 +79,15 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     detail: String,
-    retry_after: Option<u64>,
+    /// Rarely used parts, boxed so the common error stays small.
+    extra: Option<Box<ProblemExtra>>,
+}
+
+/// Extension members (RFC 9457 §3.2) and headers a few problems carry.
+#[derive(Debug, Default)]
+struct ProblemExtra {
+    members: serde_json::Map<String, serde_json::Value>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -80,12 +97,33 @@ struct ProblemBody<'a> {
     status: u16,
     detail: &'a str,
     code: &'a str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     /// A problem with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), retry_after: None }
+        Self { status, code, detail: detail.into(), extra: None }
+    }
+    /// 400 `INVALID_REQUEST` for an `Authorization` header that names the Bearer scheme but is
+    /// not `Bearer <one b64token>`: RFC 6750 §3.1 `invalid_request`, with its challenge.
+    pub fn invalid_bearer_request(detail: impl Into<String>) -> Self {
+        Self::bad_request(detail).with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_request\""),
+        )
+    }
+    fn extra_mut(&mut self) -> &mut ProblemExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+    fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.extra_mut().headers.push((name, value));
+        self
+    }
+    fn with_member(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra_mut().members.insert(name.to_owned(), value);
+        self
     }
     /// 400 `INVALID_REQUEST`.
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -149,14 +187,12 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
+            extra: self.extra.as_ref().map(|e| &e.members).filter(|m| !m.is_empty()),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = (self.status, bytes).into_response();
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(secs) = self.retry_after {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = if self.detail.contains("expired") || self.detail.contains("invalid") {
                 "Bearer realm=\"tessera\", error=\"invalid_token\""
@@ -169,6 +205,12 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"tessera\", error=\"insufficient_scope\""),
             );
+        }
+        // Set last: a problem's own headers win over the defaults above.
+        if let Some(extra) = self.extra {
+            for (name, value) in extra.headers {
+                h.insert(name, value);
+            }
         }
         res
     }
@@ -195,18 +237,29 @@ impl From<Error> for ApiError {
                 )
             }
             Error::Internal(d) => Self::internal(d),
-            Error::TooManyAttempts(secs) => Self {
-                retry_after: Some(secs),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_REQUESTS",
-                    "too many failed credential checks from this address, try again later",
+            Error::TooManyAttempts(secs) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                "too many failed credential checks from this address, try again later",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs)),
+            Error::Saturated(secs) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the service is busy, try again")
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+            }
+            Error::NextKeyTooNew { not_before, retry_after } => {
+                let at = not_before.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                Self::new(
+                    StatusCode::CONFLICT,
+                    "NEXT_KEY_TOO_NEW",
+                    format!(
+                        "the next signing key has been published for less than the JWKS max-age; \
+                         it may become active at {at} (or rotate with ?force=true)"
+                    ),
                 )
-            },
-            Error::Saturated(secs) => Self {
-                retry_after: Some(secs),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the service is busy, try again")
-            },
+                .with_member("not_before", serde_json::Value::String(at))
+                .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))
+            }
         }
     }
 }

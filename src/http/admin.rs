@@ -207,25 +207,41 @@ async fn list_signing_keys(State(state): State<AppState>, caller: Caller) -> Res
     Ok(Json(lifecycle::list(&state.db).await?))
 }
 
+/// Query of `POST /v1/admin/signing-keys/rotate`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RotateParams {
+    /// Rotate even though the next key has been published for less than the JWKS max-age
+    /// (verifiers with a cached JWKS will meet an unknown `kid` until they refetch it).
+    #[serde(default)]
+    force: bool,
+}
+
 /// The next key becomes active, a new next key is made; the old active key stays published until its tokens expire.
 ///
-/// An operator's explicit rotation takes effect at once, even if the next key has been published for
-/// less than the JWKS max-age; verifiers that refetch the JWKS on an unknown `kid` (as most JWT
-/// libraries do) accept its tokens at once, others after their cache expires. Scheduled rotation
-/// waits for the full max-age.
+/// While the next key has been published for less than `TESSERA_JWKS_MAX_AGE`, the answer is 409
+/// `NEXT_KEY_TOO_NEW` with `not_before` and `Retry-After`: a verifier may have cached a JWKS
+/// without it for that long. `?force=true` rotates anyway (an emergency: the active key is
+/// suspected). Scheduled rotation always waits for the full max-age.
 #[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = ["admin"])),
-    responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    params(RotateParams),
+    responses((status = 200, body = [KeyInfo]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "NEXT_KEY_TOO_NEW: the problem carries `not_before` (RFC 3339)",
+         headers(("Retry-After" = u64, description = "Seconds until the next key may become active")))))]
 async fn rotate_signing_key(
     State(state): State<AppState>,
     caller: Caller,
     ClientIp(ip): ClientIp,
     RequestId(rid): RequestId,
+    ApiQuery(RotateParams { force }): ApiQuery<RotateParams>,
     OptionalJson(NoFields {}): OptionalJson<NoFields>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
     let now = state.clock.now();
     let ctx = lifecycle::Ctx { db: &state.db, config: &state.config, wrap_key: &state.keys.signing_key_wrap, now };
-    lifecycle::rotate(&ctx, &caller.actor(ip, rid)).await?;
+    lifecycle::rotate(&ctx, &caller.actor(ip, rid), force).await?;
     state.signing.reload(&state.db, now, true).await?;
     Ok(Json(lifecycle::list(&state.db).await?))
 }

@@ -13,7 +13,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -61,14 +61,30 @@ pub struct Edge<S> {
     inner: S,
     ids: RequestIds,
     timeout: Duration,
+    body_timeout: Duration,
     routes: RouteTable,
+    /// The issuer's path, when it has one (see [`super::routes::strip_prefix`]).
+    prefix: Option<Arc<str>>,
 }
 
 impl<S> Edge<S> {
     /// Wraps `inner`; a request still running after `timeout` is answered 408. `routes` are the
     /// inner router's templates, the label of each request's metrics.
     pub fn new(inner: S, timeout: Duration, routes: RouteTable) -> Self {
-        Self { inner, ids: RequestIds::new(), timeout, routes }
+        Self { inner, ids: RequestIds::new(), timeout, body_timeout: timeout, routes, prefix: None }
+    }
+
+    /// A request body must have arrived whole within `body_timeout` of the request's start, or the
+    /// answer is 408 and the connection closes (see [`super::deadline`]). Default: `timeout`.
+    pub fn with_body_timeout(mut self, body_timeout: Duration) -> Self {
+        self.body_timeout = body_timeout;
+        self
+    }
+
+    /// Routes `/<prefix>/x` as `/x` (an issuer with a path; `""` for none).
+    pub fn with_path_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = (!prefix.is_empty()).then(|| Arc::from(prefix));
+        self
     }
 }
 
@@ -88,9 +104,13 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = tokio::time::Instant::now();
+        let mut route = self.routes.find(req.uri().path());
+        if let Some(prefix) = self.prefix.as_deref().filter(|_| !route.matched()) {
+            super::routes::strip_prefix(req.uri_mut(), prefix);
+            route = self.routes.find(req.uri().path());
+        }
         let id = self.ids.assign(&req);
         let method = method_label(req.method());
-        let route = self.routes.find(req.uri().path());
         let routes = self.routes.clone();
         let oauth = req.uri().path().starts_with("/oauth/");
         // DEBUG: nothing is built or formatted per request unless asked for. The path only: never
@@ -104,13 +124,21 @@ where
             .is_some_and(|n| n > BODY_LIMIT as u64);
         let inner = self.inner.clone();
         let timeout = self.timeout;
+        let body_deadline = started + self.body_timeout;
         let scoped_id = id.clone();
         let work = async move {
+            let mut body_late = None;
             let res = if too_large {
                 StatusCode::PAYLOAD_TOO_LARGE.into_response()
             } else {
                 if !req.body().is_end_stream() {
-                    req = req.map(|b| Body::new(http_body_util::Limited::new(b, BODY_LIMIT)));
+                    let late = Arc::new(AtomicBool::new(false));
+                    let flag = Arc::clone(&late);
+                    req = req.map(|b| {
+                        let timed = super::deadline::DeadlineBody::new(b, body_deadline, flag);
+                        Body::new(http_body_util::Limited::new(timed, BODY_LIMIT))
+                    });
+                    body_late = Some(late);
                 }
                 let mut handled = std::pin::pin!(AssertUnwindSafe(inner.oneshot(req)).catch_unwind());
                 // Most requests (JWKS, cached verifications, health) finish on their first poll;
@@ -132,7 +160,15 @@ where
                     Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
                 }
             };
-            Ok(finish(res, oauth, method, routes.template(route), id, started))
+            // A late body is 408 whatever the handler made of the error it read, and the
+            // connection closes: the rest of that body may still be on its way.
+            let late = body_late.is_some_and(|l| l.load(Ordering::Relaxed));
+            let res = if late { StatusCode::REQUEST_TIMEOUT.into_response() } else { res };
+            let mut res = finish(res, oauth, method, routes.template(route), id, started);
+            if late {
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(res)
         };
         CURRENT_REQUEST_ID.scope(scoped_id, work).instrument(span).boxed()
     }

@@ -2,6 +2,8 @@
 //! and the last-resort formatter that keeps every error in the contract's formats.
 
 pub mod admin;
+mod conn;
+pub mod deadline;
 pub mod edge;
 pub mod extract;
 pub mod keys;
@@ -11,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod revocations;
 pub mod routes;
+pub mod server;
 pub mod source;
 pub mod wellknown;
 
@@ -44,15 +47,24 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The application as one service: the router inside the edge (see [`edge`]), which labels
 /// each request's metrics with the documented route it falls under.
 pub fn service(state: AppState, request_timeout: Duration) -> AppService {
-    let (routes, spec) = api_router().split_for_parts();
+    let body_timeout = state.config.connections.body_timeout;
+    let issuer_path = wellknown::issuer_path(&state.config.issuer).to_owned();
+    let (mut routes, spec) = api_router().split_for_parts();
     let spec = openapi::finish(spec);
-    let table = routes::RouteTable::new(spec.paths.paths.keys().cloned().chain(openapi::docs_templates()));
+    let mut templates: Vec<String> = spec.paths.paths.keys().cloned().chain(openapi::docs_templates()).collect();
+    if !issuer_path.is_empty() {
+        // RFC 8414 §3.1: the metadata of an issuer with a path, at a path known only now.
+        let at = wellknown::metadata_path(&state.config.issuer);
+        routes = routes.route(&at, axum::routing::get(wellknown::metadata_under_path));
+        templates.push(at);
+    }
+    let table = routes::RouteTable::new(templates);
     let router = routes
         .merge(openapi::docs_routes(spec))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .with_state(state);
-    edge::Edge::new(router, request_timeout, table)
+    edge::Edge::new(router, request_timeout, table).with_body_timeout(body_timeout).with_path_prefix(&issuer_path)
 }
 
 /// The whole application as a service: cloned per request by the server, which costs an `Arc`

@@ -26,6 +26,13 @@ struct Table {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route(Option<usize>);
 
+impl Route {
+    /// Whether the path matched a template.
+    pub fn matched(self) -> bool {
+        self.0.is_some()
+    }
+}
+
 impl RouteTable {
     /// A table of `templates`, in axum's syntax. A template that conflicts with one already added
     /// (the same route twice) is skipped: the first one labels both.
@@ -56,9 +63,49 @@ impl RouteTable {
     }
 }
 
+/// Serves an issuer with a path under that path: `/tenant/oauth/token` is routed as
+/// `/oauth/token` when the issuer is `https://id.example.com/tenant`, so the endpoint URLs the
+/// metadata names (the issuer followed by the endpoint's path) answer when the service is reached
+/// directly, and the plain paths still answer behind a proxy that strips the prefix. `prefix` has
+/// a leading slash and no trailing one; a path that merely starts with the same letters
+/// (`/tenantx`) is left alone. The edge strips only paths that match no route as they are, so an
+/// issuer path like `/v1` cannot hide the routes under `/v1`.
+pub fn strip_prefix(uri: &mut axum::http::Uri, prefix: &str) {
+    let Some(rest) = uri.path().strip_prefix(prefix) else { return };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return;
+    }
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = axum::http::uri::PathAndQuery::try_from(path_and_query).ok();
+    if let Ok(stripped) = axum::http::Uri::from_parts(parts) {
+        *uri = stripped;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_issuer_path_is_stripped_only_as_a_whole_segment() {
+        for (before, after) in [
+            ("/tenant/oauth/token", "/oauth/token"),
+            ("/tenant/v1/keys?limit=5", "/v1/keys?limit=5"),
+            ("/tenant", "/"),
+            ("/tenantx/oauth/token", "/tenantx/oauth/token"),
+            ("/oauth/token", "/oauth/token"),
+            ("http://h:1/tenant/healthz", "http://h:1/healthz"),
+        ] {
+            let mut uri: axum::http::Uri = before.parse().expect("uri");
+            strip_prefix(&mut uri, "/tenant");
+            assert_eq!(uri.to_string(), after, "{before}");
+        }
+    }
 
     impl RouteTable {
         fn label(&self, path: &str) -> &str {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::{error::ApiError, http::openapi::Problem, state::AppState};
 
 /// Discovery routes.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -18,8 +18,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// RFC 8414 authorization server metadata.
+///
+/// Members with nothing to say are left out rather than sent as `[]` (RFC 8414 §2 makes them
+/// optional); every member sent is non-empty.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"issuer": "https://id.example.com", "token_endpoint": "https://id.example.com/oauth/token", "revocation_endpoint": "https://id.example.com/oauth/revoke", "introspection_endpoint": "https://id.example.com/oauth/introspect", "jwks_uri": "https://id.example.com/.well-known/jwks.json", "grant_types_supported": ["client_credentials", "password", "refresh_token"], "response_types_supported": [], "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"], "token_endpoint_auth_signing_alg_values_supported": [], "id_token_signing_alg_values_supported": [], "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"], "scopes_supported": ["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"], "service_documentation": "https://id.example.com/docs"}))]
+#[schema(example = json!({"issuer": "https://id.example.com", "token_endpoint": "https://id.example.com/oauth/token", "revocation_endpoint": "https://id.example.com/oauth/revoke", "introspection_endpoint": "https://id.example.com/oauth/introspect", "jwks_uri": "https://id.example.com/.well-known/jwks.json", "grant_types_supported": ["client_credentials", "password", "refresh_token"], "response_types_supported": ["none"], "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"], "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"], "scopes_supported": ["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"], "service_documentation": "https://id.example.com/docs"}))]
 pub struct Metadata {
     issuer: String,
     token_endpoint: String,
@@ -27,40 +30,79 @@ pub struct Metadata {
     introspection_endpoint: String,
     jwks_uri: String,
     grant_types_supported: [&'static str; 3],
-    response_types_supported: [&'static str; 0],
+    /// REQUIRED by RFC 8414 §2, so never empty. No grant Tessera supports uses an authorization
+    /// endpoint (there is none, hence no `authorization_endpoint`): `none` is the registered
+    /// response type that yields nothing, where `code` would send clients to a flow that does not
+    /// exist yet. It becomes `["code"]` with the authorization-code grant.
+    response_types_supported: [&'static str; 1],
     token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 3],
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
-    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
-    id_token_signing_alg_values_supported: Vec<&'static str>,
-    access_token_signing_alg_values_supported: Vec<&'static str>,
-    scopes_supported: Vec<&'static str>,
+    access_token_signing_alg_values_supported: [&'static str; 3],
+    scopes_supported: [&'static str; 6],
     service_documentation: String,
 }
 
+impl Metadata {
+    /// The document of `issuer`: every URL in it is the issuer followed by the endpoint's path,
+    /// so an issuer with a path (`https://id.example.com/tenant`) names its endpoints under it.
+    pub fn for_issuer(issuer: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            token_endpoint: format!("{issuer}/oauth/token"),
+            revocation_endpoint: format!("{issuer}/oauth/revoke"),
+            introspection_endpoint: format!("{issuer}/oauth/introspect"),
+            jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+            grant_types_supported: ["client_credentials", "password", "refresh_token"],
+            response_types_supported: ["none"],
+            token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+            // A public client revokes its own tokens with its client_id alone (RFC 7009 §2.1).
+            revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+            introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+            access_token_signing_alg_values_supported: ["ES256", "EdDSA", "RS256"],
+            scopes_supported: ["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"],
+            service_documentation: format!("{issuer}/docs"),
+        }
+    }
+}
+
+/// Where RFC 8414 §3.1 puts the metadata of `issuer`: the well-known path, then the issuer's own
+/// path (`https://id.example.com/tenant` → `/.well-known/oauth-authorization-server/tenant`).
+pub fn metadata_path(issuer: &str) -> String {
+    format!("{METADATA_PATH}{}", issuer_path(issuer))
+}
+
+/// The path of an issuer URL: `""` for `https://id.example.com`, `"/tenant"` for
+/// `https://id.example.com/tenant` (the configuration drops a trailing slash).
+pub fn issuer_path(issuer: &str) -> &str {
+    let authority_and_path = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    authority_and_path.find('/').map_or("", |i| &authority_and_path[i..])
+}
+
+const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+
 /// RFC 8414 metadata document.
+///
+/// When the issuer has a path, the document is served at this path followed by the issuer's path
+/// instead (RFC 8414 §3.1: `/.well-known/oauth-authorization-server/tenant`), and this one answers
+/// 404: a client that fetched it would find an `issuer` that does not match the URL it used.
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
-    responses((status = 200, body = Metadata)))]
-async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
-    let base = &state.config.issuer;
-    Json(Metadata {
-        issuer: base.clone(),
-        token_endpoint: format!("{base}/oauth/token"),
-        revocation_endpoint: format!("{base}/oauth/revoke"),
-        introspection_endpoint: format!("{base}/oauth/introspect"),
-        jwks_uri: format!("{base}/.well-known/jwks.json"),
-        grant_types_supported: ["client_credentials", "password", "refresh_token"],
-        response_types_supported: [],
-        token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
-        // A public client revokes its own tokens with its client_id alone (RFC 7009 §2.1).
-        revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
-        introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
-        token_endpoint_auth_signing_alg_values_supported: vec![],
-        id_token_signing_alg_values_supported: vec![],
-        access_token_signing_alg_values_supported: vec!["ES256", "EdDSA", "RS256"],
-        scopes_supported: vec!["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"],
-        service_documentation: format!("{base}/docs"),
-    })
+    responses((status = 200, body = Metadata), (status = 404, body = Problem, content_type = "application/problem+json",
+        description = "The issuer has a path: the document is at this path followed by it")))]
+async fn metadata(State(state): State<AppState>) -> Result<Json<Metadata>, ApiError> {
+    let issuer = &state.config.issuer;
+    if !issuer_path(issuer).is_empty() {
+        return Err(ApiError::not_found(format!(
+            "the issuer has a path: its metadata is at {} (RFC 8414 §3.1)",
+            metadata_path(issuer)
+        )));
+    }
+    Ok(Json(Metadata::for_issuer(issuer)))
+}
+
+/// The metadata at the RFC 8414 §3.1 location of an issuer with a path (routed only then).
+pub async fn metadata_under_path(State(state): State<AppState>) -> Json<Metadata> {
+    Json(Metadata::for_issuer(&state.config.issuer))
 }
 
 /// Every key a verifier may meet: active, next, and retired keys whose tokens may still be live.
@@ -100,5 +142,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_location_inserts_the_well_known_path_before_the_issuer_path() {
+        assert_eq!(issuer_path("https://id.example.com"), "");
+        assert_eq!(issuer_path("http://127.0.0.1:8080/tenant"), "/tenant");
+        assert_eq!(issuer_path("https://id.example.com/a/b"), "/a/b");
+        assert_eq!(metadata_path("https://id.example.com"), "/.well-known/oauth-authorization-server");
+        assert_eq!(metadata_path("https://id.example.com/a/b"), "/.well-known/oauth-authorization-server/a/b");
     }
 }

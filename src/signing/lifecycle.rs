@@ -130,13 +130,44 @@ async fn promote_next(conn: &mut PgConnection, now: OffsetDateTime) -> Result<()
 
 /// The pre-published next key becomes active, the active one retires (published until its tokens
 /// expire), and a new next key is made. Returns the new active kid.
-pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor) -> Result<String> {
+///
+/// Unless `force`, refuses with [`Error::NextKeyTooNew`] while the next key has been published for
+/// less than the JWKS max-age: a verifier that fetched the JWKS just before the key appeared may
+/// cache it that long, and would meet the new `kid` as unknown. `force` is for emergencies (the
+/// active key is suspected), where some verifiers refetching is the lesser harm.
+pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String> {
     let mut tx = ctx.db.begin().await?;
     lock(&mut tx).await?;
+    if !force {
+        if let Some(not_before) = next_key_not_before(&mut tx, ctx).await? {
+            // Keeps a next key made just now (there was none), so the wait it names is real.
+            tx.commit().await?;
+            let wait = (not_before - ctx.now).as_seconds_f64().ceil().max(1.0);
+            return Err(Error::NextKeyTooNew { not_before, retry_after: wait as u64 });
+        }
+    }
     let kid = rotate_locked(&mut tx, ctx).await?;
-    audit::record(&mut tx, ctx.now, actor, "signing_key.rotate", "signing_key", &kid, json!({})).await?;
+    audit::record(&mut tx, ctx.now, actor, "signing_key.rotate", "signing_key", &kid, json!({"force": force})).await?;
     tx.commit().await?;
     Ok(kid)
+}
+
+/// When the next key will have been published for the JWKS max-age, if that is still ahead.
+/// Makes a next key when there is none (it would otherwise be made and activated at once).
+async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<Option<OffsetDateTime>> {
+    let published: Option<OffsetDateTime> =
+        sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let published = match published {
+        Some(at) => at,
+        None => {
+            insert_key(conn, ctx, "next").await?;
+            ctx.now
+        }
+    };
+    let not_before = published + ctx.config.jwks_max_age;
+    Ok((not_before > ctx.now).then_some(not_before))
 }
 
 async fn rotate_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<String> {

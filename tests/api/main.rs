@@ -7,6 +7,7 @@ mod admin_lookups;
 mod anomalies;
 mod audit;
 mod clients;
+mod edge;
 mod foundation;
 mod guessing;
 mod key_scopes;

@@ -200,6 +200,8 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_former_next_key() {
     let next =
         keys.as_array().unwrap().iter().find(|k| k["state"] == "next").unwrap()["kid"].as_str().unwrap().to_owned();
     let old = parts(&admin).0["kid"].as_str().unwrap().to_owned();
+    // The next key has been published for the JWKS max-age (300 s) by now.
+    app.clock.advance(std::time::Duration::from_secs(300));
     let res = app.post_json("/v1/admin/signing-keys/rotate", &admin, &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let after: Value = res.json().await.unwrap();
@@ -387,8 +389,60 @@ async fn signing_key_actions_refuse_unknown_fields_and_accept_an_empty_body() {
         assert_problem(res, 400, "INVALID_REQUEST").await;
     }
     // An empty JSON object and no body at all are both fine.
+    app.clock.advance(std::time::Duration::from_secs(300));
     let res = app.http.post(rotate.as_str()).bearer_auth(&admin).json(&json!({})).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let res = app.http.post(rotate.as_str()).bearer_auth(&admin).send().await.unwrap();
+    let res = app.http.post(format!("{rotate}?force=true")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    // An unknown query parameter is refused like an unknown field.
+    let res = app.http.post(format!("{rotate}?forse=true")).bearer_auth(&admin).send().await.unwrap();
+    assert_problem(res, 400, "INVALID_REQUEST").await;
+}
+
+#[tokio::test]
+async fn rotating_again_before_the_next_key_outlived_the_jwks_max_age_is_409_unless_forced() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let rotate = app.url("/v1/admin/signing-keys/rotate");
+    let post = |url: String| app.http.post(url).bearer_auth(&admin).send();
+    let keys = |res: reqwest::Response| async move {
+        let list: Value = res.json().await.unwrap();
+        let kid = |state: &str| {
+            list.as_array().unwrap().iter().find(|k| k["state"] == state).unwrap()["kid"].as_str().unwrap().to_owned()
+        };
+        (kid("active"), kid("next"))
+    };
+    // The next key made at start is young: refused, with when it may sign.
+    let started = app.clock.now();
+    let res = post(rotate.clone()).await.unwrap();
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((299..=300).contains(&retry), "Retry-After {retry}");
+    let body = assert_problem(res, 409, "NEXT_KEY_TOO_NEW").await;
+    let not_before = time::OffsetDateTime::parse(
+        body["not_before"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(not_before > started && not_before <= started + time::Duration::seconds(300), "{body}");
+
+    // Forced, it rotates; the next key it makes is as young as can be, so a second rotation in a
+    // row is refused (the report's case: a key active 10 ms after it was published).
+    let (active, next) = keys(post(format!("{rotate}?force=true")).await.unwrap()).await;
+    let res = post(rotate.clone()).await.unwrap();
+    assert_eq!(res.headers()["retry-after"], "300");
+    assert_problem(res, 409, "NEXT_KEY_TOO_NEW").await;
+    let jwks: Value = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert!(jwks.to_string().contains(&next), "the next key is published while it waits");
+
+    // Still too new one second before the max-age; due at it.
+    app.clock.advance(std::time::Duration::from_secs(299));
+    let res = post(rotate.clone()).await.unwrap();
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_problem(res, 409, "NEXT_KEY_TOO_NEW").await;
+    app.clock.advance(std::time::Duration::from_secs(1));
+    let res = post(rotate.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (now_active, _) = keys(res).await;
+    assert_eq!(now_active, next, "the key published for the max-age became active");
+    assert_ne!(now_active, active);
 }
