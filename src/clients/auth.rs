@@ -87,7 +87,10 @@ fn form_decode(s: &str) -> Option<String> {
 
 /// Authenticates clients, caching records briefly and successful secret checks for a while.
 pub struct ClientAuth {
-    records: Cache<String, Arc<Client>>,
+    /// Known and unknown ids alike (`None`), for a few seconds: a flood of made-up ids costs one
+    /// query per id, and a known id answers no faster than an unknown one seen before.
+    records: Cache<String, Option<Arc<Client>>>,
+    lookups: AtomicU64,
     verified: AsyncCache<[u8; 32], ()>,
     cache_key: hmac::Key,
     secret_key: hmac::Key,
@@ -117,7 +120,13 @@ impl ClientAuth {
             secret_key,
             argon2,
             secret_checks: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
         }
+    }
+
+    /// Client records this instance has read from Postgres.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
     }
 
     /// Argon2 verifications of client secrets this instance has run (dummy checks included).
@@ -137,14 +146,12 @@ impl ClientAuth {
 
     async fn record(&self, db: &PgPool, client_id: &str) -> Result<Option<Arc<Client>>, Error> {
         if let Some(c) = self.records.get(client_id) {
-            return Ok(Some(c));
+            return Ok(c);
         }
-        let Some(c) = super::get(db, client_id).await? else {
-            return Ok(None);
-        };
-        let c = Arc::new(c);
-        self.records.insert(client_id.to_owned(), Arc::clone(&c));
-        Ok(Some(c))
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let c = super::get(db, client_id).await?.map(Arc::new);
+        self.records.insert(client_id.to_owned(), c.clone());
+        Ok(c)
     }
 
     /// Authenticates a caller at `source`; unknown client, disabled client and wrong secret are
@@ -175,8 +182,10 @@ impl ClientAuth {
             (_, None) => return Err(OAuthError::InvalidClient),
             (Some(c), Some(secret)) if !c.public => (c, secret),
             (client, Some(secret)) => {
-                // Unknown, disabled or public: the same cost as checking a generated secret, so
-                // timing does not reveal which clients exist, and a counted failure.
+                // Unknown, disabled or public: the same keyed-hash cost as checking a generated
+                // secret, and a counted failure. Records are cached known or not, so only an id's
+                // first look-up on an instance can take longer (client ids are not secrets, RFC
+                // 6749 §2.2; secrets are what this protects).
                 let id = client.as_ref().map_or(creds.client_id.as_str(), |c| c.client_id.as_str());
                 let _ = secret::verify_keyed(&self.secret_key, id, secret.expose(), DUMMY_KEYED);
                 return Err(count_failure(guessing, source).await);

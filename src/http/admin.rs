@@ -57,6 +57,9 @@ async fn create_client(
     let created =
         clients::create(&state.db, &state.keys.client_secret_hmac, body, state.clock.now(), &caller.actor(ip, rid))
             .await?;
+    // This instance may remember the id as unknown (a failed attempt just before); others do so for
+    // at most a few seconds.
+    state.clients.forget(&created.client.client_id);
     Ok((StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(created)))
 }
 

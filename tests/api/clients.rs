@@ -501,3 +501,29 @@ async fn redirect_uris_are_validated_normalised_and_editable() {
     let got: Value = app.get_auth(&format!("/v1/admin/clients/{other}"), &admin).await.json().await.unwrap();
     assert_eq!((&got["redirect_uris"], &got["post_logout_redirect_uris"]), (&json!([]), &json!([])));
 }
+
+/// An unknown client id is remembered for a few seconds like a known one, so a flood of made-up ids
+/// costs one query per id and answers as fast as a known client; creating that id on this instance
+/// makes it usable at once.
+#[tokio::test]
+async fn unknown_client_ids_are_cached_like_known_ones_and_creation_clears_them() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let before = app.state.clients.lookups();
+    for _ in 0..10 {
+        assert_oauth_error(app.token_for("made-up-id", "some-secret-value", None).await, 401, "invalid_client").await;
+    }
+    assert_eq!(app.state.clients.lookups() - before, 1, "one query for ten attempts with one unknown id");
+    let created: Value = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"client_id": "made-up-id", "name": "x", "grant_types": ["client_credentials"], "scopes": []}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    assert_eq!(app.token_for("made-up-id", secret, None).await.status(), StatusCode::OK);
+}
