@@ -44,6 +44,7 @@ pub struct NewKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key stays valid, in seconds (0 to 2592000, default 86400), never past its own expiry.
+    #[schema(minimum = 0, maximum = 2592000)]
     pub grace_period: Option<i64>,
 }
 

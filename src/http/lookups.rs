@@ -88,7 +88,7 @@ pub struct AdminKeysQuery {
     environment: Option<String>,
     /// `active`, `rotating`, `expired` or `revoked`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[param(value_type = Option<Status>)]
+    #[param(value_type = Option<Status>, inline)]
     status: Option<Status>,
     /// Page size, 1–1 000 (default 100).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[allow(dead_code)]
 pub struct TokenForm {
     /// `client_credentials`, `password` or `refresh_token`.
+    #[schema(pattern = "^(client_credentials|password|refresh_token)$")]
     grant_type: String,
     /// Requested scopes, space-separated (a subset of what is allowed).
     scope: Option<String>,

@@ -33,8 +33,10 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Login name (case-insensitive, unique among live users).
+    #[schema(pattern = r"^[A-Za-z0-9._@+-]{1,128}$", min_length = 1, max_length = 128)]
     pub username: String,
     /// Password, 8 to 1024 characters. Stored only as an Argon2id hash.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     /// Scopes the user may be granted.
     #[serde(default)]
