@@ -119,6 +119,11 @@ pub enum ClientsCommand {
         /// Client id
         client_id: String,
     },
+    /// Give a confidential client a new secret (printed once); the old one stops working.
+    RotateSecret {
+        /// Client id
+        client_id: String,
+    },
 }
 
 /// `tessera admin users …`
@@ -246,6 +251,9 @@ async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&
         A::Clients(ClientsCommand::Disable { client_id }) => {
             s.call(Method::DELETE, &format!("/v1/admin/clients/{}", seg(&client_id)), None).await?;
             (s.call(Method::GET, &format!("/v1/admin/clients/{}", seg(&client_id)), None).await?, None)
+        }
+        A::Clients(ClientsCommand::RotateSecret { client_id }) => {
+            (s.call(Method::POST, &format!("/v1/admin/clients/{}/secret", seg(&client_id)), None).await?, None)
         }
         A::Users(UsersCommand::Create { username, scopes }) => {
             let password = std::env::var("TESSERA_NEW_USER_PASSWORD").map_err(|_| {

@@ -1,9 +1,11 @@
 //! OAuth clients: registration, listing, disabling, and the bootstrap `admin` client.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod redirects;
 pub mod secret;
 pub mod update;
+mod validate;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -12,17 +14,17 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
-    apikeys::{self, policy},
+    apikeys,
     audit::{self, Actor},
     error::{Error, Result},
-    passwords,
     revocation::{self, Kind, NewRevocation},
-    scopes,
-    secrets::{self, Secret},
+    secrets,
 };
 
 pub use auth::{ClientAuth, Credentials};
+pub use bootstrap::ensure_admin;
 pub use update::ClientPatch;
+use validate::{refuse_user_id, validate};
 
 /// Longest access-token lifetime a client may be configured with.
 pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
@@ -237,86 +239,6 @@ fn from_row(r: ClientRow) -> Client {
     }
 }
 
-/// `[A-Za-z0-9._~-]{1,128}`: the unreserved characters of RFC 3986, so the id needs no escaping
-/// anywhere. Not `:`, which `client_secret_basic` (RFC 6749 §2.3.1) uses as the separator and
-/// which many clients (`curl -u`, authlib, requests-oauthlib) do not form-encode.
-fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~'))
-}
-
-fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>, Vec<String>)> {
-    let client_id = match &new.client_id {
-        Some(id) if !valid_client_id(id) => {
-            return Err(Error::invalid("client_id: 1-128 characters of A-Z a-z 0-9 . _ - ~"))
-        }
-        Some(id) => id.clone(),
-        None => uuid::Uuid::now_v7().to_string(),
-    };
-    let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::invalid("name: must be 1 to 200 characters"));
-    }
-    if new.grant_types.is_empty() {
-        return Err(Error::invalid("grant_types: at least one grant type is required"));
-    }
-    let mut grants: Vec<String> = Vec::new();
-    for g in &new.grant_types {
-        if !GRANT_TYPES.contains(&g.as_str()) {
-            return Err(Error::invalid(format!(
-                "grant_types: {g:?} is not supported (client_credentials, password, refresh_token)"
-            )));
-        }
-        if !grants.contains(g) {
-            grants.push(g.clone());
-        }
-    }
-    if new.public && grants.iter().any(|g| g == "client_credentials") {
-        return Err(Error::invalid("grant_types: a public client cannot use client_credentials"));
-    }
-    let scopes = scopes::validate_list("scopes", &new.scopes)?;
-    if let Some(aud) = &new.audience {
-        let list = aud.clone().into_vec();
-        if list.is_empty() || list.len() > 20 || list.iter().any(|a| a.is_empty() || a.len() > 512) {
-            return Err(Error::invalid("audience: 1 to 20 non-empty strings of at most 512 characters"));
-        }
-    }
-    if let Some(t) = new.access_token_ttl {
-        if !(1..=MAX_CLIENT_ACCESS_TTL as i64).contains(&t) {
-            return Err(Error::invalid(format!("access_token_ttl: must be 1 to {MAX_CLIENT_ACCESS_TTL} seconds")));
-        }
-    }
-    if let Some(t) = new.refresh_token_ttl {
-        if !(1..=31_536_000).contains(&t) {
-            return Err(Error::invalid("refresh_token_ttl: must be 1 to 31536000 seconds"));
-        }
-    }
-    let key_scopes = policy::validate_key_scopes("key_scopes", new.key_scopes.as_deref())?;
-    let redirect_uris = new.redirect_uris.as_deref().map(|u| redirects::validate("redirect_uris", u)).transpose()?;
-    let post_logout_redirect_uris = (new.post_logout_redirect_uris.as_deref())
-        .map(|u| redirects::validate("post_logout_redirect_uris", u))
-        .transpose()?;
-    let new = NewClient { name: name.to_owned(), key_scopes, redirect_uris, post_logout_redirect_uris, ..new };
-    Ok((client_id, new, grants, scopes))
-}
-
-/// A client-credentials token's `sub` is its client id, and the owner of API keys is a token's
-/// `sub`: a client whose id were a user's id would act as that user on their keys. User ids are
-/// generated UUIDs, so only a chosen client id can collide; deleted users count too (their keys and
-/// audit trail still name them).
-async fn refuse_user_id(conn: &mut sqlx::PgConnection, client_id: &str) -> Result<()> {
-    let Ok(id) = uuid::Uuid::parse_str(client_id) else {
-        return Ok(());
-    };
-    let taken: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)").bind(id).fetch_one(conn).await?;
-    if taken {
-        return Err(Error::invalid("client_id: must not be the id of a user"));
-    }
-    Ok(())
-}
-
 /// Registers a client. A confidential client gets a 256-bit secret, returned here once and
 /// stored as a keyed hash under `secret_key` (see [`secret`]).
 pub async fn create(
@@ -437,73 +359,6 @@ pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &
     Ok(())
 }
 
-/// Makes sure the confidential client `admin` exists with `secret`, grant `client_credentials`
-/// and scope `admin` (start-up, `TESSERA_BOOTSTRAP_ADMIN_SECRET`).
-pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> Result<()> {
-    if let Some(existing) = get(db, "admin").await? {
-        let current = existing.secret_hash.clone();
-        let same = match current {
-            Some(h) => passwords::verify(Some(h), secret.expose().to_owned()).await?,
-            None => false,
-        };
-        // An operator who disabled `admin` (after a leak, say) must not see a restart undo it. The
-        // way back is a new secret, which is what a leak calls for anyway.
-        if same && existing.disabled_at.is_some() {
-            tracing::warn!(
-                "the bootstrap admin client `admin` is disabled and stays disabled: \
-                 TESSERA_BOOTSTRAP_ADMIN_SECRET still holds the secret it had. Set a new secret to \
-                 re-enable it, or unset the variable"
-            );
-            return Ok(());
-        }
-        if same && existing.scopes.iter().any(|s| s == scopes::ADMIN) {
-            return Ok(());
-        }
-        if existing.disabled_at.is_some() {
-            // Instances already running keep refusing it until they restart: their revoked set
-            // holds the client from when it was disabled.
-            tracing::warn!(
-                "the bootstrap admin client `admin` was disabled; a new TESSERA_BOOTSTRAP_ADMIN_SECRET \
-                 re-enables it (restart every instance for all of them to accept it)"
-            );
-        }
-        let hash = passwords::hash(secret.expose().to_owned()).await?;
-        let mut tx = db.begin().await?;
-        sqlx::query(
-            "UPDATE clients SET secret_hash = $1, public = false, disabled_at = NULL,
-                    scopes = CASE WHEN 'admin' = ANY(scopes) THEN scopes ELSE array_append(scopes, 'admin') END,
-                    grant_types = CASE WHEN 'client_credentials' = ANY(grant_types) THEN grant_types ELSE array_append(grant_types, 'client_credentials') END
-             WHERE client_id = 'admin'",
-        )
-        .bind(hash)
-        .execute(&mut *tx)
-        .await?;
-        let details = json!({"source": "TESSERA_BOOTSTRAP_ADMIN_SECRET", "secret_changed": !same});
-        audit::record(&mut tx, now, &Actor::system(), "client.bootstrap_update", "client", "admin", details).await?;
-        tx.commit().await?;
-        tracing::info!("bootstrap admin client updated");
-        return Ok(());
-    }
-    let hash = passwords::hash(secret.expose().to_owned()).await?;
-    let mut tx = db.begin().await?;
-    let created = sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, public, grant_types, scopes, created_at)
-         VALUES ('admin', 'Bootstrap admin', $1, false, '{client_credentials}', '{admin}', $2) ON CONFLICT (client_id) DO NOTHING",
-    )
-    .bind(hash)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if created > 0 {
-        let details = json!({"source": "TESSERA_BOOTSTRAP_ADMIN_SECRET"});
-        audit::record(&mut tx, now, &Actor::system(), "client.bootstrap_create", "client", "admin", details).await?;
-    }
-    tx.commit().await?;
-    tracing::info!("bootstrap admin client created");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,9 +388,9 @@ mod tests {
 
     #[test]
     fn client_ids_are_unreserved_characters_only() {
-        assert!(valid_client_id("svc.billing_v2~east-1"));
+        assert!(validate::valid_client_id("svc.billing_v2~east-1"));
         for bad in ["", "svc:billing", "has space", "é", &"x".repeat(129)] {
-            assert!(!valid_client_id(bad), "{bad:?}");
+            assert!(!validate::valid_client_id(bad), "{bad:?}");
         }
     }
 }

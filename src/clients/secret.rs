@@ -8,8 +8,16 @@
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use ring::hmac;
+use serde_json::json;
+use sqlx::PgPool;
+use time::OffsetDateTime;
 
-use crate::secrets::{constant_time_eq, keyed_hash};
+use super::{get, CreatedClient};
+use crate::{
+    audit::{self, Actor},
+    error::{Error, Result},
+    secrets::{self, constant_time_eq, keyed_hash},
+};
 
 /// Marks a stored keyed hash; no PHC string starts with it (PHC ids are `[a-z0-9-]`).
 pub const KEYED_PREFIX: &str = "$tessera-hmac-sha256$v1$";
@@ -36,6 +44,35 @@ pub fn keyed_part(stored: &str) -> Option<&str> {
 pub fn verify_keyed(key: &hmac::Key, client_id: &str, secret: &str, encoded: &str) -> bool {
     let expected = URL_SAFE_NO_PAD.decode(encoded).unwrap_or_default();
     constant_time_eq(&tag(key, client_id, secret), &expected)
+}
+
+/// Gives a confidential client a new generated secret, returned here once; the old one stops
+/// working at once on this instance and, on others, once their client record expires (seconds).
+/// Errors: `NotFound` for an unknown or disabled client, `Conflict` for a public one (it has none).
+pub async fn rotate(
+    db: &PgPool,
+    key: &hmac::Key,
+    client_id: &str,
+    now: OffsetDateTime,
+    actor: &Actor,
+) -> Result<CreatedClient> {
+    let client = get(db, client_id).await?.filter(|c| c.disabled_at.is_none()).ok_or(Error::NotFound("client"))?;
+    if client.public {
+        return Err(Error::Conflict(format!("client {client_id:?} is public: it has no secret to rotate")));
+    }
+    let secret = secrets::random_urlsafe(32);
+    let mut tx = db.begin().await?;
+    let updated = sqlx::query("UPDATE clients SET secret_hash = $2 WHERE client_id = $1 AND disabled_at IS NULL")
+        .bind(client_id)
+        .bind(keyed(key, client_id, &secret))
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(Error::NotFound("client"));
+    }
+    audit::record(&mut tx, now, actor, "client.secret_rotate", "client", client_id, json!({})).await?;
+    tx.commit().await?;
+    Ok(CreatedClient { client, client_secret: Some(secret) })
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_client, list_clients))
         .routes(routes!(get_client, patch_client, delete_client))
+        .routes(routes!(rotate_client_secret))
         .routes(routes!(create_user, crate::http::lookups::list_users))
         .routes(routes!(get_user, patch_user, delete_user))
         .routes(routes!(list_signing_keys))
@@ -82,6 +83,29 @@ async fn get_client(
 ) -> Result<Json<Client>, ApiError> {
     admin(&caller)?;
     Ok(Json(clients::get(&state.db, &id).await?.ok_or(Error::NotFound("client"))?))
+}
+
+/// Gives a confidential client a new secret, shown this once; the old one stops working (on other
+/// instances within seconds).
+#[utoipa::path(post, path = "/v1/admin/clients/{client_id}/secret", tag = "admin", security(("bearer" = ["admin"])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = CreatedClient, headers(("cache-control" = String, description = "no-store"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+async fn rotate_client_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(NoFields {}): OptionalJson<NoFields>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], Json<CreatedClient>), ApiError> {
+    admin(&caller)?;
+    let actor = caller.actor(ip, rid);
+    let rotated =
+        clients::secret::rotate(&state.db, &state.keys.client_secret_hmac, &id, state.clock.now(), &actor).await?;
+    state.clients.forget(&id);
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(rotated)))
 }
 
 /// Disables a client and revokes its refresh tokens.

@@ -85,9 +85,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// An `application/x-www-form-urlencoded` body as RFC 6749 reads it: no repeated parameters,
-/// and empty values treated as absent.
-#[derive(Debug, Default)]
+/// and empty values treated as absent. `Debug` shows the values of [`OAuthForm::SHOWN`] only: the
+/// others (password, client secret, tokens, codes) print as `[redacted]`.
+#[derive(Default)]
 pub struct OAuthForm(pub HashMap<String, String>);
+
+impl OAuthForm {
+    /// Parameters whose values are not secrets.
+    pub const SHOWN: [&'static str; 6] =
+        ["grant_type", "scope", "client_id", "username", "token_type_hint", "audience"];
+}
+
+impl std::fmt::Debug for OAuthForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        let mut m = f.debug_map();
+        for k in keys {
+            if Self::SHOWN.contains(&k.as_str()) {
+                m.entry(k, &self.0[k]);
+            } else {
+                m.entry(k, &"[redacted]");
+            }
+        }
+        m.finish()
+    }
+}
 
 impl OAuthForm {
     /// A parameter's value, if present and non-empty.
@@ -185,3 +208,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_an_oauth_form_shows_no_secret() {
+        let form = OAuthForm(HashMap::from([
+            ("grant_type".to_owned(), "password".to_owned()),
+            ("username".to_owned(), "ada".to_owned()),
+            ("password".to_owned(), "hunter2-password".to_owned()),
+            ("client_secret".to_owned(), "hunter2-secret".to_owned()),
+            ("refresh_token".to_owned(), "tsr_hunter2".to_owned()),
+        ]));
+        let shown = format!("{form:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("\"password\": \"[redacted]\"") && shown.contains("\"ada\""), "{shown}");
+    }
+}

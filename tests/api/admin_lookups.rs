@@ -243,6 +243,25 @@ async fn tessera_admin_lists_and_revokes_keys_over_http_with_exit_codes_scripts_
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 
+    // A client's secret, rotated from the command line: the new one works, the old one not.
+    let (code, out, err) =
+        admin_cli(&app, ADMIN_SECRET, &["clients", "rotate-secret", &login.client_id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rotated: Value = serde_json::from_str(&out).unwrap();
+    let new_secret = rotated["client_secret"].as_str().unwrap();
+    assert_eq!(app.token_for(&login.client_id, &login.secret, None).await.status(), StatusCode::UNAUTHORIZED);
+    let form =
+        [("grant_type", "password"), ("username", login.username.as_str()), ("password", login.password.as_str())];
+    let res = app
+        .http
+        .post(app.url("/oauth/token"))
+        .basic_auth(&login.client_id, Some(new_secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
     // The other resources answer too.
     for args in [
         &["clients", "list"][..],

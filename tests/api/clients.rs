@@ -527,3 +527,47 @@ async fn unknown_client_ids_are_cached_like_known_ones_and_creation_clears_them(
     let secret = created["client_secret"].as_str().unwrap();
     assert_eq!(app.token_for("made-up-id", secret, None).await.status(), StatusCode::OK);
 }
+
+/// A confidential client's secret is replaced: the new one (shown once, no-store) works, the old
+/// one no longer does; a public client has none to rotate, an unknown one is 404.
+#[tokio::test]
+async fn an_admin_rotates_a_clients_secret_and_the_old_one_stops_working() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (id, old) = app.create_client(&["client_credentials"], &[]).await;
+    assert_eq!(app.token_for(&id, &old, None).await.status(), StatusCode::OK);
+    let res = app.post_json(&format!("/v1/admin/clients/{id}/secret"), &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let rotated: Value = res.json().await.unwrap();
+    let new = rotated["client_secret"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(rotated["client_id"], id.as_str());
+    assert_oauth_error(app.token_for(&id, &old, None).await, 401, "invalid_client").await;
+    assert_eq!(app.token_for(&id, new, None).await.status(), StatusCode::OK);
+    let audit: Value = app.get_auth("/v1/admin/audit", &admin).await.json().await.unwrap();
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "client.secret_rotate" && e["target_id"] == id.as_str()));
+
+    let public: Value = app
+        .post_json(
+            "/v1/admin/clients",
+            &admin,
+            &json!({"name": "spa", "grant_types": ["password"], "scopes": [], "public": true}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let public_id = public["client_id"].as_str().unwrap();
+    assert_problem(
+        app.post_json(&format!("/v1/admin/clients/{public_id}/secret"), &admin, &json!({})).await,
+        409,
+        "CONFLICT",
+    )
+    .await;
+    assert_problem(app.post_json("/v1/admin/clients/nope/secret", &admin, &json!({})).await, 404, "NOT_FOUND").await;
+}
