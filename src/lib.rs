@@ -1,7 +1,12 @@
 //! Tessera: a token and API-key identity service.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+// Request paths never unwrap, expect or panic: a bad input is a 4xx, an outage a 503. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo, clippy::unimplemented)
+)]
+#![deny(clippy::await_holding_lock)]
 
 pub mod anomalies;
 pub mod apikeys;

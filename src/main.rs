@@ -1,4 +1,8 @@
 //! The `tessera` command: serve, migrate, clients (offline), admin (over HTTP), openapi.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo, clippy::unimplemented)
+)]
 
 mod cli;
 

@@ -198,6 +198,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Fills `buf` from the OS CSPRNG.
+#[expect(clippy::panic, reason = "no entropy source at all: nothing can be issued safely, so the process stops")]
 pub fn fill_random(buf: &mut [u8]) {
     // SystemRandom only fails when the OS has no entropy source at all; nothing can be issued safely then.
     if ring::rand::SystemRandom::new().fill(buf).is_err() {
@@ -261,6 +262,7 @@ pub fn random_urlsafe(n: usize) -> String {
 }
 
 /// Encrypts with AES-256-GCM under `key`; `aad` binds the ciphertext to its context. Output: nonce || ciphertext+tag.
+#[expect(clippy::panic, reason = "a 32-byte key and an input under 64 GiB cannot fail: a failure is a broken build")]
 pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; 12];
     fill_random(&mut nonce);
