@@ -119,26 +119,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ClientsCommand {
     /// Register a client and print it as JSON, with its secret (shown once).
-    Create {
-        /// Display name.
-        #[arg(long)]
-        name: String,
-        /// Space-separated scopes.
-        #[arg(long, default_value = "")]
-        scopes: String,
-        /// Allowed grant (repeatable): client_credentials, password, refresh_token.
-        #[arg(long = "grant", required = true)]
-        grants: Vec<String>,
-        /// Chosen client id (default: a UUID v7).
-        #[arg(long)]
-        client_id: Option<String>,
-        /// Default audience.
-        #[arg(long)]
-        audience: Option<String>,
-        /// A public client (no secret).
-        #[arg(long)]
-        public: bool,
-    },
+    Create(cli::NewClientArgs),
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -180,19 +161,15 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
-        Command::Clients {
-            command: ClientsCommand::Create { name, scopes, grants, client_id, audience, public },
-            ..
-        } => {
-            let scopes: Vec<String> = scopes.split_whitespace().map(str::to_owned).collect();
-            warn_about_unknown_scopes(&scopes);
+        Command::Clients { command: ClientsCommand::Create(c), .. } => {
+            let scopes = c.scope_list();
             let new = clients::NewClient {
-                client_id,
-                name,
-                grant_types: grants,
+                client_id: c.client_id,
+                name: c.name,
+                grant_types: c.grants,
                 scopes,
-                audience: audience.map(clients::AudienceParam::One),
-                public,
+                audience: c.audience.map(clients::AudienceParam::One),
+                public: c.public,
                 access_token_ttl: None,
                 refresh_token_ttl: None,
                 key_scopes: None,

@@ -94,26 +94,46 @@ pub enum KeysCommand {
     },
 }
 
+/// A client to register: the flags `tessera admin clients create` and the offline
+/// `tessera clients create` share.
+#[derive(Args)]
+pub struct NewClientArgs {
+    /// Display name
+    #[arg(long)]
+    pub name: String,
+    /// Space-separated scopes
+    #[arg(long, default_value = "")]
+    pub scopes: String,
+    /// Allowed grant (repeatable): client_credentials, password, refresh_token
+    #[arg(long = "grant", required = true)]
+    pub grants: Vec<String>,
+    /// Chosen client id (default: a UUID v7)
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Default audience
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// A public client (no secret)
+    #[arg(long)]
+    pub public: bool,
+}
+
+impl NewClientArgs {
+    /// The scopes as a list, with a note on stderr for any Tessera itself does not use.
+    pub fn scope_list(&self) -> Vec<String> {
+        let scopes: Vec<String> = self.scopes.split_whitespace().map(str::to_owned).collect();
+        crate::warn_about_unknown_scopes(&scopes);
+        scopes
+    }
+}
+
 /// `tessera admin clients …`
 #[derive(Subcommand)]
 pub enum ClientsCommand {
     /// Every client.
     List,
     /// Register a client; its secret is printed once.
-    Create {
-        /// Display name
-        #[arg(long)]
-        name: String,
-        /// Space-separated scopes
-        #[arg(long, default_value = "")]
-        scopes: String,
-        /// Allowed grant (repeatable)
-        #[arg(long = "grant", required = true)]
-        grants: Vec<String>,
-        /// A public client (no secret)
-        #[arg(long)]
-        public: bool,
-    },
+    Create(NewClientArgs),
     /// Disable a client and revoke its tokens and refresh tokens.
     Disable {
         /// Client id
@@ -243,9 +263,15 @@ async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&
             s.call(Method::GET, "/v1/admin/clients", None).await?,
             Some(&["client_id", "name", "grant_types", "scopes", "public", "disabled_at"]),
         ),
-        A::Clients(ClientsCommand::Create { name, scopes, grants, public }) => {
-            crate::warn_about_unknown_scopes(&words(&scopes).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-            let body = json!({"name": name, "scopes": words(&scopes), "grant_types": grants, "public": public});
+        A::Clients(ClientsCommand::Create(c)) => {
+            let mut body =
+                json!({"name": c.name, "scopes": c.scope_list(), "grant_types": c.grants, "public": c.public});
+            if let Some(id) = &c.client_id {
+                body["client_id"] = json!(id);
+            }
+            if let Some(aud) = &c.audience {
+                body["audience"] = json!(aud);
+            }
             (s.call(Method::POST, "/v1/admin/clients", Some(&body)).await?, None)
         }
         A::Clients(ClientsCommand::Disable { client_id }) => {
