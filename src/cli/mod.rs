@@ -202,9 +202,9 @@ pub enum AnomaliesCommand {
 /// `tessera admin audit …`
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// The latest audit entries.
+    /// The latest audit entries (of the last 24 hours unless --since says otherwise), oldest first.
     Tail {
-        /// Only those at or after this RFC 3339 time
+        /// Look back to this RFC 3339 time (default: 24 hours ago)
         #[arg(long)]
         since: Option<String>,
         /// At most this many
@@ -218,7 +218,11 @@ pub async fn run(conn: Connection, command: AdminCommand) -> Result<String, Admi
     let client_secret = std::env::var("TESSERA_CLIENT_SECRET").map_err(|_| {
         AdminError::Usage("TESSERA_CLIENT_SECRET is not set: export the secret of an admin client".into())
     })?;
-    let target = Target { url: conn.url.trim_end_matches('/').to_owned(), client_id: conn.client_id, client_secret };
+    let url = conn.url.trim_end_matches('/').to_owned();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(&url).is_err() {
+        return Err(AdminError::Usage(format!("TESSERA_URL: {url:?} is not an http(s) URL")));
+    }
+    let target = Target { url, client_id: conn.client_id, client_secret };
     let session = Session::open(&target).await?;
     let (value, columns) = dispatch(&session, command).await?;
     Ok(if conn.json {
@@ -320,17 +324,44 @@ async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&
             )
         }
         A::Audit(AuditCommand::Tail { since, limit }) => {
-            let mut query = vec![("limit", limit.to_string())];
-            if let Some(t) = since {
-                query.push(("since", t));
-            }
-            let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
-            (
-                s.call(Method::GET, &format!("/v1/admin/audit?{qs}"), None).await?,
-                Some(&["at", "actor", "action", "target_type", "target_id", "ip"]),
-            )
+            (audit_tail(s, since, limit).await?, Some(&["at", "actor", "action", "target_type", "target_id", "ip"]))
         }
     })
+}
+
+/// The latest `limit` audit entries at or after `since` (default: the last 24 hours), oldest first.
+/// The API lists oldest first, so this pages to the end with its cursor and keeps the tail.
+async fn audit_tail(s: &Session, since: Option<String>, limit: u32) -> Result<Value, AdminError> {
+    let since = match since {
+        Some(t) => t,
+        None => (time::OffsetDateTime::now_utc() - time::Duration::DAY)
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| AdminError::Usage(format!("cannot format the time: {e}")))?,
+    };
+    let keep = limit.max(1) as usize;
+    let mut tail: std::collections::VecDeque<Value> = std::collections::VecDeque::with_capacity(keep);
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1000".to_owned()), ("since", since.clone())];
+        if let Some(a) = &after {
+            query.push(("after", a.clone()));
+        }
+        let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
+        let page = s.call(Method::GET, &format!("/v1/admin/audit?{qs}"), None).await?;
+        let entries = page.as_array().cloned().unwrap_or_default();
+        let full = entries.len() == 1000;
+        after = entries.last().and_then(|e| e["id"].as_str()).map(str::to_owned);
+        for e in entries {
+            if tail.len() == keep {
+                tail.pop_front();
+            }
+            tail.push_back(e);
+        }
+        if !full || after.is_none() {
+            break;
+        }
+    }
+    Ok(Value::Array(tail.into()))
 }
 
 fn signing_list(v: Value) -> (Value, Option<&'static [&'static str]>) {

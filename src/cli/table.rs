@@ -1,14 +1,12 @@
-//! Readable tables for `tessera admin` (without `--json`): one row per item, chosen columns, cells
-//! cut to a readable width. Scripts should use `--json`.
+//! Readable tables for `tessera admin` (without `--json`): one row per item, chosen columns. Cells
+//! are never cut: an id must paste back into the next command, and a secret shown once must be
+//! shown whole. Scripts should use `--json`.
 
 use serde_json::Value;
 
-/// Widest a cell may be before it is cut with `…`.
-const MAX_CELL: usize = 40;
-
 /// One cell's text: strings as they are, lists joined by spaces, null as `-`.
 fn cell(v: &Value) -> String {
-    let s = match v {
+    match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         Value::Array(items) => {
@@ -20,12 +18,6 @@ fn cell(v: &Value) -> String {
             }
         }
         other => other.to_string(),
-    };
-    if s.chars().count() > MAX_CELL {
-        let cut: String = s.chars().take(MAX_CELL - 1).collect();
-        format!("{cut}…")
-    } else {
-        s
     }
 }
 
@@ -85,8 +77,9 @@ mod tests {
     }
 
     #[test]
-    fn long_cells_are_cut() {
-        let t = render(&json!([{"name": "n".repeat(100)}]), &["name"]);
-        assert!(t.lines().nth(1).unwrap().ends_with('…'));
+    fn long_values_are_shown_whole() {
+        let secret = "tsk_live_".to_owned() + &"x".repeat(60);
+        assert!(render(&json!([{"kid": secret}]), &["kid"]).contains(&secret));
+        assert!(record(&json!({"key": secret})).contains(&secret));
     }
 }

@@ -48,14 +48,24 @@ pub fn verify_keyed(key: &hmac::Key, client_id: &str, secret: &str, encoded: &st
 
 /// Gives a confidential client a new generated secret, returned here once; the old one stops
 /// working at once on this instance and, on others, once their client record expires (seconds).
-/// Errors: `NotFound` for an unknown or disabled client, `Conflict` for a public one (it has none).
+/// Errors: `NotFound` for an unknown or disabled client, `Conflict` for a public one (it has none)
+/// and for the bootstrap `admin` while `bootstrap_managed` (its secret is
+/// `TESSERA_BOOTSTRAP_ADMIN_SECRET`, which the next start would put back).
 pub async fn rotate(
     db: &PgPool,
     key: &hmac::Key,
     client_id: &str,
+    bootstrap_managed: bool,
     now: OffsetDateTime,
     actor: &Actor,
 ) -> Result<CreatedClient> {
+    if bootstrap_managed && client_id == "admin" {
+        return Err(Error::Conflict(
+            "the secret of client \"admin\" is TESSERA_BOOTSTRAP_ADMIN_SECRET: change that variable and restart \
+             (every instance) to rotate it"
+                .into(),
+        ));
+    }
     let client = get(db, client_id).await?.filter(|c| c.disabled_at.is_none()).ok_or(Error::NotFound("client"))?;
     if client.public {
         return Err(Error::Conflict(format!("client {client_id:?} is public: it has no secret to rotate")));

@@ -102,8 +102,9 @@ async fn rotate_client_secret(
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], Json<CreatedClient>), ApiError> {
     admin(&caller)?;
     let actor = caller.actor(ip, rid);
-    let rotated =
-        clients::secret::rotate(&state.db, &state.keys.client_secret_hmac, &id, state.clock.now(), &actor).await?;
+    let managed = state.config.bootstrap_admin_secret.is_some();
+    let key = &state.keys.client_secret_hmac;
+    let rotated = clients::secret::rotate(&state.db, key, &id, managed, state.clock.now(), &actor).await?;
     state.clients.forget(&id);
     Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(rotated)))
 }

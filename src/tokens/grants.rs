@@ -89,5 +89,24 @@ pub async fn password_tokens(
     let grant = Grant { client, sub: user.id.to_string(), scopes: &granted, aud, sid: family };
     let (access_token, expires_in) = issue_access_token(state, &grant)?;
     crate::metrics::token_issued("password");
+    warn_legacy_password_grant(&client.client_id);
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token })
+}
+
+/// The password grant is legacy (RFC 9700 §2.4: the client sees the user's password). Its use is
+/// logged as a warning once per client per process, not per login, so busy clients do not flood the
+/// log; `tokens_issued_total{grant="password"}` counts every use.
+fn warn_legacy_password_grant(client_id: &str) {
+    static WARNED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let Ok(mut warned) = WARNED.get_or_init(Default::default).lock() else {
+        return;
+    };
+    // Bounded: past this many clients, the metric alone tells the story.
+    if warned.len() < 10_000 && warned.insert(client_id.to_owned()) {
+        tracing::warn!(
+            client_id,
+            "the password grant is legacy (RFC 9700 §2.4): move this client to authorization code with PKCE"
+        );
+    }
 }

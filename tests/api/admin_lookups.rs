@@ -262,6 +262,21 @@ async fn tessera_admin_lists_and_revokes_keys_over_http_with_exit_codes_scripts_
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 
+    // audit tail: the latest entries, not the first ones.
+    let (code, out, err) = admin_cli(&app, ADMIN_SECRET, &["audit", "tail", "--limit", "1", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let tail: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(tail.as_array().unwrap().len(), 1);
+    assert_eq!(tail[0]["action"], "client.secret_rotate", "{tail}");
+    // A TESSERA_URL that is no URL is a setting to fix (2), not an outage (6).
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["admin", "--url", "not-a-url", "clients", "list"])
+        .env("TESSERA_CLIENT_SECRET", ADMIN_SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
     // The other resources answer too.
     for args in [
         &["clients", "list"][..],

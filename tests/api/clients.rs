@@ -570,4 +570,10 @@ async fn an_admin_rotates_a_clients_secret_and_the_old_one_stops_working() {
     )
     .await;
     assert_problem(app.post_json("/v1/admin/clients/nope/secret", &admin, &json!({})).await, 404, "NOT_FOUND").await;
+    // The bootstrap admin's secret is the variable's: a rotation here would be undone at the next start.
+    let body =
+        assert_problem(app.post_json("/v1/admin/clients/admin/secret", &admin, &json!({})).await, 409, "CONFLICT")
+            .await;
+    assert!(body["detail"].as_str().unwrap().contains("TESSERA_BOOTSTRAP_ADMIN_SECRET"), "{body}");
+    assert_eq!(app.token_for("admin", ADMIN_SECRET, None).await.status(), StatusCode::OK);
 }

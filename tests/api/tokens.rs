@@ -503,3 +503,17 @@ async fn a_client_without_the_refresh_token_grant_gets_no_refresh_token_and_cann
     let res = refresh(&app, &password_only, &refresh_token, None).await;
     assert_oauth_error(res, 400, "unauthorized_client").await;
 }
+
+/// The password grant is legacy (RFC 9700 §2.4): its use is logged as a warning naming the client.
+#[tokio::test]
+async fn a_password_grant_is_logged_as_legacy_naming_its_client() {
+    let app = spawn_app().await;
+    let l = setup_login(&app, &["a"], &["a"]).await;
+    assert_eq!(password_grant(&app, &l, &l.password, None).await.status(), StatusCode::OK);
+    let logs = captured_logs();
+    assert!(
+        logs.lines().any(|line| line.contains("WARN") && line.contains("legacy") && line.contains(&l.client_id)),
+        "no legacy warning for client {}",
+        l.client_id
+    );
+}
