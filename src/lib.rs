@@ -24,6 +24,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod net;
 pub mod passwords;
+pub mod patch;
 pub mod revocation;
 pub mod scopes;
 pub mod secrets;

@@ -23,8 +23,12 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct ClientPatch {
     /// Display name, 1 to 200 characters.
+    #[serde(default, deserialize_with = "crate::patch::name")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     /// Scopes the client may be granted.
+    #[serde(default, deserialize_with = "crate::patch::scopes")]
+    #[schema(nullable = false)]
     pub scopes: Option<Vec<String>>,
     /// Scopes the client may put on API keys: `null` = any scope that is not reserved, a list =
     /// only those, `[]` = none; absent = unchanged. Existing keys are narrowed to it at once.
@@ -32,8 +36,12 @@ pub struct ClientPatch {
     #[schema(value_type = Option<Vec<String>>, nullable)]
     pub key_scopes: Option<Option<Vec<String>>>,
     /// Replaces the redirect URIs: absolute https URIs (http only to a loopback host), no fragment.
+    #[serde(default, deserialize_with = "crate::patch::redirect_uris")]
+    #[schema(nullable = false)]
     pub redirect_uris: Option<Vec<String>>,
     /// Replaces the post-logout redirect URIs; the same rules.
+    #[serde(default, deserialize_with = "crate::patch::post_logout_redirect_uris")]
+    #[schema(nullable = false)]
     pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 

@@ -22,6 +22,8 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     /// Scopes the user may be granted.
+    #[serde(default, deserialize_with = "crate::patch::scopes")]
+    #[schema(nullable = false)]
     pub scopes: Option<Vec<String>>,
     /// Scopes the user may put on API keys: `null` = any scope that is not reserved, a list = only
     /// those, `[]` = none; absent = unchanged. Existing keys are narrowed to it at once.

@@ -203,6 +203,17 @@ async fn patch_refuses_unknown_fields_unknown_targets_and_non_admins() {
     assert_problem(res, 403, "INSUFFICIENT_SCOPE").await;
     let res = patch(&app, "/v1/admin/users/not-a-uuid", &admin, &json!({})).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // Fields that cannot be empty cannot be null either (null was read as "left out": 200, no change).
+    for (path, field) in [
+        (format!("/v1/admin/clients/{client}"), "name"),
+        (format!("/v1/admin/clients/{client}"), "scopes"),
+        (format!("/v1/admin/clients/{client}"), "redirect_uris"),
+        (format!("/v1/admin/users/{user}"), "scopes"),
+    ] {
+        let body =
+            assert_problem(patch(&app, &path, &admin, &json!({field: null})).await, 400, "INVALID_REQUEST").await;
+        assert!(body["detail"].as_str().unwrap().contains(field), "{field}: {body}");
+    }
 }
 
 #[tokio::test]
