@@ -517,3 +517,11 @@ fn help_names_each_variable_once() {
     assert!(help.contains("[env: TESSERA_DATABASE_URL]"), "{help}");
     assert!(help.lines().all(|l| l.matches("[env:").count() <= 1), "{help}");
 }
+
+/// When the test suite cannot reach Postgres, the failure says so in plain words.
+#[tokio::test]
+#[should_panic(expected = "nothing answers at the Postgres address")]
+async fn the_suite_explains_a_postgres_it_cannot_reach() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await;
+}

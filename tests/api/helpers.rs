@@ -30,7 +30,27 @@ pub fn server_url() -> String {
 
 /// A connection to the server's `postgres` database.
 pub async fn admin_connection() -> PgConnection {
-    PgConnection::connect(&format!("{}/postgres", server_url())).await.unwrap()
+    connect(&format!("{}/postgres", server_url())).await
+}
+
+/// A connection for the test itself; when Postgres refuses, the failure says why in plain words
+/// (the machine's Postgres is shared, and `max_connections` is a common reason).
+pub async fn connect(url: &str) -> PgConnection {
+    match PgConnection::connect(url).await {
+        Ok(c) => c,
+        Err(e) => {
+            let said = e.to_string();
+            let why = if said.contains("too many clients") || said.contains("remaining connection slots") {
+                "Postgres has no free connection: max_connections is shared by everything on this machine. \
+                 Stop other clients or run fewer tests at once (--test-threads)"
+            } else if said.contains("Connection refused") {
+                "nothing answers at the Postgres address: start it (scripts/test does) or set DATABASE_URL"
+            } else {
+                "Postgres refused the test's connection"
+            };
+            panic!("{why}: {said}");
+        }
+    }
 }
 
 pub fn redis_url() -> String {
@@ -84,7 +104,7 @@ async fn template() -> String {
     static NAME: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     NAME.get_or_init(|| async {
         let name = format!("tessera_tpl_{}", migrations_fingerprint());
-        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url())).await.unwrap();
+        let mut admin = connect(&format!("{}/postgres", server_url())).await;
         sqlx::query("SELECT pg_advisory_lock(77001)").execute(&mut admin).await.unwrap();
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -111,7 +131,7 @@ async fn template() -> String {
 pub async fn fresh_database() -> String {
     let tpl = template().await;
     let name = format!("tessera_test_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&format!("{}/postgres", server_url())).await.unwrap();
+    let mut admin = connect(&format!("{}/postgres", server_url())).await;
     // CREATE DATABASE … TEMPLATE conflicts when another clone is being made at the same instant.
     for attempt in 0..50 {
         match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")).execute(&mut admin).await {
@@ -282,7 +302,7 @@ impl TestApp {
     }
 
     pub async fn db(&self) -> PgConnection {
-        PgConnection::connect(&format!("{}/{}", server_url(), self.db_name)).await.unwrap()
+        connect(&format!("{}/{}", server_url(), self.db_name)).await
     }
 
     /// The whole database as `pg_dump` writes it (schema and every row, as SQL text).
