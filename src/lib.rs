@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod net;
 pub mod passwords;
 pub mod patch;
+pub mod redis_conn;
 pub mod revocation;
 pub mod scopes;
 pub mod secrets;

@@ -9,9 +9,9 @@ use std::{
     time::Duration,
 };
 
+use crate::redis_conn::LazyConnection;
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// What the bus hands to this instance's consumers.
@@ -58,8 +58,7 @@ pub struct Bus {
 }
 
 struct RedisBus {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: LazyConnection,
     up: AtomicBool,
     /// Whether the state has been observed once (the first observation is always logged).
     seen: AtomicBool,
@@ -87,8 +86,7 @@ impl Bus {
         Ok(Self {
             local,
             redis: Some(Arc::new(RedisBus {
-                client,
-                conn: OnceCell::new(),
+                conn: LazyConnection::new(client, REDIS_TIMEOUT),
                 up: AtomicBool::new(false),
                 seen: AtomicBool::new(false),
                 shown: crate::secrets::RedactedUrl::new(url).redacted(),
@@ -127,7 +125,7 @@ impl Bus {
         let Some(r) = &self.redis else {
             return BusStatus::InProcess;
         };
-        let ok = match r.connection().await {
+        let ok = match r.conn.get(Duration::from_secs(2)).await {
             Some(mut conn) => matches!(
                 tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn)).await,
                 Ok(Ok(_))
@@ -145,7 +143,7 @@ impl Bus {
             let _ = self.local.send(BusMessage::Event(Arc::from(payload)));
             return Ok(());
         };
-        let mut conn = r.connection().await.ok_or_else(|| BusError("not connected".into()))?;
+        let mut conn = r.conn.get(Duration::from_secs(2)).await.ok_or_else(|| BusError("not connected".into()))?;
         let mut pipe = redis::pipe();
         pipe.cmd("XADD")
             .arg(&r.stream)
@@ -186,7 +184,7 @@ impl Bus {
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
-                let mut pubsub = r.client.get_async_pubsub().await?;
+                let mut pubsub = r.conn.client().get_async_pubsub().await?;
                 pubsub.subscribe(&r.channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
@@ -244,27 +242,6 @@ impl RedisBus {
                      (within a second) and events wait there until it is back"
                 );
             }
-        }
-    }
-
-    /// The shared connection manager, created on first success; it reconnects by itself afterwards.
-    async fn connection(&self) -> Option<ConnectionManager> {
-        if let Some(c) = self.conn.get() {
-            return Some(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let created = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.conn.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config)),
-        )
-        .await;
-        match created {
-            Ok(Ok(c)) => Some(c.clone()),
-            _ => None,
         }
     }
 }

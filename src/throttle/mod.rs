@@ -24,9 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::redis_conn::LazyConnection;
 use moka::sync::Cache;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use redis::aio::ConnectionManager;
 
 use crate::error::Error;
 
@@ -80,8 +80,7 @@ pub struct SourceLimiter {
 }
 
 struct RedisCounter {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: LazyConnection,
     prefix: String,
     /// Milliseconds since `epoch` before which Redis is not tried again.
     down_until: AtomicU64,
@@ -139,8 +138,7 @@ impl SourceLimiter {
     pub fn new(limit: u32, redis_url: Option<&str>, prefix: &str) -> Result<Self, redis::RedisError> {
         let redis = match redis_url {
             Some(url) => Some(RedisCounter {
-                client: redis::Client::open(url)?,
-                conn: OnceCell::new(),
+                conn: LazyConnection::new(redis::Client::open(url)?, REDIS_TIMEOUT),
                 prefix: prefix.to_owned(),
                 down_until: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -210,22 +208,6 @@ impl RedisCounter {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
-        if let Some(c) = self.conn.get() {
-            return Some(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let init = self.conn.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
-        match tokio::time::timeout(Duration::from_secs(1), init).await {
-            Ok(Ok(c)) => Some(c.clone()),
-            _ => None,
-        }
-    }
-
     /// Runs `script` on the source's key with `args`: `Ok((conn, key, (flag, ttl_ms)))`, or
     /// `Err(())` when Redis is unavailable (then it is left alone for [`REDIS_BACKOFF`]).
     async fn eval(
@@ -238,7 +220,7 @@ impl RedisCounter {
             return Err(());
         }
         let result = async {
-            let mut conn = self.connection().await?;
+            let mut conn = self.conn.get(Duration::from_secs(1)).await?;
             let key = format!("{}:guess:{source}", self.prefix);
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(script).arg(1).arg(&key);
