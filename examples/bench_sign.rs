@@ -66,7 +66,7 @@ fn main() {
         active: Some(Arc::clone(&active)),
         verifiers,
         jwks: Default::default(),
-        etag: axum::http::HeaderValue::from_static("\"bench\""),
+        etag: bytes::Bytes::from_static(b"\"bench\""),
         fingerprint: String::new(),
     };
     jwt::verify(&set, &sample, ISSUER, now).expect("the benchmark's token must verify");

@@ -1,21 +1,25 @@
 //! Building and running one Tessera instance: the same entry for the binary and the tests.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    apikeys::ApiKeys,
-    clients::{self, ClientAuth},
+    apikeys::{ApiKeys, KeyCache},
+    audit::Audit,
+    clients::{self, ClientAuth, Clients},
     clock::Clock,
     config::{Config, MasterKeySource},
     db,
-    revocation::{bus::Bus, consumer, relay, RevokedSet},
+    http::state::{AppState, Services},
+    maintenance::Housekeeping,
+    revocation::{bus::Bus, consumer::Consumer, relay, Feed, RevokedSet},
     secrets::MasterKey,
-    signing::{lifecycle, KeyStore},
-    state::{AppState, Inner},
-    usage::UsageRecorder,
+    signing::{KeyStore, Signing},
+    tokens::Tokens,
+    usage::{Usage, UsageRecorder},
+    users::Users,
 };
 
 /// Why the service could not start.
@@ -62,12 +66,43 @@ pub enum StartError {
     Init(#[from] crate::error::Error),
 }
 
+/// The parts the services are built from, shared with them: for tests (and tools) that inspect an
+/// instance or drive its schedules by hand.
+#[derive(Clone)]
+pub struct Parts {
+    /// Postgres pool.
+    pub db: sqlx::PgPool,
+    /// The one clock.
+    pub clock: Clock,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// What this instance knows to be revoked.
+    pub revoked: Arc<RevokedSet>,
+    /// API-key verification cache.
+    pub apikeys: Arc<KeyCache>,
+    /// Client authentication with its caches.
+    pub clients: Arc<ClientAuth>,
+    /// The bounded Argon2 pool.
+    pub argon2: crate::passwords::Pool,
+    /// In-memory usage counters.
+    pub usage: Arc<UsageRecorder>,
+    /// Signing keys.
+    pub signing: Signing,
+    /// Revocation fan-out.
+    pub bus: Bus,
+    /// Token and revocation-log housekeeping.
+    pub housekeeping: Housekeeping,
+    /// Usage service (anomaly detection and retention passes).
+    pub detector: Usage,
+}
+
 /// A built instance, bound to its port, with its background tasks running.
 pub struct Application {
     listener: TcpListener,
     /// Connections open at once at most (see [`crate::http::server::connection_cap`]).
     connection_cap: usize,
     state: AppState,
+    parts: Parts,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -117,47 +152,127 @@ impl Application {
             TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
         let connection_cap = crate::http::server::connection_cap(config.connections.max_connections);
 
+        let config = Arc::new(config);
         let now = clock.now();
-        {
-            let ctx = lifecycle::Ctx { db: &pool, config: &config, wrap_key: &keys.signing_key_wrap, now };
-            lifecycle::ensure(&ctx).await?;
-        }
+        let store = Arc::new(KeyStore::new(keys.signing_key_wrap, config.jwks_max_age));
+        let signing = Signing::new(pool.clone(), clock.clone(), config.clone(), keys.signing_key_wrap, store);
+        signing.ensure_and_load().await?;
         if let Some(secret) = &config.bootstrap_admin_secret {
             clients::ensure_admin(&pool, secret, now).await?;
         }
-        let signing = KeyStore::new(keys.signing_key_wrap, config.jwks_max_age);
-        signing.reload(&pool, now, true).await?;
-        let revoked = RevokedSet::default();
+        let revoked = Arc::new(RevokedSet::default());
         revoked
             .load(&pool, now, time::Duration::try_from(config.max_access_token_ttl()).unwrap_or(time::Duration::DAY))
             .await?;
 
         let argon2 = crate::passwords::Pool::new(config.argon2_workers as usize);
-        let guessing = crate::throttle::SourceLimiter::new(
-            config.source_max_failures,
-            config.redis_url.as_ref().map(crate::secrets::RedactedUrl::expose),
-            &config.redis_prefix,
-        )
-        .map_err(StartError::Redis)?;
-        let state = AppState::new(Inner {
-            clients: ClientAuth::new(keys.client_secret_cache.clone(), keys.client_secret_hmac.clone(), argon2.clone()),
-            argon2,
+        let guessing = Arc::new(
+            crate::throttle::SourceLimiter::new(
+                config.source_max_failures,
+                config.redis_url.as_ref().map(crate::secrets::RedactedUrl::expose),
+                &config.redis_prefix,
+            )
+            .map_err(StartError::Redis)?,
+        );
+        let recorder = Arc::new(UsageRecorder::new(config.usage_counting));
+        let key_cache = Arc::new(KeyCache::with_budget(config.api_key_cache_bytes));
+        let client_auth = Arc::new(ClientAuth::new(
+            keys.client_secret_cache.clone(),
+            keys.client_secret_hmac.clone(),
+            argon2.clone(),
+        ));
+
+        let apikeys = ApiKeys::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            keys.api_key_hmac_v1.clone(),
+            key_cache.clone(),
+            revoked.clone(),
+            recorder.clone(),
+        );
+        let clients = Clients::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            keys.client_secret_hmac.clone(),
+            client_auth.clone(),
+            guessing.clone(),
+            revoked.clone(),
+            apikeys.clone(),
+        );
+        let users = Users::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            argon2.clone(),
             guessing,
-            apikeys: ApiKeys::with_budget(config.api_key_cache_bytes),
-            usage: UsageRecorder::new(config.usage_counting),
+            revoked.clone(),
+            apikeys.clone(),
+        );
+        let tokens = Tokens::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            keys.refresh_token_hmac.clone(),
+            signing.clone(),
+            revoked.clone(),
+            clients.clone(),
+            users.clone(),
+        );
+        let usage = Usage::new(pool.clone(), clock.clone(), config.clone(), recorder.clone());
+        let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
+        // Every cache that revocation events change, in one place.
+        let consumer = Consumer::new(
+            pool.clone(),
+            bus.clone(),
+            config.clone(),
+            revoked.clone(),
+            vec![client_auth.clone(), key_cache.clone(), Arc::new(signing.clone())],
+        );
+
+        let state = AppState::new(Services {
+            config: config.clone(),
+            tokens,
+            clients,
+            users,
+            apikeys,
+            signing: signing.clone(),
+            revocations: Feed::new(pool.clone()),
+            usage: usage.clone(),
+            audit: Audit::new(pool.clone()),
+            db: pool.clone(),
+            bus: bus.clone(),
             metrics: crate::metrics::install(),
-            verified_tokens: Default::default(),
-            config,
-            db: pool,
-            clock,
-            keys,
-            bus,
-            revoked,
-            signing,
         });
+        let parts = Parts {
+            db: pool.clone(),
+            clock: clock.clone(),
+            config: config.clone(),
+            revoked,
+            apikeys: key_cache,
+            clients: client_auth,
+            argon2,
+            usage: recorder,
+            signing: signing.clone(),
+            bus: bus.clone(),
+            housekeeping: housekeeping.clone(),
+            detector: usage.clone(),
+        };
         let shutdown = CancellationToken::new();
-        let tasks = spawn_background(&state, &shutdown);
-        Ok(Self { listener, connection_cap, state, shutdown, tasks })
+        let mut tasks = vec![
+            tokio::spawn(relay::run(pool.clone(), bus.clone(), shutdown.clone())),
+            tokio::spawn(consumer.run(shutdown.clone())),
+            tokio::spawn(bus.run_subscriber(shutdown.clone())),
+            tokio::spawn(signing.run(shutdown.clone())),
+            tokio::spawn(housekeeping.clone().run(shutdown.clone())),
+            tokio::spawn(usage.clone().run_detector(shutdown.clone())),
+            tokio::spawn(usage.run_flusher(shutdown.clone())),
+        ];
+        if let Some(handle) = state.metrics.clone() {
+            tasks.push(tokio::spawn(crate::metrics::run_upkeep(handle, shutdown.clone())));
+        }
+        Ok(Self { listener, connection_cap, state, parts, shutdown, tasks })
     }
 
     /// The bound port (tests bind port 0).
@@ -165,9 +280,14 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// The shared state (tests inspect and drive it).
+    /// The services (tests inspect and drive them).
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The parts the services share (tests inspect them and run schedules on demand).
+    pub fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// Cancelling this token stops the server gracefully.
@@ -199,48 +319,5 @@ impl Application {
             tracing::warn!("background tasks did not stop within 10 s; exiting without them");
         }
         Ok(())
-    }
-}
-
-fn spawn_background(state: &AppState, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![
-        tokio::spawn(relay::run(state.db.clone(), state.bus.clone(), shutdown.clone())),
-        tokio::spawn(consumer::run(state.clone(), shutdown.clone())),
-        tokio::spawn(state.bus.clone().run_subscriber(shutdown.clone())),
-        tokio::spawn(key_maintenance(state.clone(), shutdown.clone())),
-        tokio::spawn(crate::maintenance::run(state.clone(), shutdown.clone())),
-        tokio::spawn(crate::detector::run(state.clone(), shutdown.clone())),
-        tokio::spawn(crate::usage::run_flusher(state.clone(), shutdown.clone())),
-    ];
-    if let Some(handle) = state.metrics.clone() {
-        tasks.push(tokio::spawn(crate::metrics::run_upkeep(handle, shutdown.clone())));
-    }
-    tasks
-}
-
-/// Keeps the in-memory key set current (poll every 2 s) and runs scheduled rotation (every minute).
-async fn key_maintenance(state: AppState, shutdown: CancellationToken) {
-    let mut reload = tokio::time::interval(Duration::from_secs(2));
-    let mut rotation = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = reload.tick() => {
-                if let Err(e) = state.signing.reload(&state.db, state.clock.now(), false).await {
-                    tracing::warn!(error = %e, "signing key reload failed");
-                }
-            }
-            _ = rotation.tick() => {
-                let ctx = lifecycle::Ctx { db: &state.db, config: &state.config, wrap_key: &state.keys.signing_key_wrap, now: state.clock.now() };
-                match lifecycle::rotate_if_due(&ctx).await {
-                    Ok(Some(kid)) => {
-                        tracing::info!(%kid, "scheduled signing key rotation");
-                        let _ = state.signing.reload(&state.db, state.clock.now(), true).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "scheduled rotation failed"),
-                }
-            }
-        }
     }
 }

@@ -125,3 +125,22 @@ pub async fn list(db: &PgPool, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
     .fetch_all(db)
     .await?)
 }
+
+/// Reads the audit log (`GET /v1/admin/audit`); entries are written by the services, each in the
+/// transaction of the change it records ([`record`]).
+#[derive(Clone)]
+pub struct Audit {
+    db: PgPool,
+}
+
+impl Audit {
+    /// The audit log of `db`.
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+
+    /// Entries matching `q`, oldest first.
+    pub async fn list(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        list(&self.db, q).await
+    }
+}

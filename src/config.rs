@@ -8,6 +8,9 @@ use ipnet::IpNet;
 
 use crate::secrets::{MasterKey, RedactedUrl, Secret};
 
+/// Longest access-token lifetime a client may be configured with (seconds, one day).
+pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
+
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {reason}")]
@@ -250,7 +253,7 @@ impl Config {
             return Err(ConfigError::new("TESSERA_ISSUER", "must be an http(s) URL without query or fragment"));
         }
         // A path is routed as given (RFC 8414 §3.1 metadata, endpoints under it): plain segments only.
-        let issuer_path = crate::http::wellknown::issuer_path(&issuer);
+        let issuer_path = crate::net::issuer_path(&issuer);
         let plain = |seg: &str| {
             !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@%".contains(&b))
         };
@@ -374,7 +377,7 @@ impl Config {
 
     /// Longest lifetime an access token of this service can have (global default or a per-client one).
     pub fn max_access_token_ttl(&self) -> Duration {
-        self.access_token_ttl.max(Duration::from_secs(crate::clients::MAX_CLIENT_ACCESS_TTL))
+        self.access_token_ttl.max(Duration::from_secs(MAX_CLIENT_ACCESS_TTL))
     }
 }
 

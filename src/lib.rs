@@ -8,16 +8,15 @@
 )]
 #![deny(clippy::await_holding_lock)]
 
-pub mod anomalies;
 pub mod apikeys;
 pub mod app;
 pub mod audit;
-pub mod auth;
+
 pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod db;
-pub mod detector;
+
 pub mod error;
 pub mod http;
 pub mod maintenance;
@@ -30,7 +29,7 @@ pub mod revocation;
 pub mod scopes;
 pub mod secrets;
 pub mod signing;
-pub mod state;
+
 pub mod telemetry;
 pub mod throttle;
 pub mod tokens;

@@ -50,6 +50,13 @@ pub fn source_address<'a>(peer: IpAddr, forwarded_for: impl IntoIterator<Item = 
     source
 }
 
+/// The path of an issuer URL: `""` for `https://id.example.com`, `"/tenant"` for
+/// `https://id.example.com/tenant` (the configuration drops a trailing slash).
+pub fn issuer_path(issuer: &str) -> &str {
+    let authority_and_path = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    authority_and_path.find('/').map_or("", |i| &authority_and_path[i..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! The verification cache: key records by keyed hash, so a repeated key costs no database round
 //! trip. Bounded in size and time: the short TTL is how rotation and expiry edits made on other
-//! instances arrive; revocations arrive at once through [`ApiKeys::forget`]. Unknown hashes are
+//! instances arrive; revocations arrive at once through [`KeyCache::forget`]. Unknown hashes are
 //! remembered separately, briefly and in a small cache, so a flood of random keys neither reaches
 //! Postgres for every repeat nor pushes real keys out.
 
@@ -46,7 +46,7 @@ pub struct KeyRecord {
     /// `live` or `test` (no allocation per cached key).
     pub environment: &'static str,
     /// Effective scopes: the key's own scopes that its owner's `key_scopes` still allow, never a
-    /// reserved one (see [`super::policy::effective`]). What verification grants and shows.
+    /// reserved one (see [`super::policy::OwnerPolicy::effective`]). What verification grants and shows.
     pub effective_scopes: Box<[String]>,
     /// The owner was disabled (client) or deleted (user) when the record was read.
     pub owner_gone: bool,
@@ -83,14 +83,14 @@ pub enum Cached {
 }
 
 /// API-key verification cache, one per instance.
-pub struct ApiKeys {
+pub struct KeyCache {
     by_hash: Cache<[u8; 32], Arc<KeyRecord>>,
     missing: Cache<[u8; 32], ()>,
     /// Bumped by every `forget`, so a lookup that raced a revocation does not cache what it read.
     generation: AtomicU64,
 }
 
-impl Default for ApiKeys {
+impl Default for KeyCache {
     fn default() -> Self {
         Self::with_budget(CAPACITY_BYTES)
     }
@@ -113,7 +113,7 @@ pub fn approx_bytes(rec: &KeyRecord) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
-impl ApiKeys {
+impl KeyCache {
     /// The service's cache: records weighing at most `capacity_bytes`, the default TTLs and
     /// negative capacity (`TESSERA_API_KEY_CACHE_MB` sets the budget).
     pub fn with_budget(capacity_bytes: u64) -> Self {
@@ -146,7 +146,7 @@ impl ApiKeys {
         Cached::Unknown
     }
 
-    /// A token to take before reading Postgres and hand back to [`ApiKeys::fill`].
+    /// A token to take before reading Postgres and hand back to [`KeyCache::fill`].
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn forget_drops_the_record_of_that_id_only() {
-        let c = ApiKeys::default();
+        let c = KeyCache::default();
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         c.fill([1; 32], Some(record(a)), c.generation());
         c.fill([2; 32], Some(record(b)), c.generation());
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn the_record_cache_holds_its_byte_budget_and_weighs_metadata() {
         let per_record = u64::from(approx_bytes(&record(Uuid::nil())));
-        let c = ApiKeys::new(per_record * 100, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL);
+        let c = KeyCache::new(per_record * 100, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL);
         for i in 0..1_000u32 {
             let mut hash = [0u8; 32];
             hash[..4].copy_from_slice(&i.to_be_bytes());
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_fill_that_raced_a_forget_is_not_kept() {
-        let c = ApiKeys::default();
+        let c = KeyCache::default();
         let id = Uuid::now_v7();
         let g = c.generation();
         c.forget(&id);
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn forget_owner_drops_that_owners_records_only() {
-        let c = ApiKeys::default();
+        let c = KeyCache::default();
         let mut other = (*record(Uuid::now_v7())).clone();
         other.owner = "p".into();
         c.fill([1; 32], Some(record(Uuid::now_v7())), c.generation());
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn unknown_hashes_are_remembered() {
-        let c = ApiKeys::default();
+        let c = KeyCache::default();
         c.fill([3; 32], None, c.generation());
         assert!(matches!(c.get(&[3; 32]), Cached::Missing));
     }

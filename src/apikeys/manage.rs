@@ -9,6 +9,7 @@ use super::{
     format::{ApiKeySecret, Environment},
     model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey},
     policy::OwnerPolicy,
+    service::ApiKeys,
     store::{self, NewRow},
     validate,
 };
@@ -16,7 +17,6 @@ use crate::{
     audit::{self, Actor},
     error::{Error, Result},
     revocation::{self, Kind, NewRevocation},
-    state::AppState,
 };
 
 /// Who is asking: their token's subject, and whether they may act on anyone's keys.
@@ -39,157 +39,147 @@ impl<'a> Requester<'a> {
     }
 }
 
-/// Creates a key owned by `owner`; the plaintext is in the result and nowhere else.
-pub async fn create(state: &AppState, owner: &str, body: NewKey, actor: &Actor) -> Result<CreatedKey> {
-    let valid = validate::new_key(body)?;
-    let now = state.clock.now();
-    let secret = ApiKeySecret::generate(valid.environment);
-    let id = Uuid::now_v7();
-    let start = secret.start();
-    let mut tx = state.db.begin().await?;
-    let max = i64::from(state.config.max_keys_per_owner);
-    let live = store::lock_and_count_live(&mut tx, owner, now, max).await?;
-    // Read under the owner's lock, so a concurrent change of its `key_scopes` is either seen here
-    // or sees this key (see policy::owner_changed).
-    let policy = OwnerPolicy::load(&mut *tx, owner).await?;
-    if policy.gone {
-        return Err(Error::Forbidden("the owner is disabled or deleted and cannot create API keys".into()));
-    }
-    policy.check("scopes", &valid.scopes)?;
-    if live >= max {
-        return Err(Error::LimitExceeded(format!(
-            "the owner already has {max} live API keys, the most allowed; revoke one first"
-        )));
-    }
-    let row = NewRow {
-        id,
-        owner,
-        name: &valid.name,
-        hash: secret.hash(&state.keys.api_key_hmac_v1),
-        start: &start,
-        environment: valid.environment.as_str(),
-        scopes: &valid.scopes,
-        allowed_cidrs: &valid.allowed_cidrs,
-        metadata: &valid.metadata,
-        created_at: now,
-        expires_at: valid.expires_in.map(|d| now + d),
-        rotated_from: None,
-    };
-    let mut view = store::insert(&mut tx, &row).await?;
-    view.effective_scopes = policy.effective(&view.scopes);
-    let details = json!({"owner": owner, "name": view.name, "environment": view.environment, "scopes": view.scopes,
-                         "start": view.start});
-    audit::record(&mut tx, now, actor, "api_key.create", "api_key", &id.to_string(), details).await?;
-    tx.commit().await?;
-    Ok(CreatedKey { key: secret, view })
-}
-
-/// One key, if the requester may see it, with its effective scopes.
-pub async fn get(state: &AppState, who: Requester<'_>, id: Uuid) -> Result<ApiKeyView> {
-    let mut key = store::get(&state.db, id).await?.filter(|k| who.sees(k)).ok_or(Error::NotFound("API key"))?;
-    let policy = OwnerPolicy::load(&state.db, &key.owner).await?;
-    key.effective_scopes = policy.effective(&key.scopes);
-    Ok(key)
-}
-
-/// The requester's keys, or (admin only) `owner`'s.
-pub async fn list(state: &AppState, who: Requester<'_>, owner: Option<&str>) -> Result<Vec<ApiKeyView>> {
-    let owner = match owner {
-        Some(o) if o != who.sub && !who.admin => {
-            return Err(Error::Forbidden("only an admin may list another owner's keys".into()))
+impl ApiKeys {
+    /// Creates a key owned by `owner`; the plaintext is in the result and nowhere else.
+    pub async fn create(&self, owner: &str, body: NewKey, actor: &Actor) -> Result<CreatedKey> {
+        let valid = validate::new_key(body)?;
+        let now = self.clock.now();
+        let secret = ApiKeySecret::generate(valid.environment);
+        let id = Uuid::now_v7();
+        let start = secret.start();
+        let mut tx = self.db.begin().await?;
+        let max = i64::from(self.config.max_keys_per_owner);
+        let live = store::lock_and_count_live(&mut tx, owner, now, max).await?;
+        // Read under the owner's lock, so a concurrent change of its `key_scopes` is either seen here
+        // or sees this key (see store::owner_changed).
+        let policy = OwnerPolicy::load(&mut *tx, owner).await?;
+        if policy.gone {
+            return Err(Error::Forbidden("the owner is disabled or deleted and cannot create API keys".into()));
         }
-        // No owner id holds U+0000, and Postgres text cannot even be compared with it.
-        Some(o) if o.contains('\0') => return Ok(Vec::new()),
-        Some(o) => o,
-        None => who.sub,
-    };
-    let mut keys = store::list(&state.db, owner).await?;
-    let policy = OwnerPolicy::load(&state.db, owner).await?;
-    for key in &mut keys {
-        key.effective_scopes = policy.effective(&key.scopes);
+        policy.check("scopes", &valid.scopes)?;
+        if live >= max {
+            return Err(Error::LimitExceeded(format!(
+                "the owner already has {max} live API keys, the most allowed; revoke one first"
+            )));
+        }
+        let row = NewRow {
+            id,
+            owner,
+            name: &valid.name,
+            hash: secret.hash(&self.hmac),
+            start: &start,
+            environment: valid.environment.as_str(),
+            scopes: &valid.scopes,
+            allowed_cidrs: &valid.allowed_cidrs,
+            metadata: &valid.metadata,
+            created_at: now,
+            expires_at: valid.expires_in.map(|d| now + d),
+            rotated_from: None,
+        };
+        let mut view = store::insert(&mut tx, &row).await?;
+        view.effective_scopes = policy.effective(&view.scopes);
+        let details = json!({"owner": owner, "name": view.name, "environment": view.environment, "scopes": view.scopes,
+                         "start": view.start});
+        audit::record(&mut tx, now, actor, "api_key.create", "api_key", &id.to_string(), details).await?;
+        tx.commit().await?;
+        Ok(CreatedKey { key: secret, view })
     }
-    Ok(keys)
-}
 
-/// Replaces a live key with a new one carrying the same name, scopes, CIDRs, metadata, environment
-/// and expiry; the old key stays valid for the grace period (never past its own expiry). Of
-/// concurrent rotations of one key exactly one succeeds; the others get a conflict.
-pub async fn rotate(
-    state: &AppState,
-    who: Requester<'_>,
-    id: Uuid,
-    body: RotateKey,
-    actor: &Actor,
-) -> Result<CreatedKey> {
-    let grace = validate::grace_period(body.grace_period)?;
-    let now = state.clock.now();
-    let new_id = Uuid::now_v7();
-    let mut tx = state.db.begin().await?;
-    let Some(old) = store::mark_rotated(&mut tx, id, who.owner_filter(), new_id, now, now + grace).await? else {
-        return Err(store::why_not_rotatable(&mut tx, id, who.owner_filter(), now).await?);
-    };
-    // The owner's lock, as for a creation: a concurrent change of the owner's `key_scopes` either
-    // runs after this commit and lists the successor, or commits first and the successor is read
-    // with it.
-    store::lock_owner(&mut tx, &old.owner).await?;
-    let env = Environment::parse(&old.environment)
-        .ok_or_else(|| Error::Internal(format!("key {id} has an unknown environment")))?;
-    let secret = ApiKeySecret::generate(env);
-    let start = secret.start();
-    let row = NewRow {
-        id: new_id,
-        owner: &old.owner,
-        name: &old.name,
-        hash: secret.hash(&state.keys.api_key_hmac_v1),
-        start: &start,
-        environment: env.as_str(),
-        scopes: &old.scopes,
-        allowed_cidrs: &old.allowed_cidrs,
-        metadata: &old.metadata,
-        created_at: now,
-        expires_at: old.expires_at,
-        rotated_from: Some(id),
-    };
-    let mut view = store::insert(&mut tx, &row).await?;
-    view.effective_scopes = OwnerPolicy::load(&mut *tx, &view.owner).await?.effective(&view.scopes);
-    let old_until = old.expires_at.map_or(now + grace, |e| e.min(now + grace));
-    let details = json!({"rotated_to": new_id, "grace_period": grace.whole_seconds(),
+    /// One key, if the requester may see it, with its effective scopes.
+    pub async fn get(&self, who: Requester<'_>, id: Uuid) -> Result<ApiKeyView> {
+        let mut key = store::get(&self.db, id).await?.filter(|k| who.sees(k)).ok_or(Error::NotFound("API key"))?;
+        let policy = OwnerPolicy::load(&self.db, &key.owner).await?;
+        key.effective_scopes = policy.effective(&key.scopes);
+        Ok(key)
+    }
+
+    /// The requester's keys, or (admin only) `owner`'s.
+    pub async fn list(&self, who: Requester<'_>, owner: Option<&str>) -> Result<Vec<ApiKeyView>> {
+        let owner = match owner {
+            Some(o) if o != who.sub && !who.admin => {
+                return Err(Error::Forbidden("only an admin may list another owner's keys".into()))
+            }
+            // No owner id holds U+0000, and Postgres text cannot even be compared with it.
+            Some(o) if o.contains('\0') => return Ok(Vec::new()),
+            Some(o) => o,
+            None => who.sub,
+        };
+        let mut keys = store::list(&self.db, owner).await?;
+        let policy = OwnerPolicy::load(&self.db, owner).await?;
+        for key in &mut keys {
+            key.effective_scopes = policy.effective(&key.scopes);
+        }
+        Ok(keys)
+    }
+
+    /// Replaces a live key with a new one carrying the same name, scopes, CIDRs, metadata, environment
+    /// and expiry; the old key stays valid for the grace period (never past its own expiry). Of
+    /// concurrent rotations of one key exactly one succeeds; the others get a conflict.
+    pub async fn rotate(&self, who: Requester<'_>, id: Uuid, body: RotateKey, actor: &Actor) -> Result<CreatedKey> {
+        let grace = validate::grace_period(body.grace_period)?;
+        let now = self.clock.now();
+        let new_id = Uuid::now_v7();
+        let mut tx = self.db.begin().await?;
+        let Some(old) = store::mark_rotated(&mut tx, id, who.owner_filter(), new_id, now, now + grace).await? else {
+            return Err(store::why_not_rotatable(&mut tx, id, who.owner_filter(), now).await?);
+        };
+        // The owner's lock, as for a creation: a concurrent change of the owner's `key_scopes` either
+        // runs after this commit and lists the successor, or commits first and the successor is read
+        // with it.
+        store::lock_owner(&mut tx, &old.owner).await?;
+        let env = Environment::parse(&old.environment)
+            .ok_or_else(|| Error::Internal(format!("key {id} has an unknown environment")))?;
+        let secret = ApiKeySecret::generate(env);
+        let start = secret.start();
+        let row = NewRow {
+            id: new_id,
+            owner: &old.owner,
+            name: &old.name,
+            hash: secret.hash(&self.hmac),
+            start: &start,
+            environment: env.as_str(),
+            scopes: &old.scopes,
+            allowed_cidrs: &old.allowed_cidrs,
+            metadata: &old.metadata,
+            created_at: now,
+            expires_at: old.expires_at,
+            rotated_from: Some(id),
+        };
+        let mut view = store::insert(&mut tx, &row).await?;
+        view.effective_scopes = OwnerPolicy::load(&mut *tx, &view.owner).await?.effective(&view.scopes);
+        let old_until = old.expires_at.map_or(now + grace, |e| e.min(now + grace));
+        let details = json!({"rotated_to": new_id, "grace_period": grace.whole_seconds(),
                          "old_key_valid_until": old_until.unix_timestamp(), "start": view.start});
-    audit::record(&mut tx, now, actor, "api_key.rotate", "api_key", &id.to_string(), details).await?;
-    // Delivered on commit to every instance, which drops its cached record of the old key.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::revocation::consumer::API_KEY_CHANGED_CHANNEL)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    state.apikeys.forget(&id);
-    Ok(CreatedKey { key: secret, view })
-}
-
-/// Revokes a key: refused from now on, on every instance. Revoking a revoked key changes nothing.
-pub async fn revoke(
-    state: &AppState,
-    who: Requester<'_>,
-    id: Uuid,
-    body: RevokeKey,
-    actor: &Actor,
-) -> Result<ApiKeyView> {
-    let reason = validate::reason(body.reason)?;
-    let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    if let Some(expires_at) = store::mark_revoked(&mut tx, id, who.owner_filter(), now, reason.as_deref()).await? {
-        let mut event = NewRevocation::new(Kind::ApiKey, id.to_string(), now);
-        event.reason = reason.clone();
-        event.expires_at = expires_at;
-        revocation::record(&mut tx, &event).await?;
-        audit::record(&mut tx, now, actor, "api_key.revoke", "api_key", &id.to_string(), json!({"reason": reason}))
+        audit::record(&mut tx, now, actor, "api_key.rotate", "api_key", &id.to_string(), details).await?;
+        // Delivered on commit to every instance, which drops its cached record of the old key.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::revocation::API_KEY_CHANGED_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        crate::metrics::revocation("api_key");
-        state.apikeys.forget(&id);
-    } else {
-        tx.rollback().await?;
+        self.cache.forget(&id);
+        Ok(CreatedKey { key: secret, view })
     }
-    get(state, who, id).await
+
+    /// Revokes a key: refused from now on, on every instance. Revoking a revoked key changes nothing.
+    pub async fn revoke(&self, who: Requester<'_>, id: Uuid, body: RevokeKey, actor: &Actor) -> Result<ApiKeyView> {
+        let reason = validate::reason(body.reason)?;
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        if let Some(expires_at) = store::mark_revoked(&mut tx, id, who.owner_filter(), now, reason.as_deref()).await? {
+            let mut event = NewRevocation::new(Kind::ApiKey, id.to_string(), now);
+            event.reason = reason.clone();
+            event.expires_at = expires_at;
+            revocation::record(&mut tx, &event).await?;
+            audit::record(&mut tx, now, actor, "api_key.revoke", "api_key", &id.to_string(), json!({"reason": reason}))
+                .await?;
+            tx.commit().await?;
+            crate::metrics::revocation("api_key");
+            self.cache.forget(&id);
+        } else {
+            tx.rollback().await?;
+        }
+        self.get(who, id).await
+    }
 }

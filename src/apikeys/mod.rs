@@ -8,11 +8,13 @@ pub mod lookup;
 pub mod manage;
 pub mod model;
 pub mod policy;
+mod service;
 pub mod store;
 pub mod validate;
 pub mod verify;
 
-pub use cache::{ApiKeys, KeyRecord};
+pub use cache::{KeyCache, KeyRecord};
 pub use format::{ApiKeySecret, Environment};
 pub use model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey};
+pub use service::ApiKeys;
 pub use verify::{Verification, VerifyRequest};

@@ -4,17 +4,13 @@
 //! (none). It is checked when a key is created (403 `SCOPE_NOT_ALLOWED`) and again, live, at every
 //! verification: a key grants its *effective* scopes, its own scopes that the owner still allows,
 //! never a reserved one (keys created before the rule may hold one). So narrowing an owner's
-//! `key_scopes` narrows its existing keys, and [`owner_changed`] tells every instance to drop what
+//! `key_scopes` narrows its existing keys, and [`super::store::owner_changed`] tells every instance to drop what
 //! it cached about them.
 
-use sqlx::{PgConnection, PgExecutor};
-use time::OffsetDateTime;
-use uuid::Uuid;
+use sqlx::PgExecutor;
 
-use super::store;
 use crate::{
     error::{Error, Result},
-    revocation::{self, Kind},
     scopes,
 };
 
@@ -96,44 +92,6 @@ pub fn validate_key_scopes(field: &str, key_scopes: Option<&[String]>) -> Result
 /// `None` (unchanged), `null` is `Some(None)` (any scope that is not reserved), a list `Some(Some(..))`.
 pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Vec<String>>>, D::Error> {
     <Option<Vec<String>> as serde::Deserialize>::deserialize(d).map(Some)
-}
-
-/// Called in the transaction that changed `owner`'s `key_scopes`: takes the owner's key-creation
-/// lock (so a key created concurrently is either checked against the new value or listed here),
-/// then tells every instance to drop what it cached about each of the owner's usable keys. A change
-/// that `narrowed` what they may do is written to the revocation outbox (kind `api_key_changed`, one
-/// event per key, so verifiers outside Tessera learn it too) and reaches every instance within a
-/// second even across a lost notification; a widening only needs the fast, best-effort
-/// notification (a missed one is bounded by the cache TTL). Returns the keys, for this instance to
-/// forget after commit.
-pub async fn owner_changed(
-    conn: &mut PgConnection,
-    owner: &str,
-    now: OffsetDateTime,
-    narrowed: bool,
-) -> Result<Vec<Uuid>> {
-    store::lock_owner(conn, owner).await?;
-    let keys: Vec<(Uuid, Option<OffsetDateTime>)> = sqlx::query_as(
-        "SELECT id, expires_at FROM api_keys
-         WHERE owner = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
-    )
-    .bind(owner)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    let ids: Vec<Uuid> = keys.iter().map(|(id, _)| *id).collect();
-    if narrowed {
-        let events: Vec<(String, Option<OffsetDateTime>)> =
-            keys.into_iter().map(|(id, exp)| (id.to_string(), exp)).collect();
-        revocation::record_all(conn, Kind::ApiKeyChanged, &events, now, "owner key_scopes narrowed").await?;
-    } else if !ids.is_empty() {
-        sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
-            .bind(revocation::consumer::API_KEY_CHANGED_CHANNEL)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(ids)
 }
 
 #[cfg(test)]

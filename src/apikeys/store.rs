@@ -15,7 +15,10 @@ use super::{
     policy::{OwnerPolicy, OWNER_COLUMNS, OWNER_JOIN},
     validate::parse_cidr,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    revocation::{self, Kind},
+};
 
 pub(crate) const VIEW_COLUMNS: &str =
     "id, start, name, scopes, environment, expires_at, allowed_cidrs, metadata, created_at, owner,
@@ -293,4 +296,42 @@ pub async fn why_not_rotatable(
         // It changed between the two statements; the caller may simply try again.
         Some(_) => Error::Conflict("the key changed during rotation; try again".into()),
     })
+}
+
+/// Called in the transaction that changed `owner`'s `key_scopes`: takes the owner's key-creation
+/// lock (so a key created concurrently is either checked against the new value or listed here),
+/// then tells every instance to drop what it cached about each of the owner's usable keys. A change
+/// that `narrowed` what they may do is written to the revocation outbox (kind `api_key_changed`, one
+/// event per key, so verifiers outside Tessera learn it too) and reaches every instance within a
+/// second even across a lost notification; a widening only needs the fast, best-effort
+/// notification (a missed one is bounded by the cache TTL). Returns the keys, for this instance to
+/// forget after commit.
+pub async fn owner_changed(
+    conn: &mut PgConnection,
+    owner: &str,
+    now: OffsetDateTime,
+    narrowed: bool,
+) -> Result<Vec<Uuid>> {
+    lock_owner(conn, owner).await?;
+    let keys: Vec<(Uuid, Option<OffsetDateTime>)> = sqlx::query_as(
+        "SELECT id, expires_at FROM api_keys
+         WHERE owner = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(owner)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let ids: Vec<Uuid> = keys.iter().map(|(id, _)| *id).collect();
+    if narrowed {
+        let events: Vec<(String, Option<OffsetDateTime>)> =
+            keys.into_iter().map(|(id, exp)| (id.to_string(), exp)).collect();
+        revocation::record_all(conn, Kind::ApiKeyChanged, &events, now, "owner key_scopes narrowed").await?;
+    } else if !ids.is_empty() {
+        sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
+            .bind(revocation::API_KEY_CHANGED_CHANNEL)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(ids)
 }

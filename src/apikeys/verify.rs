@@ -14,12 +14,12 @@ use uuid::Uuid;
 use super::{
     cache::{Cached, KeyRecord},
     format::{self, ApiKeySecret},
+    service::ApiKeys,
     store,
 };
 use crate::{
     error::{Error, Result},
     scopes,
-    state::AppState,
 };
 
 /// `POST /v1/keys/verify` body.
@@ -168,57 +168,65 @@ impl Serialize for Verification {
     }
 }
 
-/// Verifies a presented key for a caller at `caller_ip`. Errors are request errors (bad scope
-/// names, an unreadable `ip`) or storage failures.
-pub async fn verify(state: &AppState, req: &VerifyRequest, caller_ip: IpAddr) -> Result<Verification> {
-    let required = scopes::validate_list("scopes", req.scopes.as_deref().unwrap_or_default())?;
-    // The source, for the CIDR check, statistics and anomalies: the given `ip`, else the caller.
-    // An unreadable `ip` is refused whatever the key, rather than silently replaced by the caller.
-    let source = match req.ip.as_deref() {
-        Some(raw) => raw.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| {
-            let shown: String = raw.chars().take(64).collect();
-            Error::invalid(format!("ip: {shown:?} is not an IPv4 or IPv6 address"))
-        })?,
-        None => caller_ip.to_canonical(),
-    };
-    let now = state.clock.now();
+impl ApiKeys {
+    /// Verifies a presented key for a caller at `caller_ip`. Errors are request errors (bad scope
+    /// names, an unreadable `ip`) or storage failures.
+    pub async fn verify(&self, req: &VerifyRequest, caller_ip: IpAddr) -> Result<Verification> {
+        let required = scopes::validate_list("scopes", req.scopes.as_deref().unwrap_or_default())?;
+        // The source, for the CIDR check, statistics and anomalies: the given `ip`, else the caller.
+        // An unreadable `ip` is refused whatever the key, rather than silently replaced by the caller.
+        let source = match req.ip.as_deref() {
+            Some(raw) => raw.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| {
+                let shown: String = raw.chars().take(64).collect();
+                Error::invalid(format!("ip: {shown:?} is not an IPv4 or IPv6 address"))
+            })?,
+            None => caller_ip.to_canonical(),
+        };
+        let now = self.clock.now();
 
-    if format::parse(req.key.expose()).is_none() {
-        return Ok(refused_unknown(state, source, now, Denied::Malformed));
+        if format::parse(req.key.expose()).is_none() {
+            return Ok(self.refused_unknown(source, now, Denied::Malformed));
+        }
+        let hash = req.key.hash(&self.hmac);
+        let found = match self.cache.get(&hash) {
+            Cached::Key(rec) => {
+                crate::metrics::key_cache(true);
+                Some(rec)
+            }
+            Cached::Missing => {
+                crate::metrics::key_cache(true);
+                None
+            }
+            Cached::Unknown => {
+                crate::metrics::key_cache(false);
+                let generation = self.cache.generation();
+                let found = store::find_by_hash(&self.db, &hash).await?;
+                self.cache.fill(hash, found.clone(), generation);
+                found
+            }
+        };
+        let Some(key) = found else {
+            return Ok(self.refused_unknown(source, now, Denied::NotFound));
+        };
+
+        // The owner's state lives in this instance's revocation set, which every instance updates from
+        // the `client` / `user` events within a second, so a cached record cannot outlive it.
+        let owner_revoked = self.revoked.client_revoked(&key.owner) || self.revoked.user_revoked(&key.owner);
+        let outcome = decide(&key, owner_revoked, now, source, &required);
+        let denied = match outcome {
+            Verification::Invalid(d) => Some(d.code()),
+            Verification::Valid { .. } => None,
+        };
+        self.usage.record_key(key.id, denied, source, now);
+        crate::metrics::key_verification(outcome.code());
+        Ok(outcome)
     }
-    let hash = req.key.hash(&state.keys.api_key_hmac_v1);
-    let found = match state.apikeys.get(&hash) {
-        Cached::Key(rec) => {
-            crate::metrics::key_cache(true);
-            Some(rec)
-        }
-        Cached::Missing => {
-            crate::metrics::key_cache(true);
-            None
-        }
-        Cached::Unknown => {
-            crate::metrics::key_cache(false);
-            let generation = state.apikeys.generation();
-            let found = store::find_by_hash(&state.db, &hash).await?;
-            state.apikeys.fill(hash, found.clone(), generation);
-            found
-        }
-    };
-    let Some(key) = found else {
-        return Ok(refused_unknown(state, source, now, Denied::NotFound));
-    };
 
-    // The owner's state lives in this instance's revocation set, which every instance updates from
-    // the `client` / `user` events within a second, so a cached record cannot outlive it.
-    let owner_revoked = state.revoked.client_revoked(&key.owner) || state.revoked.user_revoked(&key.owner);
-    let outcome = decide(&key, owner_revoked, now, source, &required);
-    let denied = match outcome {
-        Verification::Invalid(d) => Some(d.code()),
-        Verification::Valid { .. } => None,
-    };
-    state.usage.record_key(key.id, denied, source, now);
-    crate::metrics::key_verification(outcome.code());
-    Ok(outcome)
+    fn refused_unknown(&self, source: IpAddr, now: OffsetDateTime, why: Denied) -> Verification {
+        self.usage.record_unknown(source, why.code(), now);
+        crate::metrics::key_verification(why.code());
+        Verification::Invalid(why)
+    }
 }
 
 fn decide(
@@ -243,10 +251,4 @@ fn decide(
         return Verification::Invalid(Denied::InsufficientScope);
     }
     Verification::Valid { key: Arc::clone(key), rotating: key.rotated_to.is_some() }
-}
-
-fn refused_unknown(state: &AppState, source: IpAddr, now: OffsetDateTime, why: Denied) -> Verification {
-    state.usage.record_unknown(source, why.code(), now);
-    crate::metrics::key_verification(why.code());
-    Verification::Invalid(why)
 }

@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use axum::http::{header, HeaderMap};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use moka::{future::Cache as AsyncCache, sync::Cache};
 use ring::hmac;
@@ -23,7 +22,7 @@ use sqlx::PgPool;
 
 use super::{secret, Client};
 use crate::{
-    error::{Error, OAuthError},
+    error::{Error, GrantError},
     passwords,
     secrets::{keyed_hash, Secret},
     throttle::SourceLimiter,
@@ -40,41 +39,44 @@ pub struct Credentials {
 
 impl Credentials {
     /// Reads credentials from the `Authorization: Basic` header or the form; both at once is refused.
+    ///
+    /// `authorization` is the raw value of the `Authorization` header, if any (RFC 6749 §2.3.1:
+    /// `Basic` of the form-urlencoded id and secret).
     pub fn from_request(
-        headers: &HeaderMap,
+        authorization: Option<&[u8]>,
         form_id: Option<&str>,
         form_secret: Option<&str>,
-    ) -> Result<Self, OAuthError> {
-        let basic = match headers.get(header::AUTHORIZATION) {
+    ) -> Result<Self, GrantError> {
+        let basic = match authorization {
             None => None,
             Some(v) => {
-                let v = v.to_str().map_err(|_| OAuthError::InvalidClient)?;
-                let (scheme, rest) = v.split_once(' ').ok_or(OAuthError::InvalidClient)?;
+                let v = std::str::from_utf8(v).map_err(|_| GrantError::InvalidClient)?;
+                let (scheme, rest) = v.split_once(' ').ok_or(GrantError::InvalidClient)?;
                 if !scheme.eq_ignore_ascii_case("basic") {
-                    return Err(OAuthError::InvalidClient);
+                    return Err(GrantError::InvalidClient);
                 }
-                let decoded = STANDARD.decode(rest.trim()).map_err(|_| OAuthError::InvalidClient)?;
-                let decoded = String::from_utf8(decoded).map_err(|_| OAuthError::InvalidClient)?;
-                let (id, secret) = decoded.split_once(':').ok_or(OAuthError::InvalidClient)?;
+                let decoded = STANDARD.decode(rest.trim()).map_err(|_| GrantError::InvalidClient)?;
+                let decoded = String::from_utf8(decoded).map_err(|_| GrantError::InvalidClient)?;
+                let (id, secret) = decoded.split_once(':').ok_or(GrantError::InvalidClient)?;
                 // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
                 Some((
-                    form_decode(id).ok_or(OAuthError::InvalidClient)?,
-                    form_decode(secret).ok_or(OAuthError::InvalidClient)?,
+                    form_decode(id).ok_or(GrantError::InvalidClient)?,
+                    form_decode(secret).ok_or(GrantError::InvalidClient)?,
                 ))
             }
         };
         match (basic, form_id, form_secret) {
-            (Some(_), _, Some(_)) => Err(OAuthError::InvalidRequest(
+            (Some(_), _, Some(_)) => Err(GrantError::InvalidRequest(
                 "use exactly one client authentication method (client_secret_basic or client_secret_post)".into(),
             )),
             (Some((id, _)), Some(fid), None) if fid != id => {
-                Err(OAuthError::InvalidRequest("client_id in the body differs from the Authorization header".into()))
+                Err(GrantError::InvalidRequest("client_id in the body differs from the Authorization header".into()))
             }
             (Some((id, secret)), _, None) => Ok(Self { client_id: id, secret: Some(Secret::new(secret)) }),
             (None, Some(id), secret) => {
                 Ok(Self { client_id: id.to_owned(), secret: secret.map(|s| Secret::new(s.to_owned())) })
             }
-            (None, None, _) => Err(OAuthError::InvalidClient),
+            (None, None, _) => Err(GrantError::InvalidClient),
         }
     }
 }
@@ -156,7 +158,7 @@ impl ClientAuth {
 
     /// Authenticates a caller at `source`; unknown client, disabled client and wrong secret are
     /// indistinguishable. A presented secret is checked only while the source is within its
-    /// allowance (`guessing`; else [`OAuthError::TooManyAttempts`]); a wrong one counts against it,
+    /// allowance (`guessing`; else `Failed(Error::TooManyAttempts)`); a wrong one counts against it,
     /// and an Argon2 check holds a slot of it while it runs.
     pub async fn authenticate(
         &self,
@@ -164,9 +166,9 @@ impl ClientAuth {
         guessing: &SourceLimiter,
         creds: &Credentials,
         source: IpAddr,
-    ) -> Result<Arc<Client>, OAuthError> {
+    ) -> Result<Arc<Client>, GrantError> {
         if creds.client_id.len() > 128 || creds.secret.as_ref().is_some_and(|s| s.expose().len() > 512) {
-            return Err(OAuthError::InvalidClient);
+            return Err(GrantError::InvalidClient);
         }
         if creds.secret.is_some() {
             guessing.check(source).await?;
@@ -179,7 +181,7 @@ impl ClientAuth {
         };
         let (client, secret) = match (client, &creds.secret) {
             (Some(c), None) if c.public && c.secret_hash.is_none() => return Ok(c),
-            (_, None) => return Err(OAuthError::InvalidClient),
+            (_, None) => return Err(GrantError::InvalidClient),
             (Some(c), Some(secret)) if !c.public => (c, secret),
             (client, Some(secret)) => {
                 // Unknown, disabled or public: the same keyed-hash cost as checking a generated
@@ -212,7 +214,7 @@ impl ClientAuth {
         client: &Client,
         hash: &str,
         secret: &Secret,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<(), GrantError> {
         let mut material = Vec::with_capacity(client.client_id.len() + secret.expose().len() + hash.len() + 2);
         material.extend_from_slice(client.client_id.as_bytes());
         material.push(0);
@@ -241,11 +243,11 @@ impl ClientAuth {
                 Ok(())
             }
             // The slot stays taken: a counted failure.
-            Err(e) if matches!(*e, CheckFailed::Mismatch) => Err(OAuthError::InvalidClient),
+            Err(e) if matches!(*e, CheckFailed::Mismatch) => Err(GrantError::InvalidClient),
             Err(e) => {
                 slot.release().await;
                 match &*e {
-                    CheckFailed::Internal(Error::Saturated(secs)) => Err(OAuthError::Busy(*secs)),
+                    CheckFailed::Internal(Error::Saturated(secs)) => Err(GrantError::Failed(Error::Saturated(*secs))),
                     other => Err(Error::Internal(format!("{other:?}")).into()),
                 }
             }
@@ -254,11 +256,11 @@ impl ClientAuth {
 }
 
 /// Counts a failed check against `source`: `invalid_client`, or 429 if the allowance ran out meanwhile.
-async fn count_failure(guessing: &SourceLimiter, source: IpAddr) -> OAuthError {
+async fn count_failure(guessing: &SourceLimiter, source: IpAddr) -> GrantError {
     match guessing.admit(source).await {
         Ok(slot) => {
             drop(slot);
-            OAuthError::InvalidClient
+            GrantError::InvalidClient
         }
         Err(e) => e.into(),
     }
@@ -267,25 +269,21 @@ async fn count_failure(guessing: &SourceLimiter, source: IpAddr) -> OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
-    fn basic(id: &str, secret: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        let v = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&v).unwrap());
-        h
+    fn basic(id: &str, secret: &str) -> Vec<u8> {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))).into_bytes()
     }
 
     #[test]
     fn basic_and_post_are_read_and_both_at_once_is_refused() {
-        let c = Credentials::from_request(&basic("app", "s%3As"), None, None).unwrap();
+        let c = Credentials::from_request(Some(&basic("app", "s%3As")), None, None).unwrap();
         assert_eq!(c.client_id, "app");
         assert_eq!(c.secret.unwrap().expose(), "s:s");
-        let c = Credentials::from_request(&HeaderMap::new(), Some("app"), Some("pw")).unwrap();
+        let c = Credentials::from_request(None, Some("app"), Some("pw")).unwrap();
         assert_eq!(c.secret.unwrap().expose(), "pw");
-        let both = Credentials::from_request(&basic("app", "x"), Some("app"), Some("x")).unwrap_err();
-        assert_eq!(both.code(), "invalid_request");
-        let none = Credentials::from_request(&HeaderMap::new(), None, None).unwrap_err();
-        assert_eq!(none.code(), "invalid_client");
+        let both = Credentials::from_request(Some(&basic("app", "x")), Some("app"), Some("x")).unwrap_err();
+        assert!(matches!(both, GrantError::InvalidRequest(_)), "{both:?}");
+        let none = Credentials::from_request(None, None, None).unwrap_err();
+        assert!(matches!(none, GrantError::InvalidClient), "{none:?}");
     }
 }

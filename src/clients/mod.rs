@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod redirects;
 pub mod secret;
+mod service;
 pub mod update;
 mod validate;
 
@@ -23,11 +24,11 @@ use crate::{
 
 pub use auth::{ClientAuth, Credentials};
 pub use bootstrap::ensure_admin;
+pub use service::Clients;
 pub use update::ClientPatch;
 use validate::{refuse_user_id, validate};
 
-/// Longest access-token lifetime a client may be configured with.
-pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
+pub use crate::config::MAX_CLIENT_ACCESS_TTL;
 /// The grant types a client may be registered for.
 pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "password", "refresh_token"];
 

@@ -1,6 +1,6 @@
 //! `PATCH /v1/admin/clients/{client_id}`: a client's name, scopes, `key_scopes` and redirect URIs. Narrowing
 //! `key_scopes` narrows the client's existing API keys on every instance (see
-//! [`crate::apikeys::policy::owner_changed`]).
+//! [`crate::apikeys::store::owner_changed`]).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -102,7 +102,7 @@ pub async fn update(
     let mut narrowed = false;
     if let Some(new) = key_scopes.as_ref().filter(|new| **new != old) {
         narrowed = policy::narrows(old.as_deref(), new.as_deref());
-        changed_keys = policy::owner_changed(&mut tx, client_id, now, narrowed).await?;
+        changed_keys = crate::apikeys::store::owner_changed(&mut tx, client_id, now, narrowed).await?;
     }
     let mut details = json!({"api_keys_changed": changed_keys.len(), "key_scopes_narrowed": narrowed});
     if let Some(n) = name {

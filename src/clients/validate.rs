@@ -34,9 +34,7 @@ pub(super) fn validate(new: NewClient) -> Result<(String, NewClient, Vec<String>
     let mut grants: Vec<String> = Vec::new();
     for g in &new.grant_types {
         if !GRANT_TYPES.contains(&g.as_str()) {
-            return Err(Error::invalid(format!(
-                "grant_types: {g:?} is not supported (client_credentials, password, refresh_token)"
-            )));
+            return Err(Error::invalid(format!("grant_types: {g:?} is not supported ({})", GRANT_TYPES.join(", "))));
         }
         if !grants.contains(g) {
             grants.push(g.clone());

@@ -8,15 +8,17 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    anomalies::{self, Anomaly},
-    audit::{self, AuditEntry, AuditQuery},
-    auth::Caller,
-    clients::{self, Client, ClientPatch, CreatedClient, NewClient},
-    error::{ApiError, Error},
-    http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, NoFields, OptionalJson, RequestId},
-    signing::lifecycle::{self, KeyInfo},
-    state::AppState,
-    users::{self, NewUser, UserPatch, UserView},
+    audit::{AuditEntry, AuditQuery},
+    clients::{Client, ClientPatch, CreatedClient, NewClient},
+    http::{
+        caller::Caller,
+        extract::{page_limit, ApiJson, ApiPath, ApiQuery, ClientIp, NoFields, OptionalJson, RequestId},
+        problem::ApiError,
+        state::AppState,
+    },
+    signing::lifecycle::KeyInfo,
+    usage::{anomalies::Anomaly, AnomalyQuery},
+    users::{NewUser, UserPatch, UserView},
 };
 
 type Problem = crate::http::openapi::Problem;
@@ -55,12 +57,7 @@ async fn create_client(
     ApiJson(body): ApiJson<NewClient>,
 ) -> Result<(StatusCode, [(axum::http::HeaderName, &'static str); 1], Json<CreatedClient>), ApiError> {
     admin(&caller)?;
-    let created =
-        clients::create(&state.db, &state.keys.client_secret_hmac, body, state.clock.now(), &caller.actor(ip, rid))
-            .await?;
-    // This instance may remember the id as unknown (a failed attempt just before); others do so for
-    // at most a few seconds.
-    state.clients.forget(&created.client.client_id);
+    let created = state.clients.create(body, &caller.actor(ip, rid)).await?;
     Ok((StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(created)))
 }
 
@@ -69,7 +66,7 @@ async fn create_client(
     responses((status = 200, body = [Client]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn list_clients(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Client>>, ApiError> {
     admin(&caller)?;
-    Ok(Json(clients::list(&state.db).await?))
+    Ok(Json(state.clients.list().await?))
 }
 
 /// One client.
@@ -82,7 +79,7 @@ async fn get_client(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Client>, ApiError> {
     admin(&caller)?;
-    Ok(Json(clients::get(&state.db, &id).await?.ok_or(Error::NotFound("client"))?))
+    Ok(Json(state.clients.get(&id).await?))
 }
 
 /// Gives a confidential client a new secret, shown this once; the old one stops working (on other
@@ -101,11 +98,7 @@ async fn rotate_client_secret(
     OptionalJson(NoFields {}): OptionalJson<NoFields>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], Json<CreatedClient>), ApiError> {
     admin(&caller)?;
-    let actor = caller.actor(ip, rid);
-    let managed = state.config.bootstrap_admin_secret.is_some();
-    let key = &state.keys.client_secret_hmac;
-    let rotated = clients::secret::rotate(&state.db, key, &id, managed, state.clock.now(), &actor).await?;
-    state.clients.forget(&id);
+    let rotated = state.clients.rotate_secret(&id, &caller.actor(ip, rid)).await?;
     Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(rotated)))
 }
 
@@ -121,10 +114,7 @@ async fn delete_client(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     admin(&caller)?;
-    clients::disable(&state.db, &id, state.clock.now(), &caller.actor(ip, rid)).await?;
-    state.revoked.revoke_client(&id);
-    state.clients.forget(&id);
-    state.apikeys.forget_owner(&id);
+    state.clients.disable(&id, &caller.actor(ip, rid)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -145,12 +135,7 @@ async fn patch_client(
     ApiJson(body): ApiJson<ClientPatch>,
 ) -> Result<Json<Client>, ApiError> {
     admin(&caller)?;
-    let updated = clients::update::update(&state.db, &id, body, state.clock.now(), &caller.actor(ip, rid)).await?;
-    state.clients.forget(&id);
-    for k in &updated.changed_keys {
-        state.apikeys.forget(k);
-    }
-    Ok(Json(updated.client))
+    Ok(Json(state.clients.update(&id, body, &caller.actor(ip, rid)).await?))
 }
 
 /// Registers a user.
@@ -166,7 +151,7 @@ async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     admin(&caller)?;
-    let user = users::create(&state.db, body, state.clock.now(), &caller.actor(ip, rid)).await?;
+    let user = state.users.create(body, &caller.actor(ip, rid)).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -180,7 +165,7 @@ async fn get_user(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<UserView>, ApiError> {
     admin(&caller)?;
-    Ok(Json(users::get(&state.db, id).await?))
+    Ok(Json(state.users.get(id).await?))
 }
 
 /// Deletes a user, revoking their refresh tokens and API keys.
@@ -195,11 +180,7 @@ async fn delete_user(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     admin(&caller)?;
-    let keys = users::delete(&state.db, id, state.clock.now(), &caller.actor(ip, rid)).await?;
-    state.revoked.revoke_user(&id.to_string());
-    for k in keys {
-        state.apikeys.forget(&k);
-    }
+    state.users.delete(id, &caller.actor(ip, rid)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -220,11 +201,7 @@ async fn patch_user(
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Json<UserView>, ApiError> {
     admin(&caller)?;
-    let updated = users::update::update(&state.db, id, body, state.clock.now(), &caller.actor(ip, rid)).await?;
-    for k in &updated.changed_keys {
-        state.apikeys.forget(k);
-    }
-    Ok(Json(updated.user))
+    Ok(Json(state.users.update(id, body, &caller.actor(ip, rid)).await?))
 }
 
 /// Every signing key, newest first; never any private part.
@@ -232,7 +209,7 @@ async fn patch_user(
     responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn list_signing_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
-    Ok(Json(lifecycle::list(&state.db).await?))
+    Ok(Json(state.signing.list().await?))
 }
 
 /// Query of `POST /v1/admin/signing-keys/rotate`.
@@ -267,11 +244,7 @@ async fn rotate_signing_key(
     OptionalJson(NoFields {}): OptionalJson<NoFields>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
-    let now = state.clock.now();
-    let ctx = lifecycle::Ctx { db: &state.db, config: &state.config, wrap_key: &state.keys.signing_key_wrap, now };
-    lifecycle::rotate(&ctx, &caller.actor(ip, rid), force).await?;
-    state.signing.reload(&state.db, now, true).await?;
-    Ok(Json(lifecycle::list(&state.db).await?))
+    Ok(Json(state.signing.rotate(&caller.actor(ip, rid), force).await?))
 }
 
 /// Revokes a key: out of the JWKS at once, its tokens inactive, an event published.
@@ -287,12 +260,7 @@ async fn revoke_signing_key(
     OptionalJson(NoFields {}): OptionalJson<NoFields>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
-    let now = state.clock.now();
-    let ctx = lifecycle::Ctx { db: &state.db, config: &state.config, wrap_key: &state.keys.signing_key_wrap, now };
-    lifecycle::revoke(&ctx, &kid, &caller.actor(ip, rid)).await?;
-    state.signing.forget(&kid);
-    state.signing.reload(&state.db, now, true).await?;
-    Ok(Json(lifecycle::list(&state.db).await?))
+    Ok(Json(state.signing.revoke(&kid, &caller.actor(ip, rid)).await?))
 }
 
 /// Audit query parameters.
@@ -327,10 +295,7 @@ async fn list_audit(
     ApiQuery(q): ApiQuery<AuditParams>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     admin(&caller)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: must be 1 to 1000"));
-    }
+    let limit = page_limit(q.limit)?;
     let query = AuditQuery {
         since: q.since,
         actor: q.actor,
@@ -339,7 +304,7 @@ async fn list_audit(
         after: q.after,
         limit,
     };
-    Ok(Json(audit::list(&state.db, &query).await?))
+    Ok(Json(state.audit.list(&query).await?))
 }
 
 /// Anomaly query parameters.
@@ -369,9 +334,6 @@ async fn list_anomalies(
     ApiQuery(q): ApiQuery<AnomalyParams>,
 ) -> Result<Json<Vec<Anomaly>>, ApiError> {
     admin(&caller)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: must be 1 to 1000"));
-    }
-    Ok(Json(anomalies::list(&state.db, q.since, q.after, q.kind.as_deref(), limit).await?))
+    let query = AnomalyQuery { since: q.since, after: q.after, kind: q.kind.as_deref(), limit: page_limit(q.limit)? };
+    Ok(Json(state.usage.anomalies(&query).await?))
 }

@@ -31,7 +31,7 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use super::routes::RouteTable;
-use crate::error::{ApiError, OAuthError};
+use crate::http::{oauth_error::OAuthError, problem::ApiError};
 
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 64 * 1024;

@@ -15,7 +15,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, OAuthError};
+use crate::http::{oauth_error::OAuthError, problem::ApiError};
 
 /// JSON body; bad JSON, unknown fields and wrong types become 400 problems, a wrong content type 415.
 pub struct ApiJson<T>(pub T);
@@ -208,6 +208,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}
+
+/// The `limit` of a list: 1 to 1 000, default 100.
+///
+/// # Errors
+/// 400 naming `limit` when out of range.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!("limit: must be 1 to 1000, got {n}"))),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -13,15 +13,14 @@ use uuid::Uuid;
 
 use crate::{
     apikeys::{
-        manage::{self, Requester},
-        verify::{self, VerifyResponse},
-        ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey, Verification, VerifyRequest,
+        manage::Requester, verify::VerifyResponse, ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey, Verification,
+        VerifyRequest,
     },
-    auth::Caller,
-    error::ApiError,
+    http::caller::Caller,
     http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, OptionalJson, RequestId},
-    state::AppState,
-    usage::report::{self, Granularity, Usage},
+    http::problem::ApiError,
+    http::state::AppState,
+    usage::report::{Granularity, Usage},
 };
 
 type Problem = crate::http::openapi::Problem;
@@ -63,7 +62,7 @@ async fn create_key(
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, NoStore, Json<CreatedKey>), ApiError> {
     caller.require("keys:write")?;
-    let created = manage::create(&state, caller.sub(), body, &caller.actor(ip, rid)).await?;
+    let created = state.apikeys.create(caller.sub(), body, &caller.actor(ip, rid)).await?;
     Ok((StatusCode::CREATED, NO_STORE, Json(created)))
 }
 
@@ -87,7 +86,7 @@ async fn list_keys(
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     caller.require("keys:read")?;
-    Ok(Json(manage::list(&state, requester(&caller), q.owner.as_deref()).await?))
+    Ok(Json(state.apikeys.list(requester(&caller), q.owner.as_deref()).await?))
 }
 
 /// One key; another owner's key is not found (unless the caller is an admin).
@@ -102,7 +101,7 @@ async fn get_key(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require("keys:read")?;
-    Ok(Json(manage::get(&state, requester(&caller), id).await?))
+    Ok(Json(state.apikeys.get(requester(&caller), id).await?))
 }
 
 /// Replaces a key: the new key (shown this once) inherits everything; the old one stays valid for the grace period.
@@ -124,7 +123,7 @@ async fn rotate_key(
     OptionalJson(body): OptionalJson<RotateKey>,
 ) -> Result<(StatusCode, NoStore, Json<CreatedKey>), ApiError> {
     caller.require("keys:write")?;
-    let created = manage::rotate(&state, requester(&caller), id, body, &caller.actor(ip, rid)).await?;
+    let created = state.apikeys.rotate(requester(&caller), id, body, &caller.actor(ip, rid)).await?;
     Ok((StatusCode::CREATED, NO_STORE, Json(created)))
 }
 
@@ -144,7 +143,7 @@ async fn revoke_key(
     OptionalJson(body): OptionalJson<RevokeKey>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require("keys:write")?;
-    Ok(Json(manage::revoke(&state, requester(&caller), id, body, &caller.actor(ip, rid)).await?))
+    Ok(Json(state.apikeys.revoke(requester(&caller), id, body, &caller.actor(ip, rid)).await?))
 }
 
 /// Verifies a key: 200 with `valid: true` and the key's facts, or `valid: false` and why.
@@ -160,7 +159,7 @@ async fn verify_key(
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Json<Verification>, ApiError> {
     caller.require("keys:verify")?;
-    Ok(Json(verify::verify(&state, &body, ip).await?))
+    Ok(Json(state.apikeys.verify(&body, ip).await?))
 }
 
 /// Usage query parameters.
@@ -192,12 +191,6 @@ async fn key_usage(
     ApiQuery(q): ApiQuery<UsageParams>,
 ) -> Result<Json<Usage>, ApiError> {
     caller.require("keys:read")?;
-    manage::get(&state, requester(&caller), id).await?;
-    // What this instance counted but has not flushed yet belongs in the answer.
-    if let Err(e) = state.usage.flush(&state.db).await {
-        tracing::warn!(error = %e, "usage flush before a usage read failed");
-    }
-    let to = q.to.unwrap_or_else(|| state.clock.now());
-    let from = q.from.unwrap_or(to - time::Duration::DAY);
-    Ok(Json(report::usage(&state.db, id, from, to, q.bucket.unwrap_or_default()).await?))
+    state.apikeys.get(requester(&caller), id).await?;
+    Ok(Json(state.usage.report(id, q.from, q.to, q.bucket.unwrap_or_default()).await?))
 }

@@ -15,14 +15,15 @@ use uuid::Uuid;
 use crate::{
     apikeys::{
         format::ApiKeySecret,
-        lookup::{self, KeyFilter, Status},
+        lookup::{KeyFilter, Status},
         model::ApiKeyView,
     },
-    auth::Caller,
-    error::{ApiError, Error},
+    error::Error,
+    http::caller::Caller,
     http::extract::{ApiJson, ApiQuery},
-    state::AppState,
-    users::{self, UserView},
+    http::problem::ApiError,
+    http::state::AppState,
+    users::UserView,
 };
 
 type Problem = crate::http::openapi::Problem;
@@ -34,15 +35,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// `limit` and `after` of a list, checked: a page size of 1–1 000 (default 100) and a cursor that
 /// is an id this service gave out.
-fn page(limit: Option<i64>, after: Option<&str>) -> Result<(i64, Option<Uuid>), Error> {
-    let limit = match limit {
-        None => 100,
-        Some(n @ 1..=1000) => n,
-        Some(n) => return Err(Error::invalid(format!("limit: must be 1 to 1000, got {n}"))),
-    };
+fn page(limit: Option<i64>, after: Option<&str>) -> Result<(i64, Option<Uuid>), ApiError> {
+    let limit = super::extract::page_limit(limit)?;
     let after = match after {
         None => None,
-        Some(a) => Some(Uuid::parse_str(a).map_err(|_| Error::invalid("after: not a cursor this service gave out"))?),
+        Some(a) => {
+            Some(Uuid::parse_str(a).map_err(|_| ApiError::bad_request("after: not a cursor this service gave out"))?)
+        }
     };
     Ok((limit, after))
 }
@@ -120,11 +119,11 @@ async fn list_keys(
         (Some(_), Some(_)) => return Err(Error::invalid("owner, username: give one or the other").into()),
         (Some(o), None) if o.contains('\0') => return Err(Error::invalid("owner: must not contain U+0000").into()),
         (Some(o), None) => Some(o.clone()),
-        (None, Some(u)) => Some(users::id_of(&state.db, u).await?.to_string()),
+        (None, Some(u)) => Some(state.users.id_of(u).await?.to_string()),
         (None, None) => None,
     };
     let filter = KeyFilter { owner, environment: q.environment.clone(), status: q.status, after, limit };
-    let rows = lookup::list_all(&state.db, &filter, state.clock.now()).await?;
+    let rows = state.apikeys.list_all(&filter).await?;
     Ok(paginate(rows, limit, "/v1/admin/keys", &q, |k| k.id))
 }
 
@@ -160,7 +159,7 @@ pub async fn list_users(
     if q.username.as_deref().is_some_and(|u| u.contains('\0')) {
         return Err(Error::invalid("username: must not contain U+0000").into());
     }
-    let rows = users::list(&state.db, q.username.as_deref(), after, limit).await?;
+    let rows = state.users.list(q.username.as_deref(), after, limit).await?;
     Ok(paginate(rows, limit, "/v1/admin/users", &q, |u| u.user.id))
 }
 
@@ -188,5 +187,5 @@ async fn lookup_key(
     ApiJson(body): ApiJson<LookupRequest>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require("admin")?;
-    Ok(Json(lookup::by_plaintext(&state.db, &state.keys.api_key_hmac_v1, &body.key).await?))
+    Ok(Json(state.apikeys.lookup(&body.key).await?))
 }

@@ -2,6 +2,7 @@
 //! and the last-resort formatter that keeps every error in the contract's formats.
 
 pub mod admin;
+pub mod caller;
 mod conn;
 pub mod deadline;
 pub mod edge;
@@ -9,12 +10,15 @@ pub mod extract;
 pub mod keys;
 pub mod lookups;
 pub mod oauth;
+pub mod oauth_error;
 pub mod openapi;
 pub mod ops;
+pub mod problem;
 pub mod revocations;
 pub mod routes;
 pub mod server;
 pub mod source;
+pub mod state;
 pub mod wellknown;
 
 use std::time::Duration;
@@ -28,7 +32,7 @@ use axum::{
 };
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 pub use edge::BODY_LIMIT;
 

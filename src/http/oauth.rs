@@ -8,10 +8,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     clients::Credentials,
-    error::OAuthError,
+    http::oauth_error::OAuthError,
+    http::state::AppState,
     http::{extract::OAuthForm, source::SourceIp},
-    state::AppState,
-    tokens::{grants, introspect, refresh, revoke, TokenResponse},
+    tokens::{introspect, TokenRequest, TokenResponse},
 };
 
 /// OAuth routes.
@@ -74,7 +74,8 @@ pub struct TokenRefForm {
 pub struct Empty {}
 
 fn credentials(headers: &HeaderMap, form: &OAuthForm) -> Result<Credentials, OAuthError> {
-    Credentials::from_request(headers, form.get("client_id"), form.get("client_secret"))
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    Ok(Credentials::from_request(authorization, form.get("client_id"), form.get("client_secret"))?)
 }
 
 /// Issues tokens.
@@ -95,27 +96,20 @@ async fn token(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<TokenResponse>, OAuthError> {
-    let grant_type = form.require("grant_type")?;
-    if !matches!(grant_type, "client_credentials" | "password" | "refresh_token") {
+    let req = TokenRequest {
+        grant_type: form.require("grant_type")?,
+        scope: form.get("scope"),
+        audience: form.get("audience"),
+        username: form.get("username"),
+        password: form.get("password"),
+        refresh_token: form.get("refresh_token"),
+    };
+    // An unknown grant type is refused before the client is authenticated (RFC 6749 §5.2 order).
+    if !crate::clients::GRANT_TYPES.contains(&req.grant_type) {
         return Err(OAuthError::UnsupportedGrantType);
     }
     let creds = credentials(&headers, &form)?;
-    let login = match grant_type {
-        "password" => Some((form.require("username")?, form.require("password")?)),
-        _ => None,
-    };
-    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
-    let res = match (grant_type, login) {
-        ("client_credentials", _) => {
-            grants::client_credentials(&state, &client, form.get("scope"), form.get("audience"))?
-        }
-        (_, Some((username, password))) => {
-            let user = grants::password_user(&state, &client, username, password, source.0).await?;
-            grants::password_tokens(&state, &client, &user, form.get("scope")).await?
-        }
-        _ => refresh::rotate(&state, &client, form.require("refresh_token")?, form.get("scope")).await?,
-    };
-    Ok(Json(res))
+    Ok(Json(state.tokens.token(&creds, &req, source.0).await?))
 }
 
 /// RFC 7009 revocation: always 200 for a well-formed request from an authenticated client.
@@ -136,9 +130,7 @@ async fn revoke_token(
     form: OAuthForm,
 ) -> Result<Json<Empty>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
-    let token = form.require("token")?;
-    revoke::revoke(&state, &client, token, form.get("token_type_hint")).await?;
+    state.tokens.revoke_token(&creds, form.get("token"), form.get("token_type_hint"), source.0).await?;
     Ok(Json(Empty {}))
 }
 
@@ -161,14 +153,5 @@ async fn introspect_token(
     form: OAuthForm,
 ) -> Result<Json<introspect::Introspection>, OAuthError> {
     let creds = credentials(&headers, &form)?;
-    let client = state.clients.authenticate(&state.db, &state.guessing, &creds, source.0).await?;
-    // RFC 7662 §2.1: the caller must authenticate; a public client presents only an id anyone can copy.
-    if client.public {
-        return Err(OAuthError::InvalidClient);
-    }
-    if !crate::scopes::allows(client.scopes.iter().map(String::as_str), "introspect") {
-        return Err(OAuthError::InsufficientScope("this client needs scope introspect"));
-    }
-    let token = form.require("token")?;
-    Ok(Json(introspect::introspect(&state, token).await?))
+    Ok(Json(state.tokens.introspect_token(&creds, form.get("token"), source.0).await?))
 }

@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// RFC 9457 problem details, the error body of every `/v1` endpoint.
 #[derive(Serialize, ToSchema)]

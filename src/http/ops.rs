@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// Operations routes.
 pub fn routes() -> OpenApiRouter<AppState> {

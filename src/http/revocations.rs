@@ -6,11 +6,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    auth::Caller,
-    error::ApiError,
-    http::extract::ApiQuery,
-    revocation::{self, RevocationEvent},
-    state::AppState,
+    http::{
+        caller::Caller,
+        extract::{page_limit, ApiQuery},
+        problem::ApiError,
+        state::AppState,
+    },
+    revocation::RevocationEvent,
 };
 
 /// Revocation routes.
@@ -74,14 +76,7 @@ async fn list(
 ) -> Result<Json<Page>, ApiError> {
     caller.require("revocations:read")?;
     let after = p.after.unwrap_or(0);
-    let limit = p.limit.unwrap_or(100);
-    if after < 0 {
-        return Err(ApiError::bad_request("after: must be 0 or more"));
-    }
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: must be 1 to 1000"));
-    }
-    let events = revocation::events_after(&state.db, after, limit).await?;
+    let events = state.revocations.page(after, page_limit(p.limit)?).await?;
     let next_after = events.last().map_or(after, |e| e.seq);
     Ok(Json(Page { events, next_after }))
 }

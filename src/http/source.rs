@@ -10,7 +10,7 @@ use axum::{
     http::request::Parts,
 };
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// The peer address, or the last untrusted hop of `X-Forwarded-For` when the peer is one of
 /// `TESSERA_TRUSTED_PROXIES`; always in canonical form.

@@ -10,7 +10,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ApiError, http::openapi::Problem, state::AppState};
+use crate::{
+    http::state::AppState,
+    http::{openapi::Problem, problem::ApiError},
+};
 
 /// Discovery routes.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -53,7 +56,7 @@ impl Metadata {
             revocation_endpoint: format!("{issuer}/oauth/revoke"),
             introspection_endpoint: format!("{issuer}/oauth/introspect"),
             jwks_uri: format!("{issuer}/.well-known/jwks.json"),
-            grant_types_supported: ["client_credentials", "password", "refresh_token"],
+            grant_types_supported: crate::clients::GRANT_TYPES,
             response_types_supported: ["none"],
             token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
             // A public client revokes its own tokens with its client_id alone (RFC 7009 §2.1).
@@ -72,12 +75,7 @@ pub fn metadata_path(issuer: &str) -> String {
     format!("{METADATA_PATH}{}", issuer_path(issuer))
 }
 
-/// The path of an issuer URL: `""` for `https://id.example.com`, `"/tenant"` for
-/// `https://id.example.com/tenant` (the configuration drops a trailing slash).
-pub fn issuer_path(issuer: &str) -> &str {
-    let authority_and_path = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
-    authority_and_path.find('/').map_or("", |i| &authority_and_path[i..])
-}
+pub use crate::net::issuer_path;
 
 const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
@@ -113,20 +111,23 @@ pub async fn metadata_under_path(State(state): State<AppState>) -> Json<Metadata
         (status = 304, description = "Not modified (If-None-Match matched)")
     ))]
 async fn jwks(State(state): State<AppState>, IfNoneMatch(if_none_match): IfNoneMatch) -> Response {
-    let set = state.signing.get();
-    let cache = state.signing.cache_control();
+    let set = state.signing.keys();
+    // Both are built from quotes, digits, letters and ", =-": always valid header values.
+    let header_value =
+        |b: &bytes::Bytes| HeaderValue::from_maybe_shared(b.clone()).unwrap_or(HeaderValue::from_static(""));
+    let cache = header_value(&state.signing.jwks_cache_control());
+    let etag = header_value(&set.etag);
     let matches = if_none_match
         .as_ref()
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == set.etag.as_bytes() || t.trim() == "*"));
+        .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == set.etag.as_ref() || t.trim() == "*"));
     if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, set.etag.clone()), (header::CACHE_CONTROL, cache)])
-            .into_response();
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache)]).into_response();
     }
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (header::ETAG, set.etag.clone()),
+            (header::ETAG, etag),
             (header::CACHE_CONTROL, cache),
         ],
         set.jwks.clone(),

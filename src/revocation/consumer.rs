@@ -5,23 +5,21 @@
 //! can neither hide a real revocation nor invent one. Catch-up also runs on start, on
 //! (re)connection, on every sequencing notification and on a short interval.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use sqlx::postgres::PgListener;
+use sqlx::{postgres::PgListener, PgPool};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{bus::BusMessage, relay, Kind, RevocationEvent};
-use crate::state::AppState;
+use super::{bus::Bus, bus::BusMessage, relay, RevocationEvent, RevokedSet, API_KEY_CHANGED_CHANNEL};
+use crate::config::Config;
 
 /// Longest time a missed message can leave a cache stale.
 pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
-/// Notified (payload: the key id) in the transaction that changes an API key in a way that is not a
-/// revocation — a rotation cuts the old key's validity to the grace period — so every instance drops
-/// its cached record at once instead of serving it until the cache TTL. Not an outbox event: a
-/// listener that was disconnected at that moment clears every cached key when it reconnects.
-pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
 
 /// How long an instance may stay behind the database before it says so in the log.
 pub const BEHIND_WARN_AFTER: Duration = Duration::from_secs(5);
@@ -31,148 +29,154 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the first listener, at start.
 const FIRST_LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Applies one event to the in-memory state.
-pub fn apply(state: &AppState, ev: &RevocationEvent) {
-    let max_ttl = state.config.max_access_token_ttl().as_secs() as i64;
-    match ev.kind {
-        Kind::AccessToken => {
-            if let Ok(jti) = Uuid::parse_str(ev.jti.as_deref().unwrap_or(&ev.id)) {
-                let exp = ev.expires_at.map(|e| e.unix_timestamp()).unwrap_or(ev.revoked_at.unix_timestamp() + max_ttl);
-                state.revoked.revoke_jti(jti, exp);
-            }
-        }
-        Kind::RefreshFamily => {
-            if let Ok(id) = Uuid::parse_str(&ev.id) {
-                state.revoked.revoke_family(id, ev.revoked_at.unix_timestamp() + max_ttl);
-            }
-        }
-        Kind::Client => {
-            state.revoked.revoke_client(&ev.id);
-            state.clients.forget(&ev.id);
-            // Its keys are refused through the set above; their cached records are dead weight.
-            state.apikeys.forget_owner(&ev.id);
-        }
-        Kind::User => {
-            state.revoked.revoke_user(&ev.id);
-            state.apikeys.forget_owner(&ev.id);
-        }
-        Kind::ApiKey | Kind::ApiKeyChanged => {
-            if let Ok(id) = Uuid::parse_str(&ev.id) {
-                state.apikeys.forget(&id);
-            }
-        }
-        Kind::SigningKey => {
-            state.signing.forget(ev.kid.as_deref().unwrap_or(&ev.id));
-            // Revoking the active key promoted its successor in the same transaction: load it now
-            // rather than at the next 2 s poll, so this instance is without a signer for milliseconds.
-            let state = state.clone();
-            tokio::spawn(async move {
-                if let Err(e) = state.signing.reload(&state.db, state.clock.now(), true).await {
-                    tracing::warn!(error = %e, "signing key reload after a revocation failed");
-                }
-            });
-        }
-    }
+/// Something on this instance that revocation events change: the revoked set, the client and
+/// API-key caches, the signing key set. Each takes what concerns it and ignores the rest; the
+/// composition root registers them with the [`Consumer`].
+pub trait EventSink: Send + Sync {
+    /// Applies `ev`, read from Postgres. Idempotent: the same event may be applied again.
+    /// `max_access_ttl` (seconds) bounds how long an access token revoked by it can live.
+    fn apply(&self, ev: &RevocationEvent, max_access_ttl: i64);
+
+    /// An API key changed without a revocation (rotation, narrowing): drop what is cached of it.
+    fn api_key_changed(&self, _id: &Uuid) {}
+
+    /// API-key change notifications may have been missed (the listener was lost): drop whatever
+    /// could be stale.
+    fn changes_missed(&self) {}
 }
 
-/// Reads and applies every sequenced event after the last one applied.
-pub async fn catch_up(state: &AppState) {
-    loop {
-        let after = state.revoked.applied_seq();
-        match super::events_after(&state.db, after, 1000).await {
-            Ok(events) => {
-                let n = events.len();
-                for ev in &events {
-                    apply(state, ev);
-                    state.revoked.set_applied_seq(ev.seq);
+/// Applies sequenced revocation events from Postgres to every registered [`EventSink`].
+pub struct Consumer {
+    db: PgPool,
+    bus: Bus,
+    config: Arc<Config>,
+    revoked: Arc<RevokedSet>,
+    sinks: Vec<Arc<dyn EventSink>>,
+}
+
+impl Consumer {
+    /// A consumer that tracks its position in `revoked` (which is also a sink) and applies every
+    /// event to `revoked` and `sinks`.
+    pub fn new(
+        db: PgPool,
+        bus: Bus,
+        config: Arc<Config>,
+        revoked: Arc<RevokedSet>,
+        sinks: Vec<Arc<dyn EventSink>>,
+    ) -> Self {
+        let mut all: Vec<Arc<dyn EventSink>> = vec![revoked.clone()];
+        all.extend(sinks);
+        Self { db, bus, config, revoked, sinks: all }
+    }
+
+    /// Applies one event to every sink.
+    pub fn apply(&self, ev: &RevocationEvent) {
+        let max_ttl = self.config.max_access_token_ttl().as_secs() as i64;
+        for sink in &self.sinks {
+            sink.apply(ev, max_ttl);
+        }
+    }
+
+    /// Reads and applies every sequenced event after the last one applied.
+    pub async fn catch_up(&self) {
+        loop {
+            let after = self.revoked.applied_seq();
+            match super::events_after(&self.db, after, 1000).await {
+                Ok(events) => {
+                    let n = events.len();
+                    for ev in &events {
+                        self.apply(ev);
+                        self.revoked.set_applied_seq(ev.seq);
+                    }
+                    if n < 1000 {
+                        return;
+                    }
                 }
-                if n < 1000 {
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation catch-up failed");
                     return;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "revocation catch-up failed");
-                return;
+        }
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut rx = self.bus.subscribe();
+        // At start nothing is cached yet, so a slow first connection costs nothing: wait for it
+        // longer than for a reconnection (a busy machine can take seconds to hand out a connection).
+        let mut listener = self.listen(FIRST_LISTEN_TIMEOUT).await;
+        let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
+        let mut lag = LagWatch::default();
+        let mut postgres = crate::db::Reachability::new(&self.config);
+        loop {
+            // Some(notification), or None when the connection was lost.
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.try_recv().await.ok().flatten(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if listener.is_none() {
+                        listener = self.relisten().await;
+                    }
+                    self.catch_up().await;
+                    let position = super::last_seq(&self.db).await.map_err(|e| e.to_string());
+                    postgres.observe(&position);
+                    lag.observe(self.revoked.applied_seq(), position, Instant::now());
+                }
+                note = notified => match note {
+                    Some(n) if n.channel() == API_KEY_CHANGED_CHANNEL => {
+                        if let Ok(id) = Uuid::parse_str(n.payload()) {
+                            self.sinks.iter().for_each(|s| s.api_key_changed(&id));
+                        }
+                    }
+                    Some(_) => self.catch_up().await,
+                    None => {
+                        listener = self.relisten().await;
+                        self.catch_up().await;
+                    }
+                },
+                msg = rx.recv() => match msg {
+                    // Only a hint. A `seq` this instance has already applied needs no query (the
+                    // worst a forged low number can do is spare one, and the tick catches up
+                    // within a second).
+                    Ok(BusMessage::Event(payload)) => {
+                        if relay::decode(&payload).is_none_or(|ev| ev.seq > self.revoked.applied_seq()) {
+                            self.catch_up().await;
+                        }
+                    }
+                    Ok(BusMessage::Resync) | Err(RecvError::Lagged(_)) => self.catch_up().await,
+                    Err(RecvError::Closed) => return,
+                },
             }
         }
     }
-}
 
-/// Runs until shutdown.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut rx = state.bus.subscribe();
-    // At start nothing is cached yet, so a slow first connection costs nothing: wait for it longer
-    // than for a reconnection (a busy machine can take seconds to hand out a connection).
-    let mut listener = listen(&state, FIRST_LISTEN_TIMEOUT).await;
-    let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
-    let mut lag = LagWatch::default();
-    let mut postgres = crate::db::Reachability::new(&state.config);
-    loop {
-        // Some(notification), or None when the connection was lost.
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.try_recv().await.ok().flatten(),
-                None => std::future::pending().await,
-            }
+    /// A listener on both channels, or `None` when Postgres cannot be reached within `timeout`.
+    async fn listen(&self, timeout: Duration) -> Option<PgListener> {
+        let connect = async {
+            let mut l = PgListener::connect_with(&self.db).await.ok()?;
+            l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
+            Some(l)
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if listener.is_none() {
-                    listener = relisten(&state).await;
-                }
-                catch_up(&state).await;
-                let position = super::last_seq(&state.db).await.map_err(|e| e.to_string());
-                postgres.observe(&position);
-                lag.observe(state.revoked.applied_seq(), position, Instant::now());
-            }
-            note = notified => match note {
-                Some(n) if n.channel() == API_KEY_CHANGED_CHANNEL => {
-                    if let Ok(id) = Uuid::parse_str(n.payload()) {
-                        state.apikeys.forget(&id);
-                    }
-                }
-                Some(_) => catch_up(&state).await,
-                None => {
-                    listener = relisten(&state).await;
-                    catch_up(&state).await;
-                }
-            },
-            msg = rx.recv() => match msg {
-                // Only a hint. A `seq` this instance has already applied needs no query (the worst a
-                // forged low number can do is spare one, and the tick catches up within a second).
-                Ok(BusMessage::Event(payload)) => {
-                    if relay::decode(&payload).is_none_or(|ev| ev.seq > state.revoked.applied_seq()) {
-                        catch_up(&state).await;
-                    }
-                }
-                Ok(BusMessage::Resync) | Err(RecvError::Lagged(_)) => catch_up(&state).await,
-                Err(RecvError::Closed) => return,
-            },
-        }
+        tokio::time::timeout(timeout, connect).await.ok().flatten()
     }
-}
 
-/// A listener on both channels, or `None` when Postgres cannot be reached within a few seconds.
-async fn listen(state: &AppState, timeout: Duration) -> Option<PgListener> {
-    let connect = async {
-        let mut l = PgListener::connect_with(&state.db).await.ok()?;
-        l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
-        Some(l)
-    };
-    tokio::time::timeout(timeout, connect).await.ok().flatten()
-}
-
-/// A new listener after the old one was lost (retried every catch-up tick while Postgres is
-/// away). API-key change notifications sent in the gap are lost, so the API-key cache is dropped
-/// once the listener is back. Not before: while Postgres is unreachable, cached keys go on
-/// verifying (each for at most the cache TTL), and nothing could change them meanwhile but
-/// another instance, which the TTL bounds.
-async fn relisten(state: &AppState) -> Option<PgListener> {
-    let listener = listen(state, LISTEN_TIMEOUT).await?;
-    state.apikeys.forget_all();
-    tracing::info!("listening for API-key changes again; cached keys dropped");
-    Some(listener)
+    /// A new listener after the old one was lost (retried every catch-up tick while Postgres is
+    /// away). API-key change notifications sent in the gap are lost, so the sinks drop what could
+    /// be stale once the listener is back. Not before: while Postgres is unreachable, cached keys go
+    /// on verifying (each for at most the cache TTL), and nothing could change them meanwhile but
+    /// another instance, which the TTL bounds.
+    async fn relisten(&self) -> Option<PgListener> {
+        let listener = self.listen(LISTEN_TIMEOUT).await?;
+        self.sinks.iter().for_each(|s| s.changes_missed());
+        tracing::info!("listening for API-key changes again; cached keys dropped");
+        Some(listener)
+    }
 }
 
 /// Watches whether this instance keeps up with the revocation log, for the metrics and the log: a

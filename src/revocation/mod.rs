@@ -3,20 +3,22 @@
 
 pub mod bus;
 pub mod consumer;
+mod feed;
 pub mod relay;
+mod revoked;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{
-        atomic::{AtomicI64, Ordering},
-        RwLock,
-    },
-};
+pub use feed::Feed;
+pub use revoked::RevokedSet;
+
+/// Notified (payload: the key id) in the transaction that changes an API key in a way that is not a
+/// revocation — a rotation cuts the old key's validity to the grace period — so every instance drops
+/// its cached record at once instead of serving it until the cache TTL. Not an outbox event: a
+/// listener that was disconnected at that moment clears every cached key when it reconnects.
+pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::error::Result;
 
@@ -245,111 +247,4 @@ pub async fn events_after(db: &PgPool, after: i64, limit: i64) -> Result<Vec<Rev
 /// Highest sequenced event.
 pub async fn last_seq(db: &PgPool) -> Result<i64> {
     Ok(sqlx::query_scalar::<_, Option<i64>>("SELECT max(seq) FROM revocation_events").fetch_one(db).await?.unwrap_or(0))
-}
-
-/// What this instance knows to be revoked among tokens that could otherwise still verify.
-/// Kept exact (never evicted), pruned once entries could no longer matter.
-#[derive(Debug, Default)]
-pub struct RevokedSet {
-    jtis: RwLock<HashMap<Uuid, i64>>,
-    families: RwLock<HashMap<Uuid, i64>>,
-    clients: RwLock<HashSet<String>>,
-    users: RwLock<HashSet<String>>,
-    applied_seq: AtomicI64,
-}
-
-impl RevokedSet {
-    /// Whether the access token `jti` is revoked.
-    pub fn jti_revoked(&self, jti: &Uuid) -> bool {
-        self.jtis.read().map(|m| m.contains_key(jti)).unwrap_or(true)
-    }
-    /// Whether the refresh family `sid` is revoked.
-    pub fn family_revoked(&self, sid: &Uuid) -> bool {
-        self.families.read().map(|m| m.contains_key(sid)).unwrap_or(true)
-    }
-    /// Whether the client is disabled.
-    pub fn client_revoked(&self, client_id: &str) -> bool {
-        self.clients.read().map(|s| s.contains(client_id)).unwrap_or(true)
-    }
-    /// Whether the user (as a token `sub`) is deleted.
-    pub fn user_revoked(&self, sub: &str) -> bool {
-        self.users.read().map(|s| s.contains(sub)).unwrap_or(true)
-    }
-
-    /// Marks an access token revoked until `exp` (unix seconds).
-    pub fn revoke_jti(&self, jti: Uuid, exp: i64) {
-        if let Ok(mut m) = self.jtis.write() {
-            m.insert(jti, exp);
-        }
-    }
-    /// Marks a refresh family revoked; kept until `until` (unix seconds).
-    pub fn revoke_family(&self, id: Uuid, until: i64) {
-        if let Ok(mut m) = self.families.write() {
-            m.insert(id, until);
-        }
-    }
-    /// Marks a client disabled.
-    pub fn revoke_client(&self, client_id: &str) {
-        if let Ok(mut s) = self.clients.write() {
-            s.insert(client_id.to_owned());
-        }
-    }
-    /// Marks a user deleted.
-    pub fn revoke_user(&self, sub: &str) {
-        if let Ok(mut s) = self.users.write() {
-            s.insert(sub.to_owned());
-        }
-    }
-
-    /// The last event sequence applied.
-    pub fn applied_seq(&self) -> i64 {
-        self.applied_seq.load(Ordering::Acquire)
-    }
-    /// Records that events up to `seq` are applied (never moves backwards).
-    pub fn set_applied_seq(&self, seq: i64) {
-        self.applied_seq.fetch_max(seq, Ordering::AcqRel);
-    }
-
-    /// Drops entries for tokens that have expired anyway.
-    pub fn prune(&self, now: i64) {
-        if let Ok(mut m) = self.jtis.write() {
-            m.retain(|_, exp| *exp > now);
-        }
-        if let Ok(mut m) = self.families.write() {
-            m.retain(|_, until| *until > now);
-        }
-    }
-
-    /// Loads the current state from Postgres (at start).
-    pub async fn load(&self, db: &PgPool, now: OffsetDateTime, max_access_ttl: time::Duration) -> Result<()> {
-        let seq = last_seq(db).await?;
-        let jtis: Vec<(Uuid, OffsetDateTime)> =
-            sqlx::query_as("SELECT jti, expires_at FROM revoked_jtis WHERE expires_at > $1")
-                .bind(now)
-                .fetch_all(db)
-                .await?;
-        for (jti, exp) in jtis {
-            self.revoke_jti(jti, exp.unix_timestamp());
-        }
-        let fams: Vec<(Uuid, OffsetDateTime)> =
-            sqlx::query_as("SELECT id, revoked_at FROM refresh_families WHERE revoked_at > $1")
-                .bind(now - max_access_ttl)
-                .fetch_all(db)
-                .await?;
-        for (id, at) in fams {
-            self.revoke_family(id, (at + max_access_ttl).unix_timestamp());
-        }
-        let clients: Vec<String> =
-            sqlx::query_scalar("SELECT client_id FROM clients WHERE disabled_at IS NOT NULL").fetch_all(db).await?;
-        for c in clients {
-            self.revoke_client(&c);
-        }
-        let users: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM users WHERE deleted_at IS NOT NULL").fetch_all(db).await?;
-        for u in users {
-            self.revoke_user(&u.to_string());
-        }
-        self.set_applied_seq(seq);
-        Ok(())
-    }
 }

@@ -3,13 +3,16 @@
 
 pub mod lifecycle;
 pub mod material;
+mod service;
+
+pub use service::Signing;
 
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
 };
 
-use axum::{body::Bytes, http::HeaderValue};
+use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -47,8 +50,8 @@ pub struct KeySet {
     pub verifiers: HashMap<String, Verifier>,
     /// The JWKS document, serialised once.
     pub jwks: Bytes,
-    /// Strong ETag of `jwks`, ready to send.
-    pub etag: HeaderValue,
+    /// Strong ETag of `jwks` (RFC 9110 §8.8.3: quoted hex), ready to send as a header value.
+    pub etag: Bytes,
     /// Identifies the table state this set was built from.
     pub fingerprint: String,
 }
@@ -59,7 +62,7 @@ impl KeySet {
             active: None,
             verifiers: HashMap::new(),
             jwks: Bytes::from_static(br#"{"keys":[]}"#),
-            etag: HeaderValue::from_static("\"empty\""),
+            etag: Bytes::from_static(b"\"empty\""),
             fingerprint: String::new(),
         }
     }
@@ -69,7 +72,7 @@ impl KeySet {
 pub struct KeyStore {
     current: RwLock<Arc<KeySet>>,
     wrap_key: [u8; 32],
-    cache_control: HeaderValue,
+    cache_control: Bytes,
 }
 
 type KeyRow = (String, String, String, Vec<u8>, Value, Option<OffsetDateTime>);
@@ -77,13 +80,12 @@ type KeyRow = (String, String, String, Vec<u8>, Value, Option<OffsetDateTime>);
 impl KeyStore {
     /// An empty store; [`KeyStore::reload`] fills it. The JWKS may be cached for `jwks_max_age`.
     pub fn new(wrap_key: [u8; 32], jwks_max_age: std::time::Duration) -> Self {
-        let cache_control = HeaderValue::from_str(&format!("public, max-age={}", jwks_max_age.as_secs()))
-            .unwrap_or(HeaderValue::from_static("public, max-age=60"));
+        let cache_control = Bytes::from(format!("public, max-age={}", jwks_max_age.as_secs()));
         Self { current: RwLock::new(Arc::new(KeySet::empty())), wrap_key, cache_control }
     }
 
-    /// `Cache-Control` of the JWKS response, computed once.
-    pub fn cache_control(&self) -> HeaderValue {
+    /// `Cache-Control` of the JWKS response (`public, max-age=<seconds>`), computed once.
+    pub fn cache_control(&self) -> Bytes {
         self.cache_control.clone()
     }
 
@@ -187,11 +189,10 @@ pub async fn unreadable_key(db: &PgPool, wrap_key: &[u8; 32]) -> Result<Option<S
     Ok(row.and_then(|(kid, sealed)| secrets::open(wrap_key, kid.as_bytes(), &sealed).is_none().then_some(kid)))
 }
 
-fn jwks_body(keys: &[Value]) -> (Bytes, HeaderValue) {
+fn jwks_body(keys: &[Value]) -> (Bytes, Bytes) {
     let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, &body);
     // Quotes and hex digits only: always a valid header value.
-    let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest.as_ref()[..16])))
-        .unwrap_or(HeaderValue::from_static("\"unknown\""));
+    let etag = Bytes::from(format!("\"{}\"", hex::encode(&digest.as_ref()[..16])));
     (Bytes::from(body), etag)
 }

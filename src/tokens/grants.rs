@@ -3,94 +3,99 @@
 
 use crate::{
     clients::Client,
-    error::OAuthError,
+    error::GrantError,
     scopes,
-    state::AppState,
-    tokens::{issue_access_token, resolve_audience, Grant, TokenResponse},
+    tokens::{Grant, TokenResponse, Tokens},
     users::User,
 };
 
 /// Resolves the `scope` parameter against what is allowed: default all of it, else a subset.
-pub fn narrow_scopes(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>, OAuthError> {
+pub fn narrow_scopes(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>, GrantError> {
     match requested {
         None => Ok(allowed.to_vec()),
         Some(param) => {
             let wanted =
-                scopes::parse_param(param).ok_or_else(|| OAuthError::InvalidScope("malformed scope".into()))?;
+                scopes::parse_param(param).ok_or_else(|| GrantError::InvalidScope("malformed scope".into()))?;
             if wanted.is_empty() {
                 return Ok(allowed.to_vec());
             }
             if !scopes::is_subset(&wanted, allowed) {
-                return Err(OAuthError::InvalidScope("the requested scope exceeds what is allowed".into()));
+                return Err(GrantError::InvalidScope("the requested scope exceeds what is allowed".into()));
             }
             Ok(wanted)
         }
     }
 }
 
-/// `grant_type=client_credentials`.
-pub fn client_credentials(
-    state: &AppState,
-    client: &Client,
-    scope: Option<&str>,
-    audience: Option<&str>,
-) -> Result<TokenResponse, OAuthError> {
-    if client.public || !client.allows_grant("client_credentials") {
-        return Err(OAuthError::UnauthorizedClient("this client may not use the client_credentials grant"));
+impl Tokens {
+    /// `grant_type=client_credentials`.
+    pub fn client_credentials(
+        &self,
+        client: &Client,
+        scope: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<TokenResponse, GrantError> {
+        if client.public || !client.allows_grant("client_credentials") {
+            return Err(GrantError::UnauthorizedClient("this client may not use the client_credentials grant"));
+        }
+        let granted = narrow_scopes(scope, &client.scopes)?;
+        let aud = self.resolve_audience(client, audience).map_err(|e| GrantError::InvalidRequest(e.into()))?;
+        let grant = Grant { client, sub: client.client_id.clone(), scopes: &granted, aud, sid: None };
+        let (access_token, expires_in) = self.issue_access_token(&grant)?;
+        crate::metrics::token_issued("client_credentials");
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            scope: granted.join(" "),
+            refresh_token: None,
+        })
     }
-    let granted = narrow_scopes(scope, &client.scopes)?;
-    let aud = resolve_audience(state, client, audience).map_err(|e| OAuthError::InvalidRequest(e.into()))?;
-    let grant = Grant { client, sub: client.client_id.clone(), scopes: &granted, aud, sid: None };
-    let (access_token, expires_in) = issue_access_token(state, &grant)?;
-    crate::metrics::token_issued("client_credentials");
-    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token: None })
-}
 
-/// `grant_type=password`, first half: the user, if the client may use this grant and the
-/// password is right (checked with the lockout of [`crate::users::login`]); otherwise
-/// `invalid_grant`, the same for every reason.
-pub async fn password_user(
-    state: &AppState,
-    client: &Client,
-    username: &str,
-    password: &str,
-    source: std::net::IpAddr,
-) -> Result<User, OAuthError> {
-    if !client.allows_grant("password") {
-        return Err(OAuthError::UnauthorizedClient("this client may not use the password grant"));
+    /// `grant_type=password`, first half: the user, if the client may use this grant and the
+    /// password is right (checked with the lockout of [`crate::users::login`]); otherwise
+    /// `invalid_grant`, the same for every reason.
+    pub async fn password_user(
+        &self,
+        client: &Client,
+        username: &str,
+        password: &str,
+        source: std::net::IpAddr,
+    ) -> Result<User, GrantError> {
+        if !client.allows_grant("password") {
+            return Err(GrantError::UnauthorizedClient("this client may not use the password grant"));
+        }
+        self.users
+            .sign_in(source, username, password)
+            .await?
+            .ok_or(GrantError::InvalidGrant("invalid username or password"))
     }
-    let now = state.clock.now();
-    let guards =
-        crate::users::login::Guards { config: &state.config, argon2: &state.argon2, guessing: &state.guessing };
-    crate::users::login::authenticate(&state.db, &guards, now, source, username, password)
-        .await?
-        .ok_or(OAuthError::InvalidGrant("invalid username or password"))
-}
 
-/// `grant_type=password`, second half: an access token for `user` and, for a client registered
-/// for `refresh_token`, the first refresh token of a new family.
-pub async fn password_tokens(
-    state: &AppState,
-    client: &Client,
-    user: &User,
-    scope: Option<&str>,
-) -> Result<TokenResponse, OAuthError> {
-    let allowed: Vec<String> = user.scopes.iter().filter(|s| client.scopes.contains(s)).cloned().collect();
-    let granted = narrow_scopes(scope, &allowed)?;
-    // A refresh token only for a client registered for the refresh_token grant: one that is not
-    // could never use it (RFC 6749 §6 refuses it as unauthorized_client).
-    let login = if client.allows_grant("refresh_token") {
-        Some(super::refresh::start_family(state, client, user.id, &granted).await?)
-    } else {
-        None
-    };
-    let (family, refresh_token) = login.unzip();
-    let aud = resolve_audience(state, client, None).map_err(|e| OAuthError::InvalidRequest(e.into()))?;
-    let grant = Grant { client, sub: user.id.to_string(), scopes: &granted, aud, sid: family };
-    let (access_token, expires_in) = issue_access_token(state, &grant)?;
-    crate::metrics::token_issued("password");
-    warn_legacy_password_grant(&client.client_id);
-    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token })
+    /// `grant_type=password`, second half: an access token for `user` and, for a client registered
+    /// for `refresh_token`, the first refresh token of a new family.
+    pub async fn password_tokens(
+        &self,
+        client: &Client,
+        user: &User,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, GrantError> {
+        let allowed: Vec<String> = user.scopes.iter().filter(|s| client.scopes.contains(s)).cloned().collect();
+        let granted = narrow_scopes(scope, &allowed)?;
+        // A refresh token only for a client registered for the refresh_token grant: one that is not
+        // could never use it (RFC 6749 §6 refuses it as unauthorized_client).
+        let login = if client.allows_grant("refresh_token") {
+            Some(self.start_family(client, user.id, &granted).await?)
+        } else {
+            None
+        };
+        let (family, refresh_token) = login.unzip();
+        let aud = self.resolve_audience(client, None).map_err(|e| GrantError::InvalidRequest(e.into()))?;
+        let grant = Grant { client, sub: user.id.to_string(), scopes: &granted, aud, sid: family };
+        let (access_token, expires_in) = self.issue_access_token(&grant)?;
+        crate::metrics::token_issued("password");
+        warn_legacy_password_grant(&client.client_id);
+        Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token })
+    }
 }
 
 /// The password grant is legacy (RFC 9700 §2.4: the client sees the user's password). Its use is

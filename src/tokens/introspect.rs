@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Error,
-    state::AppState,
-    tokens::{refresh, validate_access_token},
+    tokens::{refresh, Tokens},
 };
 
 /// The introspection answer.
@@ -88,11 +87,12 @@ type RefreshRow = (
     i32,
 );
 
-/// Introspects an access token (from memory) or a refresh token (one indexed query).
-pub async fn introspect(state: &AppState, token: &str) -> Result<Introspection, Error> {
-    if refresh::is_well_formed(token) {
-        let hash = refresh::hash_of(state, token);
-        let row: Option<RefreshRow> = sqlx::query_as(
+impl Tokens {
+    /// Introspects an access token (from memory) or a refresh token (one indexed query).
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
+        if refresh::is_well_formed(token) {
+            let hash = self.hash_of(token);
+            let row: Option<RefreshRow> = sqlx::query_as(
             "SELECT t.scopes, t.issued_at, t.expires_at, t.spent_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.user_id,
                     EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NULL),
                     EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL),
@@ -100,46 +100,47 @@ pub async fn introspect(state: &AppState, token: &str) -> Result<Introspection, 
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
         )
         .bind(&hash[..])
-        .fetch_optional(&state.db)
+        .fetch_optional(&self.db)
         .await?;
-        let now = state.clock.now();
-        return Ok(match row {
-            Some((scopes, iat, idle, None, None, absolute, client_id, user_id, true, true, family, generation))
-                if idle > now && absolute > now =>
-            {
-                Introspection {
-                    active: true,
-                    scope: Some(scopes.join(" ")),
-                    client_id: Some(client_id),
-                    sub: Some(user_id.to_string()),
-                    exp: Some(idle.min(absolute).unix_timestamp()),
-                    iat: Some(iat.unix_timestamp()),
-                    // Not secret, and stable for this token: its family (the `sid` of its access
-                    // tokens) and its place in the rotation chain.
-                    jti: Some(format!("{family}.{generation}")),
-                    // A refresh token is only ever presented to this issuer's token endpoint.
-                    aud: Some(Value::String(state.config.issuer.clone())),
-                    iss: Some(state.config.issuer.clone()),
-                    token_type: Some("refresh_token".into()),
+            let now = self.clock.now();
+            return Ok(match row {
+                Some((scopes, iat, idle, None, None, absolute, client_id, user_id, true, true, family, generation))
+                    if idle > now && absolute > now =>
+                {
+                    Introspection {
+                        active: true,
+                        scope: Some(scopes.join(" ")),
+                        client_id: Some(client_id),
+                        sub: Some(user_id.to_string()),
+                        exp: Some(idle.min(absolute).unix_timestamp()),
+                        iat: Some(iat.unix_timestamp()),
+                        // Not secret, and stable for this token: its family (the `sid` of its access
+                        // tokens) and its place in the rotation chain.
+                        jti: Some(format!("{family}.{generation}")),
+                        // A refresh token is only ever presented to this issuer's token endpoint.
+                        aud: Some(Value::String(self.config.issuer.clone())),
+                        iss: Some(self.config.issuer.clone()),
+                        token_type: Some("refresh_token".into()),
+                    }
                 }
-            }
-            _ => INACTIVE,
-        });
+                _ => INACTIVE,
+            });
+        }
+        let Ok(claims) = self.validate_access_token(token) else {
+            return Ok(INACTIVE);
+        };
+        let claims = std::sync::Arc::unwrap_or_clone(claims);
+        Ok(Introspection {
+            active: true,
+            scope: Some(claims.scope),
+            client_id: Some(claims.client_id),
+            sub: Some(claims.sub),
+            exp: Some(claims.exp),
+            iat: Some(claims.iat),
+            jti: Some(claims.jti),
+            aud: serde_json::to_value(&claims.aud).ok(),
+            iss: Some(claims.iss),
+            token_type: Some("Bearer".into()),
+        })
     }
-    let Ok(claims) = validate_access_token(state, token) else {
-        return Ok(INACTIVE);
-    };
-    let claims = std::sync::Arc::unwrap_or_clone(claims);
-    Ok(Introspection {
-        active: true,
-        scope: Some(claims.scope),
-        client_id: Some(claims.client_id),
-        sub: Some(claims.sub),
-        exp: Some(claims.exp),
-        iat: Some(claims.iat),
-        jti: Some(claims.jti),
-        aud: serde_json::to_value(&claims.aud).ok(),
-        iss: Some(claims.iss),
-        token_type: Some("Bearer".into()),
-    })
 }

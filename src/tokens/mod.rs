@@ -5,6 +5,7 @@ pub mod introspect;
 pub mod jwt;
 pub mod refresh;
 pub mod revoke;
+mod service;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,9 +13,10 @@ use moka::sync::Cache;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{clients::Client, error::Error, state::AppState};
+use crate::{clients::Client, error::Error};
 
 pub use jwt::{AccessClaims, Audience, TokenError};
+pub use service::{TokenRequest, Tokens};
 
 /// A successful `/oauth/token` answer. `Debug` shows neither token.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -65,40 +67,79 @@ pub struct Grant<'a> {
     pub sid: Option<Uuid>,
 }
 
-/// Signs an access token for `grant` with the active key.
-pub fn issue_access_token(state: &AppState, grant: &Grant<'_>) -> Result<(String, u64), Error> {
-    let ttl = grant
-        .client
-        .access_token_ttl
-        .and_then(|t| u64::try_from(t).ok())
-        .unwrap_or(state.config.access_token_ttl.as_secs());
-    let now = state.clock.unix();
-    let claims = AccessClaims {
-        iss: state.config.issuer.clone(),
-        sub: grant.sub.clone(),
-        aud: grant.aud.clone(),
-        exp: now + ttl as i64,
-        iat: now,
-        jti: crate::secrets::token_id().to_string(),
-        client_id: grant.client.client_id.clone(),
-        scope: grant.scopes.join(" "),
-        sid: grant.sid.map(|s| s.to_string()),
-    };
-    let keys = state.signing.get();
-    let active = keys.active.as_ref().ok_or(Error::Unavailable("no active signing key loaded yet"))?;
-    Ok((jwt::sign(active, &claims)?, ttl))
-}
+impl Tokens {
+    /// Signs an access token for `grant` with the active key.
+    pub fn issue_access_token(&self, grant: &Grant<'_>) -> Result<(String, u64), Error> {
+        let ttl = grant
+            .client
+            .access_token_ttl
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(self.config.access_token_ttl.as_secs());
+        let now = self.clock.unix();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: grant.sub.clone(),
+            aud: grant.aud.clone(),
+            exp: now + ttl as i64,
+            iat: now,
+            jti: crate::secrets::token_id().to_string(),
+            client_id: grant.client.client_id.clone(),
+            scope: grant.scopes.join(" "),
+            sid: grant.sid.map(|s| s.to_string()),
+        };
+        let keys = self.signing.keys();
+        let active = keys.active.as_ref().ok_or(Error::Unavailable("no active signing key loaded yet"))?;
+        Ok((jwt::sign(active, &claims)?, ttl))
+    }
 
-/// The audience of a new token: the requested one if the client may ask for it, else the client's
-/// configured audience, else this service itself.
-pub fn resolve_audience(state: &AppState, client: &Client, requested: Option<&str>) -> Result<Audience, &'static str> {
-    let configured = client.audiences();
-    match requested {
-        Some(r) if r == state.config.issuer || configured.iter().any(|a| a == r) => Ok(Audience::One(r.to_owned())),
-        Some(_) => Err("the requested audience is not allowed for this client"),
-        None if configured.len() == 1 => Ok(Audience::One(configured[0].clone())),
-        None if configured.len() > 1 => Ok(Audience::Many(configured)),
-        None => Ok(Audience::One(state.config.issuer.clone())),
+    /// The audience of a new token: the requested one if the client may ask for it, else the client's
+    /// configured audience, else this service itself.
+    pub fn resolve_audience(&self, client: &Client, requested: Option<&str>) -> Result<Audience, &'static str> {
+        let configured = client.audiences();
+        match requested {
+            Some(r) if r == self.config.issuer || configured.iter().any(|a| a == r) => Ok(Audience::One(r.to_owned())),
+            Some(_) => Err("the requested audience is not allowed for this client"),
+            None if configured.len() == 1 => Ok(Audience::One(configured[0].clone())),
+            None if configured.len() > 1 => Ok(Audience::Many(configured)),
+            None => Ok(Audience::One(self.config.issuer.clone())),
+        }
+    }
+
+    /// Checks a presented access token: signature, expiry, and every revocation this instance knows of.
+    pub fn validate_access_token(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        let keys = self.signing.keys();
+        let now = self.clock.unix();
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let claims = match self.verified_tokens.0.get(&key) {
+            // The key that signed it must still be published (a revoked key drops out at once).
+            Some(hit) if keys.verifiers.contains_key(&*hit.1) => {
+                if hit.0.exp <= now {
+                    return Err(TokenError::Expired);
+                }
+                hit.0
+            }
+            Some(_) => return Err(TokenError::UnknownKey),
+            None => {
+                let claims = Arc::new(jwt::verify(&keys, token, &self.config.issuer, now)?);
+                let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
+                self.verified_tokens.0.insert(key, (Arc::clone(&claims), kid.into()));
+                claims
+            }
+        };
+        let revoked = &self.revoked;
+        let jti_revoked = Uuid::parse_str(&claims.jti).map(|j| revoked.jti_revoked(&j)).unwrap_or(false);
+        let family_revoked =
+            claims.sid.as_deref().and_then(|s| Uuid::parse_str(s).ok()).is_some_and(|s| revoked.family_revoked(&s));
+        if jti_revoked
+            || family_revoked
+            || revoked.client_revoked(&claims.client_id)
+            || revoked.user_revoked(&claims.sub)
+        {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
     }
 }
 
@@ -111,39 +152,6 @@ impl Default for VerifiedTokens {
     fn default() -> Self {
         Self(Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(300)).build())
     }
-}
-
-/// Checks a presented access token: signature, expiry, and every revocation this instance knows of.
-pub fn validate_access_token(state: &AppState, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
-    let keys = state.signing.get();
-    let now = state.clock.unix();
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
-    let claims = match state.verified_tokens.0.get(&key) {
-        // The key that signed it must still be published (a revoked key drops out at once).
-        Some(hit) if keys.verifiers.contains_key(&*hit.1) => {
-            if hit.0.exp <= now {
-                return Err(TokenError::Expired);
-            }
-            hit.0
-        }
-        Some(_) => return Err(TokenError::UnknownKey),
-        None => {
-            let claims = Arc::new(jwt::verify(&keys, token, &state.config.issuer, now)?);
-            let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
-            state.verified_tokens.0.insert(key, (Arc::clone(&claims), kid.into()));
-            claims
-        }
-    };
-    let revoked = &state.revoked;
-    let jti_revoked = Uuid::parse_str(&claims.jti).map(|j| revoked.jti_revoked(&j)).unwrap_or(false);
-    let family_revoked =
-        claims.sid.as_deref().and_then(|s| Uuid::parse_str(s).ok()).is_some_and(|s| revoked.family_revoked(&s));
-    if jti_revoked || family_revoked || revoked.client_revoked(&claims.client_id) || revoked.user_revoked(&claims.sub) {
-        return Err(TokenError::Invalid);
-    }
-    Ok(claims)
 }
 
 #[cfg(test)]

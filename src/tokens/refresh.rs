@@ -8,14 +8,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    anomalies::{self, NewAnomaly},
     clients::Client,
-    error::{Error, OAuthError},
+    error::{Error, GrantError},
     revocation::{self, Kind, NewRevocation},
     scopes,
     secrets::{self, keyed_hash},
-    state::AppState,
-    tokens::{issue_access_token, resolve_audience, Grant, TokenResponse},
+    tokens::{Grant, TokenResponse, Tokens},
+    usage::anomalies::{self, NewAnomaly},
 };
 
 /// Prefix of every refresh token.
@@ -23,41 +22,38 @@ pub const PREFIX: &str = "tsr_";
 /// Random base62 characters after the prefix (43 × log2(62) ≈ 256 bits).
 pub const BODY_LEN: usize = 43;
 
-/// A new token and its keyed hash.
-fn generate(state: &AppState) -> (String, [u8; 32]) {
-    let token = format!("{PREFIX}{}", secrets::random_base62(BODY_LEN));
-    let hash = keyed_hash(&state.keys.refresh_token_hmac, token.as_bytes());
-    (token, hash)
-}
+impl Tokens {
+    /// A new token and its keyed hash.
+    fn generate(&self) -> (String, [u8; 32]) {
+        let token = format!("{PREFIX}{}", secrets::random_base62(BODY_LEN));
+        let hash = keyed_hash(&self.refresh_hmac, token.as_bytes());
+        (token, hash)
+    }
 
-/// Whether `s` looks like one of our refresh tokens.
-pub fn is_well_formed(s: &str) -> bool {
-    s.len() == PREFIX.len() + BODY_LEN && s.starts_with(PREFIX) && secrets::is_base62(&s[PREFIX.len()..])
-}
+    /// The keyed hash of a presented token.
+    pub fn hash_of(&self, token: &str) -> [u8; 32] {
+        keyed_hash(&self.refresh_hmac, token.as_bytes())
+    }
 
-/// The keyed hash of a presented token.
-pub fn hash_of(state: &AppState, token: &str) -> [u8; 32] {
-    keyed_hash(&state.keys.refresh_token_hmac, token.as_bytes())
-}
+    fn idle_ttl(&self, client: &Client) -> time::Duration {
+        let secs =
+            client.refresh_token_ttl.map(i64::from).unwrap_or(self.config.refresh_token_idle_ttl.as_secs() as i64);
+        time::Duration::seconds(secs)
+    }
 
-fn idle_ttl(state: &AppState, client: &Client) -> time::Duration {
-    let secs = client.refresh_token_ttl.map(i64::from).unwrap_or(state.config.refresh_token_idle_ttl.as_secs() as i64);
-    time::Duration::seconds(secs)
-}
-
-/// Starts a family for a login and returns its id and first token.
-pub async fn start_family(
-    state: &AppState,
-    client: &Client,
-    user_id: Uuid,
-    scopes: &[String],
-) -> Result<(Uuid, String), Error> {
-    let now = state.clock.now();
-    let family = Uuid::now_v7();
-    let absolute = now + state.config.refresh_token_absolute_ttl;
-    let (token, hash) = generate(state);
-    // Family and first token in one statement: one round trip, atomic.
-    sqlx::query(
+    /// Starts a family for a login and returns its id and first token.
+    pub async fn start_family(
+        &self,
+        client: &Client,
+        user_id: Uuid,
+        scopes: &[String],
+    ) -> Result<(Uuid, String), Error> {
+        let now = self.clock.now();
+        let family = Uuid::now_v7();
+        let absolute = now + self.config.refresh_token_absolute_ttl;
+        let (token, hash) = self.generate();
+        // Family and first token in one statement: one round trip, atomic.
+        sqlx::query(
         "WITH family AS (
              INSERT INTO refresh_families (id, client_id, user_id, created_at, absolute_expires_at) VALUES ($1, $2, $3, $4, $5))
          INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at) VALUES ($6, $1, 0, $7, $4, $8)",
@@ -69,45 +65,42 @@ pub async fn start_family(
     .bind(absolute)
     .bind(&hash[..])
     .bind(scopes)
-    .bind((now + idle_ttl(state, client)).min(absolute))
-    .execute(&state.db)
+    .bind((now + self.idle_ttl(client)).min(absolute))
+    .execute(&self.db)
     .await?;
-    Ok((family, token))
-}
-
-type Spent = (Uuid, Vec<String>, Uuid, Vec<String>);
-type Found = (Option<OffsetDateTime>, OffsetDateTime, Option<OffsetDateTime>, OffsetDateTime, String, Uuid, Uuid, bool);
-
-/// `grant_type=refresh_token`: spend the presented token, issue its successor and an access token.
-pub async fn rotate(
-    state: &AppState,
-    client: &Client,
-    presented: &str,
-    scope: Option<&str>,
-) -> Result<TokenResponse, OAuthError> {
-    if !client.allows_grant("refresh_token") {
-        return Err(OAuthError::UnauthorizedClient("this client may not use the refresh_token grant"));
+        Ok((family, token))
     }
-    if !is_well_formed(presented) {
-        return Err(INVALID);
-    }
-    let requested = match scope {
-        None => None,
-        Some(param) => {
-            let wanted =
-                scopes::parse_param(param).ok_or_else(|| OAuthError::InvalidScope("malformed scope".into()))?;
-            (!wanted.is_empty()).then_some(wanted)
+
+    /// `grant_type=refresh_token`: spend the presented token, issue its successor and an access token.
+    pub async fn rotate(
+        &self,
+        client: &Client,
+        presented: &str,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, GrantError> {
+        if !client.allows_grant("refresh_token") {
+            return Err(GrantError::UnauthorizedClient("this client may not use the refresh_token grant"));
         }
-    };
-    let hash = hash_of(state, presented);
-    let now = state.clock.now();
-    let (token, new_hash) = generate(state);
-    let idle = idle_ttl(state, client);
-    // One statement, one round trip, atomic: spend the presented token only if it is live, its
-    // family is live, its user still exists and any requested scope is within token ∩ user ∩
-    // client scopes; insert its successor (same scope, RFC 6749 §6) from the same row.
-    let spent: Option<Spent> = sqlx::query_as(
-        "WITH spent AS (
+        if !is_well_formed(presented) {
+            return Err(INVALID);
+        }
+        let requested = match scope {
+            None => None,
+            Some(param) => {
+                let wanted =
+                    scopes::parse_param(param).ok_or_else(|| GrantError::InvalidScope("malformed scope".into()))?;
+                (!wanted.is_empty()).then_some(wanted)
+            }
+        };
+        let hash = self.hash_of(presented);
+        let now = self.clock.now();
+        let (token, new_hash) = self.generate();
+        let idle = self.idle_ttl(client);
+        // One statement, one round trip, atomic: spend the presented token only if it is live, its
+        // family is live, its user still exists and any requested scope is within token ∩ user ∩
+        // client scopes; insert its successor (same scope, RFC 6749 §6) from the same row.
+        let spent: Option<Spent> = sqlx::query_as(
+            "WITH spent AS (
              UPDATE refresh_tokens t SET spent_at = $2
              FROM refresh_families f, users u
              WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.family_id = f.id AND f.client_id = $3
@@ -120,64 +113,62 @@ pub async fn rotate(
              INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at)
              SELECT $6, family_id, generation + 1, scopes, $2, least($2 + $7::interval, absolute_expires_at) FROM spent)
          SELECT family_id, scopes, user_id, user_scopes FROM spent",
-    )
-    .bind(&hash[..])
-    .bind(now)
-    .bind(&client.client_id)
-    .bind(&requested)
-    .bind(&client.scopes)
-    .bind(&new_hash[..])
-    .bind(idle)
-    .fetch_optional(&state.db)
-    .await?;
+        )
+        .bind(&hash[..])
+        .bind(now)
+        .bind(&client.client_id)
+        .bind(&requested)
+        .bind(&client.scopes)
+        .bind(&new_hash[..])
+        .bind(idle)
+        .fetch_optional(&self.db)
+        .await?;
 
-    let Some((family, token_scopes, user_id, user_scopes)) = spent else {
-        return Err(refuse(state, client, &hash, now).await?);
-    };
-    // The user's and the client's scopes may have narrowed since login.
-    let granted = requested.unwrap_or_else(|| {
-        token_scopes.into_iter().filter(|s| user_scopes.contains(s) && client.scopes.contains(s)).collect()
-    });
+        let Some((family, token_scopes, user_id, user_scopes)) = spent else {
+            return Err(self.refuse(client, &hash, now).await?);
+        };
+        // The user's and the client's scopes may have narrowed since login.
+        let granted = requested.unwrap_or_else(|| {
+            token_scopes.into_iter().filter(|s| user_scopes.contains(s) && client.scopes.contains(s)).collect()
+        });
 
-    let aud = resolve_audience(state, client, None).map_err(|e| OAuthError::InvalidRequest(e.into()))?;
-    let grant = Grant { client, sub: user_id.to_string(), scopes: &granted, aud, sid: Some(family) };
-    let (access_token, expires_in) = issue_access_token(state, &grant)?;
-    crate::metrics::token_issued("refresh_token");
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in,
-        scope: granted.join(" "),
-        refresh_token: Some(token),
-    })
-}
+        let aud = self.resolve_audience(client, None).map_err(|e| GrantError::InvalidRequest(e.into()))?;
+        let grant = Grant { client, sub: user_id.to_string(), scopes: &granted, aud, sid: Some(family) };
+        let (access_token, expires_in) = self.issue_access_token(&grant)?;
+        crate::metrics::token_issued("refresh_token");
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            scope: granted.join(" "),
+            refresh_token: Some(token),
+        })
+    }
 
-const INVALID: OAuthError = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
-
-/// Works out why a token was not spendable; on reuse, revokes the whole family.
-async fn refuse(state: &AppState, client: &Client, hash: &[u8; 32], now: OffsetDateTime) -> Result<OAuthError, Error> {
-    let found: Option<Found> = sqlx::query_as(
-        "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
+    /// Works out why a token was not spendable; on reuse, revokes the whole family.
+    async fn refuse(&self, client: &Client, hash: &[u8; 32], now: OffsetDateTime) -> Result<GrantError, Error> {
+        let found: Option<Found> = sqlx::query_as(
+            "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
                 EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
          FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
-    )
-    .bind(&hash[..])
-    .fetch_optional(&state.db)
-    .await?;
-    let Some((spent_at, expires_at, revoked_at, absolute, owner, family, user_id, user_live)) = found else {
-        return Ok(INVALID);
-    };
-    if owner != client.client_id {
-        return Ok(INVALID);
-    }
-    if spent_at.is_some() {
-        tracing::warn!(family_id = %family, client_id = %owner, "refresh token reuse detected: revoking the family");
-        crate::metrics::refresh_reuse();
-        if revoked_at.is_none() {
-            revoke_family(state, family, now, "refresh token reuse").await?;
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.db)
+        .await?;
+        let Some((spent_at, expires_at, revoked_at, absolute, owner, family, user_id, user_live)) = found else {
+            return Ok(INVALID);
+        };
+        if owner != client.client_id {
+            return Ok(INVALID);
         }
-        let mut conn = state.db.acquire().await?;
-        anomalies::raise(
+        if spent_at.is_some() {
+            tracing::warn!(family_id = %family, client_id = %owner, "refresh token reuse detected: revoking the family");
+            crate::metrics::refresh_reuse();
+            if revoked_at.is_none() {
+                self.revoke_family(family, now, "refresh token reuse").await?;
+            }
+            let mut conn = self.db.acquire().await?;
+            anomalies::raise(
             &mut conn,
             &NewAnomaly {
                 kind: anomalies::kind::REFRESH_TOKEN_REUSE,
@@ -190,38 +181,49 @@ async fn refuse(state: &AppState, client: &Client, hash: &[u8; 32], now: OffsetD
             },
         )
         .await?;
-        return Ok(INVALID);
+            return Ok(INVALID);
+        }
+        if revoked_at.is_none() && expires_at > now && absolute > now && user_live {
+            // Everything else about it is fine: the requested scope was wider than allowed. Not spent.
+            return Ok(GrantError::InvalidScope("a refresh may only narrow the scope".into()));
+        }
+        Ok(INVALID)
     }
-    if revoked_at.is_none() && expires_at > now && absolute > now && user_live {
-        // Everything else about it is fine: the requested scope was wider than allowed. Not spent.
-        return Ok(OAuthError::InvalidScope("a refresh may only narrow the scope".into()));
+
+    /// Revokes a family (idempotent): outbox event in the same transaction, and this instance at once.
+    pub async fn revoke_family(&self, family: Uuid, now: OffsetDateTime, reason: &str) -> Result<bool, Error> {
+        let mut tx = self.db.begin().await?;
+        let absolute: Option<OffsetDateTime> = sqlx::query_scalar(
+            "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+         RETURNING absolute_expires_at",
+        )
+        .bind(family)
+        .bind(now)
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(absolute) = absolute else {
+            return Ok(false);
+        };
+        revocation::record(
+            &mut tx,
+            &NewRevocation::new(Kind::RefreshFamily, family.to_string(), now).expires(absolute).reason(reason),
+        )
+        .await?;
+        tx.commit().await?;
+        let until = now + self.config.max_access_token_ttl();
+        self.revoked.revoke_family(family, until.unix_timestamp());
+        crate::metrics::revocation("refresh_family");
+        Ok(true)
     }
-    Ok(INVALID)
 }
 
-/// Revokes a family (idempotent): outbox event in the same transaction, and this instance at once.
-pub async fn revoke_family(state: &AppState, family: Uuid, now: OffsetDateTime, reason: &str) -> Result<bool, Error> {
-    let mut tx = state.db.begin().await?;
-    let absolute: Option<OffsetDateTime> = sqlx::query_scalar(
-        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
-         RETURNING absolute_expires_at",
-    )
-    .bind(family)
-    .bind(now)
-    .bind(reason)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(absolute) = absolute else {
-        return Ok(false);
-    };
-    revocation::record(
-        &mut tx,
-        &NewRevocation::new(Kind::RefreshFamily, family.to_string(), now).expires(absolute).reason(reason),
-    )
-    .await?;
-    tx.commit().await?;
-    let until = now + state.config.max_access_token_ttl();
-    state.revoked.revoke_family(family, until.unix_timestamp());
-    crate::metrics::revocation("refresh_family");
-    Ok(true)
+/// Whether `s` looks like one of our refresh tokens.
+pub fn is_well_formed(s: &str) -> bool {
+    s.len() == PREFIX.len() + BODY_LEN && s.starts_with(PREFIX) && secrets::is_base62(&s[PREFIX.len()..])
 }
+
+type Spent = (Uuid, Vec<String>, Uuid, Vec<String>);
+type Found = (Option<OffsetDateTime>, OffsetDateTime, Option<OffsetDateTime>, OffsetDateTime, String, Uuid, Uuid, bool);
+
+const INVALID: GrantError = GrantError::InvalidGrant("the refresh token is invalid, expired or revoked");

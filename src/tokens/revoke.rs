@@ -8,59 +8,60 @@ use crate::{
     clients::Client,
     error::Error,
     revocation::{self, Kind, NewRevocation},
-    state::AppState,
-    tokens::{jwt, refresh},
+    tokens::{jwt, refresh, Tokens},
 };
 
-/// Revokes `token` if it belongs to `client`.
-pub async fn revoke(state: &AppState, client: &Client, token: &str, _hint: Option<&str>) -> Result<(), Error> {
-    let now = state.clock.now();
-    if refresh::is_well_formed(token) {
-        let hash = refresh::hash_of(state, token);
-        let family: Option<Uuid> = sqlx::query_scalar(
-            "SELECT f.id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+impl Tokens {
+    /// Revokes `token` if it belongs to `client`.
+    pub async fn revoke(&self, client: &Client, token: &str, _hint: Option<&str>) -> Result<(), Error> {
+        let now = self.clock.now();
+        if refresh::is_well_formed(token) {
+            let hash = self.hash_of(token);
+            let family: Option<Uuid> = sqlx::query_scalar(
+                "SELECT f.id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
              WHERE t.token_hash = $1 AND f.client_id = $2",
-        )
-        .bind(&hash[..])
-        .bind(&client.client_id)
-        .fetch_optional(&state.db)
-        .await?;
-        if let Some(family) = family {
-            refresh::revoke_family(state, family, now, "revoked by client").await?;
+            )
+            .bind(&hash[..])
+            .bind(&client.client_id)
+            .fetch_optional(&self.db)
+            .await?;
+            if let Some(family) = family {
+                self.revoke_family(family, now, "revoked by client").await?;
+            }
+            return Ok(());
         }
-        return Ok(());
+        let keys = self.signing.keys();
+        let Ok(claims) = jwt::verify(&keys, token, &self.config.issuer, now.unix_timestamp()) else {
+            return Ok(());
+        };
+        if claims.client_id != client.client_id {
+            return Ok(());
+        }
+        let Ok(jti) = Uuid::parse_str(&claims.jti) else {
+            return Ok(());
+        };
+        let exp = time::OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut tx = self.db.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO revoked_jtis (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(jti)
+        .bind(exp)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            let mut ev =
+                NewRevocation::new(Kind::AccessToken, claims.jti.clone(), now).expires(exp).reason("revoked by client");
+            ev.jti = Some(claims.jti.clone());
+            revocation::record(&mut tx, &ev).await?;
+        }
+        tx.commit().await?;
+        self.revoked.revoke_jti(jti, claims.exp);
+        if inserted > 0 {
+            crate::metrics::revocation("access_token");
+        }
+        Ok(())
     }
-    let keys = state.signing.get();
-    let Ok(claims) = jwt::verify(&keys, token, &state.config.issuer, now.unix_timestamp()) else {
-        return Ok(());
-    };
-    if claims.client_id != client.client_id {
-        return Ok(());
-    }
-    let Ok(jti) = Uuid::parse_str(&claims.jti) else {
-        return Ok(());
-    };
-    let exp = time::OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut tx = state.db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO revoked_jtis (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(jti)
-    .bind(exp)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted > 0 {
-        let mut ev =
-            NewRevocation::new(Kind::AccessToken, claims.jti.clone(), now).expires(exp).reason("revoked by client");
-        ev.jti = Some(claims.jti.clone());
-        revocation::record(&mut tx, &ev).await?;
-    }
-    tx.commit().await?;
-    state.revoked.revoke_jti(jti, claims.exp);
-    if inserted > 0 {
-        crate::metrics::revocation("access_token");
-    }
-    Ok(())
 }

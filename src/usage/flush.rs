@@ -2,23 +2,13 @@
 //! flush adds up exactly. Rows go in primary-key order, so concurrent flushes from different
 //! instances take their row locks in the same order.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::recorder::{Batch, Counts};
-use crate::{error::Result, state::AppState};
-
-/// How often counts are flushed.
-pub const INTERVAL: Duration = Duration::from_secs(2);
-/// After shutdown begins, counts keep being flushed until none arrived for this long (requests
-/// still draining record after the shutdown signal), but no longer than [`SHUTDOWN_LIMIT`].
-const SHUTDOWN_QUIET: Duration = Duration::from_millis(300);
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(8);
+use super::recorder::{Batch, Counts, UsageRecorder};
+use crate::error::Result;
 
 fn denied_json(c: &Counts) -> Value {
     Value::Object(c.denied.iter().map(|(k, n)| ((*k).to_owned(), Value::from(*n))).collect::<Map<_, _>>())
@@ -132,38 +122,23 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     Ok(())
 }
 
-async fn flush_logged(state: &AppState) {
-    if let Err(e) = state.usage.flush(&state.db).await {
-        tracing::warn!(error = %e, "usage flush failed; counts kept for the next attempt");
-    }
-}
-
-/// Flushes every [`INTERVAL`] until shutdown, then once more for what was counted meanwhile and for
-/// what requests still draining count after the signal.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = tick.tick() => flush_logged(&state).await,
+impl UsageRecorder {
+    /// Writes everything counted so far to Postgres, adding to what other instances wrote; on
+    /// failure the counts are kept for the next attempt. Returns the verifications written.
+    pub async fn flush(&self, db: &PgPool) -> Result<u64> {
+        let batch = self.take();
+        if batch.dropped > 0 {
+            tracing::warn!(dropped = batch.dropped, "usage: per-address entries dropped at the cap");
         }
-    }
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_LIMIT;
-    let mut quiet_since = tokio::time::Instant::now();
-    loop {
-        if state.usage.has_pending() {
-            flush_logged(&state).await;
-            quiet_since = tokio::time::Instant::now();
+        if batch.is_empty() {
+            return Ok(0);
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline || (now - quiet_since >= SHUTDOWN_QUIET && !state.usage.has_pending()) {
-            break;
+        match write(db, &batch).await {
+            Ok(()) => Ok(batch.verifications()),
+            Err(e) => {
+                self.restore(Batch { dropped: 0, ..batch });
+                Err(e)
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left = state.usage.take();
-    if !left.is_empty() {
-        tracing::error!(verifications = left.verifications(), "usage counts lost at shutdown: Postgres unavailable");
     }
 }

@@ -1,10 +1,15 @@
-//! Usage statistics of API keys: counted in memory on every verification ([`UsageRecorder`]),
-//! flushed in batches as additive upserts so every instance's counts add up ([`flush`]), and read
-//! back per key ([`report`]).
+//! Usage of API keys and what it reveals: counted in memory on every verification
+//! ([`UsageRecorder`]), flushed in batches as additive upserts so every instance's counts add up
+//! ([`flush`]), read back per key ([`report`]), watched for anomalies ([`detector`],
+//! [`anomalies`]) and rolled up and expired ([`retention`]). [`Usage`] is the service.
 
+pub mod anomalies;
+pub mod detector;
 pub mod flush;
 pub mod recorder;
 pub mod report;
+mod retention;
+mod service;
 
-pub use flush::run as run_flusher;
 pub use recorder::UsageRecorder;
+pub use service::{AnomalyQuery, Usage, FLUSH_INTERVAL};

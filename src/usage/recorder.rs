@@ -8,11 +8,8 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use crate::error::Result;
 
 /// Most (source, minute) entries kept between flushes for unknown and malformed keys.
 pub const MAX_SOURCES: usize = 50_000;
@@ -212,25 +209,6 @@ impl UsageRecorder {
     /// Whether anything waits to be flushed.
     pub fn has_pending(&self) -> bool {
         !self.lock().is_empty()
-    }
-
-    /// Writes everything counted so far to Postgres, adding to what other instances wrote; on
-    /// failure the counts are kept for the next attempt. Returns the verifications written.
-    pub async fn flush(&self, db: &PgPool) -> Result<u64> {
-        let batch = self.take();
-        if batch.dropped > 0 {
-            tracing::warn!(dropped = batch.dropped, "usage: per-address entries dropped at the cap");
-        }
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        match super::flush::write(db, &batch).await {
-            Ok(()) => Ok(batch.verifications()),
-            Err(e) => {
-                self.restore(Batch { dropped: 0, ..batch });
-                Err(e)
-            }
-        }
     }
 }
 

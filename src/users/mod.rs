@@ -3,6 +3,7 @@
 //! locked account look the same.
 
 pub mod login;
+mod service;
 pub mod update;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use service::Users;
 pub use update::UserPatch;
 
 use crate::{

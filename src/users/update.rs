@@ -1,5 +1,5 @@
 //! `PATCH /v1/admin/users/{id}`: a user's scopes and `key_scopes`. Narrowing `key_scopes` narrows
-//! the user's existing API keys on every instance (see [`crate::apikeys::policy::owner_changed`]).
+//! the user's existing API keys on every instance (see [`crate::apikeys::store::owner_changed`]).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -67,7 +67,7 @@ pub async fn update(db: &PgPool, id: Uuid, patch: UserPatch, now: OffsetDateTime
     let mut narrowed = false;
     if let Some(new) = key_scopes.as_ref().filter(|new| **new != old) {
         narrowed = policy::narrows(old.as_deref(), new.as_deref());
-        changed_keys = policy::owner_changed(&mut tx, &id.to_string(), now, narrowed).await?;
+        changed_keys = crate::apikeys::store::owner_changed(&mut tx, &id.to_string(), now, narrowed).await?;
     }
     let mut details = json!({"api_keys_changed": changed_keys.len(), "key_scopes_narrowed": narrowed});
     if let Some(s) = &scopes {

@@ -146,7 +146,7 @@ async fn a_key_is_looked_up_by_its_plaintext_without_counting_as_a_use() {
     let key = created["key"].as_str().unwrap();
     let before_use: Value =
         app.get_auth(&format!("/v1/keys/{}", created["id"].as_str().unwrap()), &admin).await.json().await.unwrap();
-    let pending = app.state.usage.pending_verifications();
+    let pending = app.parts.usage.pending_verifications();
 
     let res = app.post_json("/v1/admin/keys/lookup", &admin, &json!({"key": key})).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -156,7 +156,7 @@ async fn a_key_is_looked_up_by_its_plaintext_without_counting_as_a_use() {
     assert!(found.get("key").is_none());
     assert_eq!(found["last_used_at"], before_use["last_used_at"]);
     assert_eq!(found["last_used_ip"], before_use["last_used_ip"]);
-    assert_eq!(app.state.usage.pending_verifications(), pending, "a look-up is not a verification");
+    assert_eq!(app.parts.usage.pending_verifications(), pending, "a look-up is not a verification");
 
     // A well-formed key that does not exist, a mistyped one, another admin-only refusal.
     let mut forged = key.to_owned();

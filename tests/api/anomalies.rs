@@ -9,13 +9,13 @@ use crate::helpers::*;
 
 /// One detection pass of our own (the app's background pass may hold the lock for a moment).
 async fn detect(app: &TestApp) {
-    while tessera::detector::run_once(&app.state).await.unwrap().is_none() {
+    while app.parts.detector.run_once().await.unwrap().is_none() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
 async fn roll_up(app: &TestApp) {
-    while tessera::detector::roll_up(&app.state).await.unwrap().is_none() {
+    while app.parts.detector.roll_up().await.unwrap().is_none() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -307,7 +307,7 @@ async fn verifications_of_a_revoked_key_end_to_end_raise_revoked_key_in_use() {
     for _ in 0..20 {
         assert_eq!(verify(&app, &token, &key, "198.51.100.10").await["valid"], true);
     }
-    app.state.usage.flush(&app.state.db).await.unwrap();
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
     detect(&app).await;
     let mut db = app.db().await;
     let none: i64 = sqlx::query_scalar("SELECT count(*) FROM anomalies").fetch_one(&mut db).await.unwrap();
@@ -317,7 +317,7 @@ async fn verifications_of_a_revoked_key_end_to_end_raise_revoked_key_in_use() {
     for _ in 0..3 {
         assert_eq!(verify(&app, &token, &key, "198.51.100.10").await["code"], "REVOKED");
     }
-    app.state.usage.flush(&app.state.db).await.unwrap();
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
     detect(&app).await;
     let found = anomalies_of(&mut db, "REVOKED_KEY_IN_USE").await;
     assert_eq!(found.len(), 1);
@@ -340,7 +340,7 @@ async fn many_unknown_keys_from_one_address_end_to_end_raise_brute_force() {
     for _ in 0..2 {
         verify(&app, &token, "tsk_live_typo", "198.51.100.20").await;
     }
-    app.state.usage.flush(&app.state.db).await.unwrap();
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
     detect(&app).await;
     let mut db = app.db().await;
     let found: Vec<(String, Value)> =

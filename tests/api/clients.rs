@@ -271,28 +271,28 @@ async fn concurrent_requests_with_a_cold_secret_cache_share_one_argon2_check_and
     let app = spawn_app().await;
     // Generated secrets cost no Argon2 at all; the bootstrap client's operator-chosen one does.
     let (id, secret) = ("admin", ADMIN_SECRET);
-    let before = app.state.clients.secret_checks();
+    let before = app.parts.clients.secret_checks();
 
     // 24 concurrent requests with the same, not yet verified, credentials: one Argon2 run between them.
     let requests = (0..24).map(|_| app.token_for(id, secret, None));
     for res in futures::future::join_all(requests).await {
         assert_eq!(res.status(), StatusCode::OK);
     }
-    assert_eq!(app.state.clients.secret_checks() - before, 1, "one Argon2 verification for 24 requests");
+    assert_eq!(app.parts.clients.secret_checks() - before, 1, "one Argon2 verification for 24 requests");
 
     // Warm: no more Argon2.
     assert_eq!(app.token_for(id, secret, None).await.status(), StatusCode::OK);
-    assert_eq!(app.state.clients.secret_checks() - before, 1);
+    assert_eq!(app.parts.clients.secret_checks() - before, 1);
 
     // A wrong secret is checked every time (never remembered as a success, nor as a failure).
     for i in 0..3 {
         let res = app.token_for(id, "not-the-secret", None).await;
         assert_oauth_error(res, 401, "invalid_client").await;
-        assert_eq!(app.state.clients.secret_checks() - before, 2 + i);
+        assert_eq!(app.parts.clients.secret_checks() - before, 2 + i);
     }
     // And the right one still works, from the cache.
     assert_eq!(app.token_for(id, secret, None).await.status(), StatusCode::OK);
-    assert_eq!(app.state.clients.secret_checks() - before, 4);
+    assert_eq!(app.parts.clients.secret_checks() - before, 4);
     app.stop().await;
 }
 
@@ -509,11 +509,11 @@ async fn redirect_uris_are_validated_normalised_and_editable() {
 async fn unknown_client_ids_are_cached_like_known_ones_and_creation_clears_them() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let before = app.state.clients.lookups();
+    let before = app.parts.clients.lookups();
     for _ in 0..10 {
         assert_oauth_error(app.token_for("made-up-id", "some-secret-value", None).await, 401, "invalid_client").await;
     }
-    assert_eq!(app.state.clients.lookups() - before, 1, "one query for ten attempts with one unknown id");
+    assert_eq!(app.parts.clients.lookups() - before, 1, "one query for ten attempts with one unknown id");
     let created: Value = app
         .post_json(
             "/v1/admin/clients",

@@ -324,7 +324,7 @@ async fn the_purge_job_removes_expired_refresh_tokens_and_revoked_jtis() {
         .unwrap();
     tx.commit().await.unwrap();
     // (The background job may get there first; either way nothing expired is left.)
-    tessera::maintenance::purge_expired(&app.state).await.unwrap();
+    app.parts.housekeeping.purge_expired().await.unwrap();
     for table in ["refresh_tokens", "refresh_families", "revoked_jtis"] {
         let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut db).await.unwrap();
         assert_eq!(left, 0, "{table}");

@@ -60,7 +60,7 @@ async fn concurrent_wrong_passwords_on_two_instances_cannot_outrun_the_lockout()
     let a = TestAppBuilder::new().set("TESSERA_LOGIN_MAX_FAILURES", "5").spawn().await;
     let b = a.spawn_peer().await;
     let l = setup_login(&a, &["a"], &["a"]).await;
-    let runs = || a.state.argon2.runs() + b.state.argon2.runs();
+    let runs = || a.parts.argon2.runs() + b.parts.argon2.runs();
     let before = runs();
     let wrong_body =
         assert_oauth_error(password_grant(&a, &l, "wrong password 0", None).await, 400, "invalid_grant").await;
@@ -189,7 +189,7 @@ async fn concurrent_wrong_passwords_from_one_address_get_exactly_the_allowance_a
     let b = a.spawn_peer().await;
     let client = public_client(&a).await;
     let attacker = client_from([127, 0, 0, 23]);
-    let before = a.state.argon2.runs() + b.state.argon2.runs();
+    let before = a.parts.argon2.runs() + b.parts.argon2.runs();
     let guesses: Vec<_> = (0..20)
         .map(|i| {
             let (http, base, client) =
@@ -204,7 +204,7 @@ async fn concurrent_wrong_passwords_from_one_address_get_exactly_the_allowance_a
     // Failed and in-flight checks share one count in Redis: four were checked, the rest refused
     // before any hash, whichever instance they reached.
     assert_eq!(statuses, [(400, 4), (429, 16)].into_iter().collect(), "{statuses:?}");
-    assert_eq!(a.state.argon2.runs() + b.state.argon2.runs() - before, 4);
+    assert_eq!(a.parts.argon2.runs() + b.parts.argon2.runs() - before, 4);
 }
 
 #[tokio::test]
@@ -219,11 +219,11 @@ async fn stale_attempt_rows_are_purged() {
         assert_oauth_error(sign_in(&app.http, &app.addr, &client, name, "wrong").await, 400, "invalid_grant").await;
     }
     app.clock.advance(Duration::from_secs(61));
-    tessera::maintenance::purge_expired(&app.state).await.unwrap();
+    app.parts.housekeeping.purge_expired().await.unwrap();
     assert_eq!(attempts_row(&app, "old-name").await, None, "window passed: forgotten");
     assert_eq!(attempts_row(&app, "locked-name").await, Some(5), "still locked: kept");
     app.clock.advance(Duration::from_secs(60));
-    tessera::maintenance::purge_expired(&app.state).await.unwrap();
+    app.parts.housekeeping.purge_expired().await.unwrap();
     assert_eq!(attempts_row(&app, "locked-name").await, None);
 }
 
@@ -303,17 +303,17 @@ async fn generated_client_secrets_are_keyed_hashes_and_cost_no_argon2() {
         .unwrap();
     assert!(admin.starts_with("$argon2id$"), "an operator-chosen secret stays Argon2id: {admin}");
 
-    let before = app.state.clients.secret_checks();
+    let before = app.parts.clients.secret_checks();
     assert_eq!(app.token_for(&id, &secret, None).await.status(), StatusCode::OK);
     for _ in 0..5 {
         assert_oauth_error(app.token_for(&id, "not-the-secret", None).await, 401, "invalid_client").await;
         let unknown = app.token_for("no-such-client", "whatever", None).await;
         assert_oauth_error(unknown, 401, "invalid_client").await;
     }
-    assert_eq!(app.state.clients.secret_checks(), before, "no Argon2 for generated secrets or unknown ids");
+    assert_eq!(app.parts.clients.secret_checks(), before, "no Argon2 for generated secrets or unknown ids");
     // The stored Argon2 hash of the bootstrap client keeps verifying, with Argon2.
     assert_oauth_error(app.token_for("admin", "wrong-admin-secret", None).await, 401, "invalid_client").await;
-    assert_eq!(app.state.clients.secret_checks(), before + 1);
+    assert_eq!(app.parts.clients.secret_checks(), before + 1);
     assert_eq!(app.token_for("admin", ADMIN_SECRET, None).await.status(), StatusCode::OK);
 }
 
@@ -349,7 +349,7 @@ pub async fn flood_and_sign_in(app: &TestApp, client: &str, username: &str, pass
         .collect();
     // The flood's head start: a queue for the Argon2 workers, every attacker address in it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.state.argon2.waiting() < (n / 4).min(64) && Instant::now() < deadline {
+    while app.parts.argon2.waiting() < (n / 4).min(64) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let me = client_from([127, 0, 0, 1]);
@@ -385,8 +385,8 @@ async fn load_guessing_flood() {
          (Argon2 workers {}, source allowance {}); flood answers by status: {:?}",
         result.status.as_u16(),
         result.elapsed.as_millis(),
-        app.state.config.argon2_workers,
-        app.state.config.source_max_failures,
+        app.parts.config.argon2_workers,
+        app.parts.config.source_max_failures,
         result.flood_statuses,
     );
     assert_eq!(result.status, StatusCode::OK, "{result:?}");

@@ -12,7 +12,7 @@ use base64::{engine::general_purpose::STANDARD, Engine};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
-use tessera::{clock::Clock, state::AppState, Application, Config};
+use tessera::{app::Parts, clock::Clock, Application, Config};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -197,13 +197,13 @@ impl TestAppBuilder {
         let clock = Clock::default();
         let app = Application::build_with_clock(config, clock.clone()).await.expect("app builds");
         let port = app.port();
-        let state = app.state().clone();
+        let parts = app.parts().clone();
         let shutdown = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped(std::future::pending()));
         TestApp {
             addr: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
-            state,
+            parts,
             clock,
             db_name,
             owns_db,
@@ -217,7 +217,7 @@ impl TestAppBuilder {
 pub struct TestApp {
     pub addr: String,
     pub http: reqwest::Client,
-    pub state: AppState,
+    pub parts: Parts,
     pub clock: Clock,
     pub db_name: String,
     owns_db: bool,

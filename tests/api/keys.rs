@@ -151,7 +151,7 @@ async fn the_database_and_the_logs_never_hold_a_key_or_its_body() {
         assert_eq!(code(&app, &token, json!({"key": k, "scopes": ["s"]})).await, "VALID");
     }
     revoke(&app, &token, id_of(&rotated), json!({"reason": "done"})).await;
-    app.state.usage.flush(&app.state.db).await.unwrap();
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
 
     let mut db = app.db().await;
     // Every text-like and bytea column of api_keys, explicitly, as text and as hex.
@@ -297,7 +297,7 @@ async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
     // Cached, and still cached a catch-up tick later (nothing drops it while Postgres is up).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let generation = app.state.apikeys.generation();
+    let generation = app.parts.apikeys.generation();
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
 
     // Make Postgres unreachable for this database.
@@ -328,7 +328,7 @@ async fn a_mistyped_checksum_is_malformed_and_cached_keys_verify_while_postgres_
     // cache must survive that (it is dropped only once a listener is back).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // The hot path is memory only: the known key still verifies, and nothing dropped the cache.
-    assert_eq!(app.state.apikeys.generation(), generation, "the API-key cache was dropped while Postgres was away");
+    assert_eq!(app.parts.apikeys.generation(), generation, "the API-key cache was dropped while Postgres was away");
     assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
     // A well-formed key that is not cached needs Postgres: 503 in the problem format, not 500.
     let unknown = ApiKeySecret::generate(Environment::Live);
@@ -424,13 +424,13 @@ async fn allowed_cidrs_admit_ipv4_and_ipv6_sources_and_refuse_every_other() {
     assert_eq!(code(&app, &token, json!({"key": key_of(&local)})).await, "VALID");
     // An unreadable address is a bad request, not a refusal, whether or not the key is fenced (it is
     // the source counted for statistics either way), and it is not counted.
-    let before = app.state.usage.pending_verifications();
+    let before = app.parts.usage.pending_verifications();
     for k in [key, key_of(&local), "tsk_live_malformed"] {
         let res = app.post_json("/v1/keys/verify", &token, &json!({"key": k, "ip": "not-an-ip"})).await;
         let body = assert_problem(res, 400, "INVALID_REQUEST").await;
         assert!(body["detail"].as_str().unwrap().contains("ip"), "{body}");
     }
-    assert_eq!(app.state.usage.pending_verifications(), before);
+    assert_eq!(app.parts.usage.pending_verifications(), before);
 }
 
 #[tokio::test]
@@ -799,7 +799,7 @@ async fn usage_adds_up_exactly_across_two_instances_and_a_graceful_stop() {
     assert_eq!(code(&peer, &token, json!({"key": "tsk_live_nope", "ip": "198.51.100.9"})).await, "MALFORMED");
     // This instance's counts are written now; the peer's must be in Postgres once it has stopped
     // gracefully, whether or not its periodic flush ran in between.
-    app.state.usage.flush(&app.state.db).await.unwrap();
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
     peer.stop().await;
     let mut db = app.db().await;
     let (valid, denied): (i64, Value) =
@@ -964,8 +964,8 @@ async fn with_counting_off_verification_still_works_and_nothing_is_counted() {
     let created = simple_key(&app, &token).await;
     assert_eq!(code(&app, &token, json!({"key": key_of(&created)})).await, "VALID");
     assert_eq!(code(&app, &token, json!({"key": "tsk_live_nope"})).await, "MALFORMED");
-    assert_eq!(app.state.usage.pending_verifications(), 0);
-    assert!(!app.state.usage.has_pending());
+    assert_eq!(app.parts.usage.pending_verifications(), 0);
+    assert!(!app.parts.usage.has_pending());
 }
 
 #[tokio::test]
@@ -982,7 +982,7 @@ async fn distinct_ips_counts_only_addresses_seen_within_the_range() {
     assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.2"})).await, "VALID");
     app.clock.advance(Duration::from_secs(120));
     assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.1"})).await, "VALID");
-    app.state.usage.flush(&app.state.db).await.unwrap();
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
 
     let usage_between = |from: time::OffsetDateTime, to: time::OffsetDateTime| {
         let url = format!("/v1/keys/{id}/usage?bucket=minute&from={}&to={}", rfc3339(from), rfc3339(to));

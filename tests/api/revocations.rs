@@ -381,7 +381,7 @@ async fn through_redis_a_second_instance_refuses_revoked_keys_within_a_second_an
 #[tokio::test]
 async fn an_event_is_published_only_after_its_sequence_number_is_committed() {
     let app = spawn_app().await;
-    let mut rx = app.state.bus.subscribe();
+    let mut rx = app.parts.bus.subscribe();
     let mut db = app.db().await;
     let keys_writer = app.token_with_scopes(&["keys:write"]).await;
     for round in 0..5 {
@@ -438,12 +438,12 @@ async fn a_forged_bus_message_neither_invents_a_revocation_nor_hides_a_real_one(
     assert_eq!(b.get_auth("/v1/admin/clients", &victim).await.status(), StatusCode::OK);
 
     // B has applied everything there is; the forged message takes the next number.
-    let last = tessera::revocation::last_seq(&a.state.db).await.unwrap();
+    let last = tessera::revocation::last_seq(&a.parts.db).await.unwrap();
     eventually(Duration::from_secs(5), "B applies every committed event", || async {
-        b.state.revoked.applied_seq() >= last
+        b.parts.revoked.applied_seq() >= last
     })
     .await;
-    let mut seen_by_b = b.state.bus.subscribe();
+    let mut seen_by_b = b.parts.bus.subscribe();
     let forged = json!({"seq": last + 1, "kind": "client", "id": innocent_id, "revoked_at": "2026-01-01T00:00:00Z"});
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -480,5 +480,5 @@ async fn a_forged_bus_message_neither_invents_a_revocation_nor_hides_a_real_one(
         StatusCode::OK,
         "B applied the forged revocation of an innocent client"
     );
-    assert!(!b.state.revoked.client_revoked(&innocent_id));
+    assert!(!b.parts.revoked.client_revoked(&innocent_id));
 }

@@ -218,8 +218,8 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_former_next_key() {
     // The retired key stays published until every token it could have signed has expired (the
     // longest access-token lifetime a client may have, plus the leeway), then leaves.
     let reload = |app: &TestApp| {
-        let state = app.state.clone();
-        async move { state.signing.reload(&state.db, state.clock.now(), true).await.unwrap() }
+        let signing = app.parts.signing.clone();
+        async move { signing.reload().await.unwrap() }
     };
     let outlive = tessera::clients::MAX_CLIENT_ACCESS_TTL + tessera::signing::lifecycle::RETIRE_LEEWAY.as_secs();
     app.clock.advance(std::time::Duration::from_secs(outlive - 60));
@@ -239,16 +239,8 @@ async fn scheduled_rotation_runs_once_when_due_and_only_after_the_next_key_was_p
     let admin = app.admin_token().await;
     let old = parts(&admin).0["kid"].as_str().unwrap().to_owned();
     let rotate_if_due = |app: &TestApp| {
-        let state = app.state.clone();
-        async move {
-            let ctx = tessera::signing::lifecycle::Ctx {
-                db: &state.db,
-                config: &state.config,
-                wrap_key: &state.keys.signing_key_wrap,
-                now: state.clock.now(),
-            };
-            tessera::signing::lifecycle::rotate_if_due(&ctx).await.unwrap()
-        }
+        let signing = app.parts.signing.clone();
+        async move { signing.rotate_if_due().await.unwrap() }
     };
     assert_eq!(rotate_if_due(&app).await, None, "not due yet");
     app.clock.advance(std::time::Duration::from_secs(3601));
@@ -263,7 +255,7 @@ async fn scheduled_rotation_runs_once_when_due_and_only_after_the_next_key_was_p
     }
     assert_eq!(rotated.len(), 1, "{rotated:?}");
     assert_eq!(rotate_if_due(&app).await, None, "the new active key is not due");
-    app.state.signing.reload(&app.state.db, app.state.clock.now(), true).await.unwrap();
+    app.parts.signing.reload().await.unwrap();
     let fresh = app.admin_token().await;
     assert_eq!(parts(&fresh).0["kid"].as_str(), Some(rotated[0].as_str()));
     assert_ne!(rotated[0], old);

@@ -1,8 +1,12 @@
-//! Bearer authentication for `/v1`: our own access tokens only, with the route's scope.
+//! Bearer authentication for `/v1` (the `Caller` extractor): our own access tokens only, with the route's scope.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
-use crate::{error::ApiError, scopes, state::AppState, tokens::AccessClaims};
+use crate::{
+    http::{problem::ApiError, state::AppState},
+    scopes,
+    tokens::AccessClaims,
+};
 
 /// The authenticated caller of a `/v1` endpoint.
 #[derive(Debug, Clone)]
@@ -43,9 +47,11 @@ impl FromRequestParts<AppState> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
         let token = bearer_token(header.as_bytes())?;
-        let claims = crate::tokens::validate_access_token(state, token)
+        let claims = state
+            .tokens
+            .validate_access_token(token)
             .map_err(|_| ApiError::unauthorized("the bearer token is invalid or expired"))?;
-        if !claims.aud.contains(&state.config.issuer) {
+        if !claims.aud.contains(state.tokens.issuer()) {
             return Err(ApiError::unauthorized("the bearer token is invalid: not issued for this service"));
         }
         Ok(Self { claims })

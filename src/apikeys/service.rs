@@ -1,0 +1,99 @@
+//! The API-key service: what it owns, and the cache upkeep that follows every change.
+
+use std::sync::Arc;
+
+use ring::hmac;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    cache::KeyCache,
+    format::ApiKeySecret,
+    lookup::{self, KeyFilter},
+    model::ApiKeyView,
+};
+use crate::{
+    clock::Clock,
+    config::Config,
+    error::Result,
+    revocation::{consumer::EventSink, Kind, RevocationEvent, RevokedSet},
+    usage::UsageRecorder,
+};
+
+/// API keys: creation, reading, rotation, revocation ([`super::manage`]) and verification
+/// ([`super::verify`]). Each method that commits a change also drops this instance's cached record
+/// of the key; other instances drop theirs from the change feed.
+#[derive(Clone)]
+pub struct ApiKeys {
+    pub(super) db: PgPool,
+    pub(super) clock: Clock,
+    pub(super) config: Arc<Config>,
+    /// Keyed hash of API keys, hash version 1 (HMAC-SHA-256; see [`super::format`]).
+    pub(super) hmac: hmac::Key,
+    pub(super) cache: Arc<KeyCache>,
+    pub(super) revoked: Arc<RevokedSet>,
+    pub(super) usage: Arc<UsageRecorder>,
+}
+
+impl ApiKeys {
+    /// A service hashing keys under `hmac`, caching records in `cache`, refusing keys of owners in
+    /// `revoked`, counting verifications in `usage`.
+    pub fn new(
+        db: PgPool,
+        clock: Clock,
+        config: Arc<Config>,
+        hmac: hmac::Key,
+        cache: Arc<KeyCache>,
+        revoked: Arc<RevokedSet>,
+        usage: Arc<UsageRecorder>,
+    ) -> Self {
+        Self { db, clock, config, hmac, cache, revoked, usage }
+    }
+
+    /// Keys across owners for an admin, filtered and paged (see [`lookup::list_all`]).
+    pub async fn list_all(&self, filter: &KeyFilter) -> Result<Vec<ApiKeyView>> {
+        lookup::list_all(&self.db, filter, self.clock.now()).await
+    }
+
+    /// The key a plaintext belongs to, whatever its state (admin lookup of a leaked key).
+    ///
+    /// # Errors
+    /// [`crate::error::Error::NotFound`] when no key has that hash.
+    pub async fn lookup(&self, key: &ApiKeySecret) -> Result<ApiKeyView> {
+        lookup::by_plaintext(&self.db, &self.hmac, key).await
+    }
+
+    /// This instance forgets what it cached of `ids` (after a change to their owner committed).
+    pub fn forget(&self, ids: &[Uuid]) {
+        ids.iter().for_each(|id| self.cache.forget(id));
+    }
+
+    /// This instance forgets every cached key of `owner`.
+    pub fn forget_owner(&self, owner: &str) {
+        self.cache.forget_owner(owner);
+    }
+}
+
+/// The cache follows the feed: a key revoked or changed, or its owner gone, is dropped.
+impl EventSink for KeyCache {
+    fn apply(&self, ev: &RevocationEvent, _max_ttl: i64) {
+        match ev.kind {
+            // Its keys are refused through the revoked set; their cached records are dead weight.
+            Kind::Client | Kind::User => self.forget_owner(&ev.id),
+            Kind::ApiKey | Kind::ApiKeyChanged => {
+                if let Ok(id) = Uuid::parse_str(&ev.id) {
+                    self.forget(&id);
+                }
+            }
+            Kind::AccessToken | Kind::RefreshFamily | Kind::SigningKey => {}
+        }
+    }
+
+    fn api_key_changed(&self, id: &Uuid) {
+        self.forget(id);
+    }
+
+    fn changes_missed(&self) {
+        self.forget_all();
+    }
+}

@@ -1,0 +1,59 @@
+//! What every handler can reach: the domain services, built once by the composition root
+//! ([`crate::app`]), plus the few things only the HTTP surface needs (readiness probes, the
+//! metrics renderer, the edge's settings).
+
+use std::{ops::Deref, sync::Arc};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::{
+    apikeys::ApiKeys, audit::Audit, clients::Clients, config::Config, revocation::bus::Bus, revocation::Feed,
+    signing::Signing, tokens::Tokens, usage::Usage, users::Users,
+};
+
+/// Cheaply clonable handle to the services.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+/// The services and probes behind [`AppState`].
+pub struct Services {
+    /// Validated configuration (issuer, edge limits, trusted proxies).
+    pub config: Arc<Config>,
+    /// Tokens: grants, revocation, introspection, `/v1` bearer validation.
+    pub tokens: Tokens,
+    /// OAuth clients.
+    pub clients: Clients,
+    /// Users.
+    pub users: Users,
+    /// API keys.
+    pub apikeys: ApiKeys,
+    /// Signing keys and the JWKS.
+    pub signing: Signing,
+    /// The revocation feed.
+    pub revocations: Feed,
+    /// Usage and anomalies.
+    pub usage: Usage,
+    /// The audit log.
+    pub audit: Audit,
+    /// Postgres, for `/readyz` and the pool gauges only.
+    pub db: PgPool,
+    /// The revocation bus, for `/readyz` only.
+    pub bus: Bus,
+    /// Prometheus renderer (none when another recorder was installed first, as in tests).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Wraps the services.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
