@@ -12,6 +12,8 @@
 //! ADDR defaults to 127.0.0.1:18099; BODY_FILE to a built-in JWKS of two P-256 keys (the shape
 //! Tessera publishes: the active and the pre-published next key). `scripts/bench` passes the
 //! service's own JWKS, so both serve the same bytes.
+// A test or benchmark that cannot go on should stop loudly, where it is.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 

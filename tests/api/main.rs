@@ -1,5 +1,7 @@
 //! Black-box tests of the HTTP API against real Postgres (and Redis where a test says so).
 //! One binary, one module per feature.
+// A test or benchmark that cannot go on should stop loudly, where it is.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
 
