@@ -13,7 +13,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -23,7 +23,7 @@ use std::{
 use axum::{
     body::{Body, HttpBody},
     extract::Request,
-    http::{header, HeaderName, HeaderValue, Method, StatusCode},
+    http::{header, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use futures::FutureExt;
@@ -36,24 +36,8 @@ use crate::http::{oauth_error::OAuthError, problem::ApiError};
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The request id header, read from the client when sane and always sent back.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Longest client-supplied request id kept; a longer or odd one is replaced (it ends up in the
-/// audit log and in logs, so a client must not be able to write kilobytes there).
-const MAX_CLIENT_REQUEST_ID: usize = 128;
-
-tokio::task_local! {
-    /// The id of the request being handled, for handlers that record it (the audit log). Set
-    /// around the request's future rather than written into its headers: inserting a header
-    /// made hyper's header map grow on every request.
-    static CURRENT_REQUEST_ID: HeaderValue;
-}
-
-/// The id of the request this task is handling, if it runs inside the edge.
-pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
-}
+pub use super::request_id::{current_request_id, REQUEST_ID};
+use super::request_id::{RequestIds, CURRENT_REQUEST_ID};
 
 /// The edge around an inner service (the router).
 #[derive(Clone)]
@@ -192,48 +176,6 @@ fn finish(
     res
 }
 
-/// Length of the random per-process part of generated request ids.
-const PREFIX_LEN: usize = 12;
-
-/// Request ids without a syscall per request: a random per-process prefix (so ids stay unique
-/// across instances and restarts) and a counter. A client's own id is kept when it is short and
-/// printable, so a request can be followed across services.
-#[derive(Clone)]
-struct RequestIds {
-    prefix: [u8; PREFIX_LEN],
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let mut prefix = [b'0'; PREFIX_LEN];
-        for (dst, src) in prefix.iter_mut().zip(crate::secrets::random_base62(PREFIX_LEN).bytes()) {
-            *dst = src;
-        }
-        Self { prefix, next: Arc::new(AtomicU64::new(1)) }
-    }
-
-    /// The request's id: the client's own when sane, else a new one.
-    fn assign(&self, req: &Request) -> HeaderValue {
-        if let Some(v) = req.headers().get(REQUEST_ID) {
-            let b = v.as_bytes();
-            if !b.is_empty() && b.len() <= MAX_CLIENT_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
-                return v.clone();
-            }
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // prefix, '-', the counter in hex: written by hand, `format!` showed in profiles.
-        let mut buf = [0u8; PREFIX_LEN + 1 + 16];
-        buf[..PREFIX_LEN].copy_from_slice(&self.prefix);
-        buf[PREFIX_LEN] = b'-';
-        let digits = (16 - n.leading_zeros() as usize / 4).max(1);
-        for i in 0..digits {
-            buf[PREFIX_LEN + digits - i] = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
-        }
-        HeaderValue::from_bytes(&buf[..=PREFIX_LEN + digits]).unwrap_or_else(|_| HeaderValue::from_static("-"))
-    }
-}
-
 /// The method as a metric label: the standard ones by name, anything a client invents as `OTHER`,
 /// so requests cannot create label sets without bound.
 fn method_label(method: &Method) -> &'static str {
@@ -284,6 +226,7 @@ mod tests {
     use axum::{body::Bytes, routing::get, Router};
 
     use super::*;
+    use crate::http::request_id::{MAX_CLIENT_REQUEST_ID, PREFIX_LEN};
 
     async fn boom() -> StatusCode {
         panic!("boom")

@@ -14,6 +14,7 @@ pub mod oauth_error;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+mod request_id;
 pub mod revocations;
 pub mod routes;
 pub mod server;
