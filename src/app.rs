@@ -214,7 +214,7 @@ impl Application {
             pool.clone(),
             clock.clone(),
             config.clone(),
-            keys.refresh_token_hmac.clone(),
+            (keys.refresh_token_hmac.clone(), keys.refresh_successor.clone()),
             signing.clone(),
             revoked.clone(),
             clients.clone(),

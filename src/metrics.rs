@@ -145,6 +145,11 @@ pub fn refresh_reuse() {
     metrics::counter!("refresh_token_reuse_total").increment(1);
 }
 
+/// A spent refresh token was retried within the grace and answered with its successor.
+pub fn refresh_retry() {
+    metrics::counter!("refresh_token_retries_total").increment(1);
+}
+
 /// A revocation was committed.
 pub fn revocation(kind: &'static str) {
     metrics::counter!("revocations_total", "kind" => kind).increment(1);

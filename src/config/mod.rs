@@ -104,6 +104,9 @@ pub struct Config {
     pub refresh_token_idle_ttl: Duration,
     /// Refresh-token lifetime since login.
     pub refresh_token_absolute_ttl: Duration,
+    /// How long after a refresh token was spent a lost answer may be retried and get the same
+    /// successor (0 = strict: every second presentation is reuse). 0 to 60 s.
+    pub refresh_retry_grace: Duration,
     /// Algorithm of newly generated signing keys.
     pub signing_alg: SigningAlg,
     /// How long a signing key stays active before scheduled rotation.
@@ -293,6 +296,8 @@ impl Config {
             ));
         }
 
+        let refresh_retry_grace = secs("TESSERA_REFRESH_RETRY_GRACE", 10, 0, 60)?;
+
         let signing_alg = match var("TESSERA_SIGNING_ALG") {
             None => SigningAlg::Es256,
             Some(v) => SigningAlg::parse(v.trim()).ok_or_else(|| {
@@ -345,6 +350,7 @@ impl Config {
             bootstrap_admin_secret,
             access_token_ttl,
             refresh_token_idle_ttl,
+            refresh_retry_grace,
             refresh_token_absolute_ttl,
             signing_alg,
             signing_key_rotation: secs("TESSERA_SIGNING_KEY_ROTATION", 2_592_000, 60, 31_536_000)?,

@@ -76,6 +76,7 @@ impl MasterKey {
     pub fn derive_keys(&self) -> DerivedKeys {
         DerivedKeys {
             refresh_token_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"refresh-token-hmac")),
+            refresh_successor: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"refresh-successor-v1")),
             api_key_hmac_v1: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"api-key-hmac-v1")),
             client_secret_cache: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-cache")),
             client_secret_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-hmac")),
@@ -96,6 +97,9 @@ impl hkdf::KeyType for Len32 {
 pub struct DerivedKeys {
     /// Keyed hash of refresh tokens.
     pub refresh_token_hmac: hmac::Key,
+    /// Derives a refresh token's successor from the token itself, so a retried rotation can
+    /// answer with the same successor without its plaintext ever being stored.
+    pub refresh_successor: hmac::Key,
     /// Keyed hash of API keys (hash version 1).
     pub api_key_hmac_v1: hmac::Key,
     /// Keyed hash of (client, secret) pairs remembered after a successful Argon2 check.

@@ -11,7 +11,7 @@ use std::fmt;
 use ring::hmac;
 
 pub use master::{DerivedKeys, MasterKey};
-pub use random::{base62_fixed, fill_random, is_base62, random_base62, random_urlsafe, token_id};
+pub use random::{base62_fixed, derived_base62, fill_random, is_base62, random_base62, random_urlsafe, token_id};
 pub use seal::{open, seal};
 
 /// A secret string (password, client secret, token) whose `Debug` never prints it.

@@ -46,6 +46,30 @@ pub fn random_base62(len: usize) -> String {
     out
 }
 
+/// `len` base62 characters derived from `input` under `key`: HMAC-SHA-256 in counter mode
+/// (`input || i`), rejection-sampled like [`random_base62`], so the output is as unpredictable as
+/// a random one to anyone without `key`, and the same for the same input.
+pub fn derived_base62(key: &ring::hmac::Key, input: &[u8], len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    let mut counter: u8 = 0;
+    let mut block = Vec::with_capacity(input.len() + 1);
+    while out.len() < len {
+        block.clear();
+        block.extend_from_slice(input);
+        block.push(counter);
+        counter = counter.wrapping_add(1);
+        for &b in ring::hmac::sign(key, &block).as_ref() {
+            if b < 248 {
+                out.push(BASE62[(b % 62) as usize] as char);
+                if out.len() == len {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `n` encoded in exactly `width` base62 characters (most significant first).
 pub fn base62_fixed(mut n: u64, width: usize) -> String {
     let mut chars = vec![b'0'; width];
@@ -85,6 +109,18 @@ mod tests {
             let millis = u128::from(secs) * 1000 + u128::from(nanos / 1_000_000);
             assert!((before..=after).contains(&millis), "{millis} outside {before}..={after}");
         }
+    }
+
+    #[test]
+    fn derived_base62_is_deterministic_per_key_and_input() {
+        let k1 = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"one");
+        let k2 = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"two");
+        let a = derived_base62(&k1, b"tsr_parent", 43);
+        assert_eq!(a.len(), 43);
+        assert!(is_base62(&a));
+        assert_eq!(a, derived_base62(&k1, b"tsr_parent", 43));
+        assert_ne!(a, derived_base62(&k2, b"tsr_parent", 43));
+        assert_ne!(a, derived_base62(&k1, b"tsr_parenu", 43));
     }
 
     #[test]

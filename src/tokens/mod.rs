@@ -4,6 +4,7 @@ pub mod grants;
 pub mod introspect;
 pub mod jwt;
 pub mod refresh;
+pub mod retry;
 pub mod revoke;
 mod service;
 

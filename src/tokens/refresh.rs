@@ -1,7 +1,8 @@
 //! Refresh tokens: opaque `tsr_` strings, stored only as HMAC-SHA-256. Each login starts a family;
 //! each rotation spends the presented token and issues its successor in one transaction, with a
 //! conditional UPDATE — never read-then-write — so of concurrent presentations exactly one wins.
-//! A spent token presented again is reuse: the whole family is revoked.
+//! A spent token presented again is reuse — the whole family is revoked — unless it is a retry of
+//! the request that spent it (see [`super::retry`]).
 
 use serde_json::json;
 use time::OffsetDateTime;
@@ -26,6 +27,15 @@ impl Tokens {
     /// A new token and its keyed hash.
     fn generate(&self) -> (String, [u8; 32]) {
         let token = format!("{PREFIX}{}", secrets::random_base62(BODY_LEN));
+        let hash = keyed_hash(&self.refresh_hmac, token.as_bytes());
+        (token, hash)
+    }
+
+    /// The successor of `presented` and its keyed hash: derived from the presented token under a
+    /// key of the master key's, never stored, so a retried rotation can answer with the same one.
+    pub(super) fn successor_of(&self, presented: &str) -> (String, [u8; 32]) {
+        let body = secrets::derived_base62(&self.refresh_successor, presented.as_bytes(), BODY_LEN);
+        let token = format!("{PREFIX}{body}");
         let hash = keyed_hash(&self.refresh_hmac, token.as_bytes());
         (token, hash)
     }
@@ -92,16 +102,23 @@ impl Tokens {
                 (!wanted.is_empty()).then_some(wanted)
             }
         };
+        // What a retry must ask for again: the same scopes, in any order.
+        let asked = requested.as_ref().map(|r| {
+            let mut r = r.clone();
+            r.sort();
+            r.dedup();
+            r
+        });
         let hash = self.hash_of(presented);
         let now = self.clock.now();
-        let (token, new_hash) = self.generate();
+        let (token, new_hash) = self.successor_of(presented);
         let idle = self.idle_ttl(client);
         // One statement, one round trip, atomic: spend the presented token only if it is live, its
         // family is live, its user still exists and any requested scope is within token ∩ user ∩
         // client scopes; insert its successor (same scope, RFC 6749 §6) from the same row.
         let spent: Option<Spent> = sqlx::query_as(
             "WITH spent AS (
-             UPDATE refresh_tokens t SET spent_at = $2
+             UPDATE refresh_tokens t SET spent_at = $2, spent_scopes = $8
              FROM refresh_families f, users u
              WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.family_id = f.id AND f.client_id = $3
                AND f.revoked_at IS NULL AND t.expires_at > $2 AND f.absolute_expires_at > $2
@@ -121,17 +138,33 @@ impl Tokens {
         .bind(&client.scopes)
         .bind(&new_hash[..])
         .bind(idle)
+        .bind(&asked)
         .fetch_optional(&self.db)
         .await?;
 
         let Some((family, token_scopes, user_id, user_scopes)) = spent else {
+            if let Some(answer) = self.retry(client, presented, &hash, asked.as_deref(), requested, now).await? {
+                return Ok(answer);
+            }
             return Err(self.refuse(client, &hash, now).await?);
         };
+        let issued = Issued { family, user_id, token_scopes, user_scopes };
+        self.answer(client, issued, requested, token)
+    }
+
+    /// Answers a rotation (or a retry of one): an access token for the grant, and `successor`.
+    pub(super) fn answer(
+        &self,
+        client: &Client,
+        issued: Issued,
+        requested: Option<Vec<String>>,
+        successor: String,
+    ) -> Result<TokenResponse, GrantError> {
         // The user's and the client's scopes may have narrowed since login.
+        let Issued { family, user_id, token_scopes, user_scopes } = issued;
         let granted = requested.unwrap_or_else(|| {
             token_scopes.into_iter().filter(|s| user_scopes.contains(s) && client.scopes.contains(s)).collect()
         });
-
         let aud = self.resolve_audience(client, None).map_err(|e| GrantError::InvalidRequest(e.into()))?;
         let grant = Grant { client, sub: user_id.to_string(), scopes: &granted, aud, sid: Some(family) };
         let (access_token, expires_in) = self.issue_access_token(&grant)?;
@@ -141,7 +174,7 @@ impl Tokens {
             token_type: "Bearer",
             expires_in,
             scope: granted.join(" "),
-            refresh_token: Some(token),
+            refresh_token: Some(successor),
         })
     }
 
@@ -224,6 +257,14 @@ pub fn is_well_formed(s: &str) -> bool {
 }
 
 type Spent = (Uuid, Vec<String>, Uuid, Vec<String>);
+
+/// What a rotation issues from: the family, its user, the token's scopes and the user's now.
+pub(super) struct Issued {
+    pub(super) family: Uuid,
+    pub(super) user_id: Uuid,
+    pub(super) token_scopes: Vec<String>,
+    pub(super) user_scopes: Vec<String>,
+}
 type Found = (Option<OffsetDateTime>, OffsetDateTime, Option<OffsetDateTime>, OffsetDateTime, String, Uuid, Uuid, bool);
 
 const INVALID: GrantError = GrantError::InvalidGrant("the refresh token is invalid, expired or revoked");

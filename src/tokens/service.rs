@@ -26,6 +26,8 @@ pub struct Tokens {
     pub(super) config: Arc<Config>,
     /// Keyed hash of refresh tokens (HMAC-SHA-256; plaintexts are never stored).
     pub(super) refresh_hmac: hmac::Key,
+    /// Derives a refresh token's successor from it (see [`super::retry`]).
+    pub(super) refresh_successor: hmac::Key,
     pub(super) signing: Signing,
     pub(super) revoked: Arc<RevokedSet>,
     pub(super) verified_tokens: Arc<VerifiedTokens>,
@@ -67,20 +69,21 @@ fn require<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, GrantError
 }
 
 impl Tokens {
-    /// A service signing with `signing`, hashing refresh tokens under `refresh_hmac`.
+    /// A service signing with `signing`, hashing refresh tokens under `refresh_hmac` and deriving
+    /// their successors under `refresh_successor`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: PgPool,
         clock: Clock,
         config: Arc<Config>,
-        refresh_hmac: hmac::Key,
+        (refresh_hmac, refresh_successor): (hmac::Key, hmac::Key),
         signing: Signing,
         revoked: Arc<RevokedSet>,
         clients: Clients,
         users: Users,
     ) -> Self {
         let verified_tokens = Arc::new(VerifiedTokens::default());
-        Self { db, clock, config, refresh_hmac, signing, revoked, verified_tokens, clients, users }
+        Self { db, clock, config, refresh_hmac, refresh_successor, signing, revoked, verified_tokens, clients, users }
     }
 
     /// `/oauth/token`: authenticates the client at `source`, then runs the grant.

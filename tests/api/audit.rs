@@ -109,14 +109,18 @@ async fn the_metrics_move_with_issuance_reuse_and_revocation() {
     let l = setup_login(&app, &["a"], &["a"]).await;
     let login: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
     let rt = login["refresh_token"].as_str().unwrap();
-    refresh(&app, &l, rt, None).await;
-    refresh(&app, &l, rt, None).await; // reuse
+    let first: Value = refresh(&app, &l, rt, None).await.json().await.unwrap();
+    assert_eq!(refresh(&app, &l, rt, None).await.status(), reqwest::StatusCode::OK, "a retry within the grace");
+    let successor = first["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&app, &l, successor, None).await.status(), reqwest::StatusCode::OK);
+    refresh(&app, &l, rt, None).await; // reuse: the successor was used
     let after = scrape().await;
     let moved = |name: &str, label: &str| metric(&after, name, label) - metric(&before, name, label);
     assert!(moved("tokens_issued_total", "grant=\"client_credentials\"") >= 1.0);
     assert!(moved("tokens_issued_total", "grant=\"password\"") >= 1.0);
     assert!(moved("tokens_issued_total", "grant=\"refresh_token\"") >= 1.0);
     assert!(moved("refresh_token_reuse_total", "") >= 1.0);
+    assert!(moved("refresh_token_retries_total", "") >= 1.0);
     assert!(moved("revocations_total", "kind=\"refresh_family\"") >= 1.0);
     assert!(moved("anomalies_total", "kind=\"REFRESH_TOKEN_REUSE\"") >= 1.0);
     assert!(after.contains("outbox_pending_events") || after.contains("outbox_published_total"));

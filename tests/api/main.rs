@@ -15,6 +15,7 @@ mod guessing;
 mod key_scopes;
 mod keys;
 mod openapi;
+mod refresh_retry;
 mod revocations;
 mod signing;
 mod tokens;

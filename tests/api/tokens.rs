@@ -125,7 +125,8 @@ async fn rotation_returns_a_new_pair_and_spends_the_old_token() {
 
 #[tokio::test]
 async fn replaying_a_spent_token_revokes_the_family_and_its_access_tokens() {
-    let app = spawn_app().await;
+    // Strict: with a grace, this replay would be a retry (see refresh_retry.rs).
+    let app = TestAppBuilder::new().set("TESSERA_REFRESH_RETRY_GRACE", "0").spawn().await;
     let l = setup_login(&app, &["a"], &["a"]).await;
     let first: Value = password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
     let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
@@ -161,7 +162,8 @@ async fn replaying_a_spent_token_revokes_the_family_and_its_access_tokens() {
 
 #[tokio::test]
 async fn fifty_concurrent_refreshes_over_two_instances_give_exactly_one_success() {
-    let a = spawn_app().await;
+    // Strict: with a grace, every one of them gets the successor (see refresh_retry.rs).
+    let a = TestAppBuilder::new().set("TESSERA_REFRESH_RETRY_GRACE", "0").spawn().await;
     let b = a.spawn_peer().await;
     let l = setup_login(&a, &["a"], &["a"]).await;
     for round in 0..5 {
