@@ -100,6 +100,34 @@ pub enum GrantError {
     Failed(#[from] Error),
 }
 
+impl GrantError {
+    /// The RFC 6749 §5.2 `error` code (`Failed` answers `server_error`; the HTTP layer gives a
+    /// failure its precise code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::Failed(_) => "server_error",
+        }
+    }
+
+    /// The `error_description` shown to the client: what was wrong, never why a credential failed.
+    pub fn description(&self) -> String {
+        match self {
+            Self::InvalidRequest(d) | Self::InvalidScope(d) => d.clone(),
+            Self::InvalidClient => "client authentication failed".to_owned(),
+            Self::InvalidGrant(d) | Self::UnauthorizedClient(d) | Self::InsufficientScope(d) => (*d).to_owned(),
+            Self::UnsupportedGrantType => "the grant type is not supported".to_owned(),
+            Self::Failed(_) => "an internal error occurred".to_owned(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for GrantError {
     fn from(e: sqlx::Error) -> Self {
         Self::Failed(Error::Database(e))

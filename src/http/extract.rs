@@ -119,7 +119,7 @@ impl OAuthForm {
     }
     /// A parameter that must be present.
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name).ok_or_else(|| OAuthError::InvalidRequest(format!("missing parameter {name:?}")))
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name:?}")))
     }
 }
 
@@ -136,18 +136,18 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             })
             .unwrap_or(false);
         if !is_form {
-            return Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
+            return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| OAuthError::from_status(e.status()))?;
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| OAuthError::InvalidRequest("the body is not valid form encoding".into()))?;
+            .map_err(|_| OAuthError::invalid_request("the body is not valid form encoding"))?;
         let mut map = HashMap::with_capacity(pairs.len());
         for (k, v) in pairs {
             if v.is_empty() {
                 continue;
             }
             if map.insert(k.clone(), v).is_some() {
-                return Err(OAuthError::InvalidRequest(format!("parameter {k:?} is repeated")));
+                return Err(OAuthError::invalid_request(format!("parameter {k:?} is repeated")));
             }
         }
         Ok(Self(map))

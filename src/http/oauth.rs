@@ -106,7 +106,7 @@ async fn token(
     };
     // An unknown grant type is refused before the client is authenticated (RFC 6749 §5.2 order).
     if !crate::clients::GRANT_TYPES.contains(&req.grant_type) {
-        return Err(OAuthError::UnsupportedGrantType);
+        return Err(OAuthError::Refused(crate::error::GrantError::UnsupportedGrantType));
     }
     let creds = credentials(&headers, &form)?;
     Ok(Json(state.tokens.token(&creds, &req, source.0).await?))

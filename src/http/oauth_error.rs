@@ -10,30 +10,14 @@ use serde::Serialize;
 use super::problem::{db_unavailable, is_unstorable_text};
 use crate::error::{Error, GrantError};
 
-/// An RFC 6749 §5.2 error, the only error body under `/oauth`.
+/// An RFC 6749 §5.2 error, the only error body under `/oauth`: a domain outcome, or one of the
+/// failures only the service (not the request) is to blame for.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
-    /// Malformed or contradictory request.
-    #[error("invalid_request: {0}")]
-    InvalidRequest(String),
-    /// Client authentication failed; never says why.
-    #[error("invalid_client")]
-    InvalidClient,
-    /// The grant (credentials, refresh token) is invalid, expired, revoked or reused.
-    #[error("invalid_grant: {0}")]
-    InvalidGrant(&'static str),
-    /// The client may not use this grant type.
-    #[error("unauthorized_client: {0}")]
-    UnauthorizedClient(&'static str),
-    /// The grant type is unknown.
-    #[error("unsupported_grant_type")]
-    UnsupportedGrantType,
-    /// The requested scope is broader than allowed or malformed.
-    #[error("invalid_scope: {0}")]
-    InvalidScope(String),
-    /// An authenticated client lacks the privilege for this endpoint.
-    #[error("insufficient_scope: {0}")]
-    InsufficientScope(&'static str),
+    /// The request, the client or the grant was refused (never [`GrantError::Failed`]: that is
+    /// mapped to one of the variants below).
+    #[error(transparent)]
+    Refused(GrantError),
     /// The body exceeds the size limit (413, reported as `invalid_request`).
     #[error("invalid_request: body too large")]
     PayloadTooLarge,
@@ -59,16 +43,16 @@ struct OAuthBody<'a> {
 }
 
 impl OAuthError {
+    /// `invalid_request` with `detail`.
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::Refused(GrantError::InvalidRequest(detail.into()))
+    }
+
     /// The RFC 6749 `error` code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::PayloadTooLarge => "invalid_request",
-            Self::InvalidClient => "invalid_client",
-            Self::InvalidGrant(_) => "invalid_grant",
-            Self::UnauthorizedClient(_) => "unauthorized_client",
-            Self::UnsupportedGrantType => "unsupported_grant_type",
-            Self::InvalidScope(_) => "invalid_scope",
-            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::Refused(e) => e.code(),
+            Self::PayloadTooLarge => "invalid_request",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable | Self::TooManyAttempts(_) | Self::Busy(_) => "temporarily_unavailable",
         }
@@ -76,23 +60,20 @@ impl OAuthError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidClient => StatusCode::UNAUTHORIZED,
-            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::Refused(GrantError::InvalidClient) => StatusCode::UNAUTHORIZED,
+            Self::Refused(GrantError::InsufficientScope(_)) => StatusCode::FORBIDDEN,
+            Self::Refused(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::TemporarilyUnavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn description(&self) -> String {
         match self {
-            Self::InvalidRequest(d) | Self::InvalidScope(d) => d.clone(),
-            Self::InvalidClient => "client authentication failed".to_owned(),
+            Self::Refused(e) => e.description(),
             Self::PayloadTooLarge => "the request body is larger than 64 KiB".to_owned(),
-            Self::InvalidGrant(d) | Self::UnauthorizedClient(d) | Self::InsufficientScope(d) => (*d).to_owned(),
-            Self::UnsupportedGrantType => "the grant type is not supported".to_owned(),
             Self::ServerError => "an internal error occurred".to_owned(),
             Self::TemporarilyUnavailable | Self::Busy(_) => {
                 "the service is temporarily unavailable, try again".to_owned()
@@ -106,15 +87,15 @@ impl OAuthError {
     /// The error standing for a bare status produced outside any handler.
     pub fn from_status(status: StatusCode) -> Self {
         match status {
-            StatusCode::UNAUTHORIZED => Self::InvalidClient,
+            StatusCode::UNAUTHORIZED => Self::Refused(GrantError::InvalidClient),
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
-            StatusCode::METHOD_NOT_ALLOWED => Self::InvalidRequest("this endpoint only accepts POST".into()),
-            StatusCode::NOT_FOUND => Self::InvalidRequest("no such endpoint".into()),
+            StatusCode::METHOD_NOT_ALLOWED => Self::invalid_request("this endpoint only accepts POST"),
+            StatusCode::NOT_FOUND => Self::invalid_request("no such endpoint"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                Self::InvalidRequest("the body must be application/x-www-form-urlencoded".into())
+                Self::invalid_request("the body must be application/x-www-form-urlencoded")
             }
             s if s.is_server_error() && s != StatusCode::INTERNAL_SERVER_ERROR => Self::TemporarilyUnavailable,
-            s if s.is_client_error() => Self::InvalidRequest("the request could not be processed".into()),
+            s if s.is_client_error() => Self::invalid_request("the request could not be processed"),
             _ => Self::ServerError,
         }
     }
@@ -136,7 +117,7 @@ impl IntoResponse for OAuthError {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if matches!(self, Self::InvalidClient) {
+        if matches!(self, Self::Refused(GrantError::InvalidClient)) {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tessera\""));
         }
         if let Self::TooManyAttempts(secs) | Self::Busy(secs) = self {
@@ -155,9 +136,9 @@ impl From<Error> for OAuthError {
             }
         }
         match e {
-            Error::Invalid(d) => Self::InvalidRequest(d),
+            Error::Invalid(d) => Self::invalid_request(d),
             Error::Database(sqlx::Error::Database(db)) if is_unstorable_text(db.code().as_deref()) => {
-                Self::InvalidRequest("text values must not contain NUL (U+0000) characters".into())
+                Self::invalid_request("text values must not contain NUL (U+0000) characters")
             }
             Error::Unavailable(why) => {
                 tracing::warn!(why, "temporarily unavailable");
@@ -182,14 +163,8 @@ impl From<sqlx::Error> for OAuthError {
 impl From<GrantError> for OAuthError {
     fn from(e: GrantError) -> Self {
         match e {
-            GrantError::InvalidRequest(d) => Self::InvalidRequest(d),
-            GrantError::InvalidClient => Self::InvalidClient,
-            GrantError::InvalidGrant(d) => Self::InvalidGrant(d),
-            GrantError::UnauthorizedClient(d) => Self::UnauthorizedClient(d),
-            GrantError::UnsupportedGrantType => Self::UnsupportedGrantType,
-            GrantError::InvalidScope(d) => Self::InvalidScope(d),
-            GrantError::InsufficientScope(d) => Self::InsufficientScope(d),
             GrantError::Failed(e) => e.into(),
+            refused => Self::Refused(refused),
         }
     }
 }

@@ -32,15 +32,21 @@ pub(super) fn hour_floor(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 impl Usage {
-    /// Runs one detection pass if this instance gets the lock (`None` if another instance holds it);
-    /// returns how many records were raised.
-    pub async fn run_once(&self) -> Result<Option<u64>> {
+    /// A transaction holding the detector's advisory lock, or `None` when another instance holds
+    /// it: detection and retention run on one instance at a time.
+    pub(super) async fn lead(&self) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
         let mut tx = self.db.begin().await?;
         let leader: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(DETECTOR_LOCK).fetch_one(&mut *tx).await?;
-        if !leader {
+        Ok(leader.then_some(tx))
+    }
+
+    /// Runs one detection pass if this instance gets the lock (`None` if another instance holds it);
+    /// returns how many records were raised.
+    pub async fn run_once(&self) -> Result<Option<u64>> {
+        let Some(mut tx) = self.lead().await? else {
             return Ok(None);
-        }
+        };
         let now = self.clock.now();
         let mut raised = 0;
         raised += self.rate_spikes(&mut tx, now).await?;

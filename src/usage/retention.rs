@@ -2,10 +2,7 @@
 //! buckets, and what is past every retention is deleted — on one instance at a time, under the
 //! detector's advisory lock.
 
-use super::{
-    detector::{hour_floor, DETECTOR_LOCK},
-    Usage,
-};
+use super::{detector::hour_floor, Usage};
 use crate::error::Result;
 
 impl Usage {
@@ -13,12 +10,9 @@ impl Usage {
     /// rows are deleted in the same statement), and drops what is past every retention. `None` if
     /// another instance holds the lock.
     pub async fn roll_up(&self) -> Result<Option<u64>> {
-        let mut tx = self.db.begin().await?;
-        let leader: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(DETECTOR_LOCK).fetch_one(&mut *tx).await?;
-        if !leader {
+        let Some(mut tx) = self.lead().await? else {
             return Ok(None);
-        }
+        };
         let now = self.clock.now();
         let minute_cutoff = hour_floor(now - self.config.usage_minute_retention);
         let rolled = sqlx::query(
