@@ -76,6 +76,12 @@ pub async fn ensure_admin(db: &PgPool, secret: &Secret, now: OffsetDateTime) -> 
         audit::record(&mut tx, now, &Actor::system(), "client.bootstrap_create", "client", "admin", details).await?;
     }
     tx.commit().await?;
-    tracing::info!("bootstrap admin client created");
+    // Instances started together race here; the insert is idempotent, and only the one that
+    // created the client says so.
+    if created > 0 {
+        tracing::info!("bootstrap admin client created");
+    } else {
+        tracing::info!("bootstrap admin client created meanwhile by another instance");
+    }
     Ok(())
 }
