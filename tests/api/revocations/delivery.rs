@@ -15,7 +15,7 @@ use super::*;
 
 #[tokio::test]
 async fn events_committed_while_redis_is_down_are_delivered_in_order_after_it_returns() {
-    let mut redis_srv = OwnRedis::start();
+    let mut redis_srv = OwnRedis::start().await;
     let a = TestAppBuilder::new().set("TESSERA_REDIS_URL", &redis_srv.url()).spawn().await;
     let b = a.spawn_peer().await;
     let reader = a.token_with_scopes(&["revocations:read"]).await;
@@ -45,28 +45,24 @@ async fn events_committed_while_redis_is_down_are_delivered_in_order_after_it_re
     assert_eq!(ready.json::<Value>().await.unwrap()["redis"], "down");
     // The peer converges without Redis too (catch-up from Postgres).
     for t in &tokens {
-        let mut refused = false;
-        for _ in 0..40 {
-            if b.get_auth("/v1/revocations", t).await.status() == StatusCode::UNAUTHORIZED {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(refused);
+        eventually(Duration::from_secs(4), "the peer refuses a token revoked while Redis was down", || async {
+            b.get_auth("/v1/revocations", t).await.status() == StatusCode::UNAUTHORIZED
+        })
+        .await;
     }
 
     // Redis returns on the same port: everything is published, in seq order.
-    let redis_srv = OwnRedis::start_on(redis_srv.port);
+    let redis_srv = OwnRedis::start_on(redis_srv.port).await;
     let key = format!("{}:revocations:stream", prefix(&a));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let delivered = loop {
+    let delivered = eventually(Duration::from_secs(10), "five events on the stream", || async {
         let got = stream_events(&redis_srv.url(), &key).await;
-        if got.len() >= 5 || Instant::now() > deadline {
-            break got;
+        if got.len() >= 5 {
+            Ok(got)
+        } else {
+            Err(got)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(delivered.len(), 5, "{delivered:?}");
     let seqs: Vec<i64> = delivered.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     let page = revocations_page(&a, &reader, 0, 100).await;
@@ -114,6 +110,9 @@ async fn paging_by_after_never_skips_or_repeats_under_concurrent_revocations_fro
                     seen.push(e["seq"].as_i64().unwrap());
                 }
                 after = page["next_after"].as_i64().unwrap();
+                // Pacing, not a wait for a condition: the reader keeps paging while the revocations
+                // are written, so that pages interleave with commits (the loop's own bound above
+                // ends it; the assertions below check what it saw).
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             seen
@@ -148,7 +147,7 @@ async fn paging_by_after_never_skips_or_repeats_under_concurrent_revocations_fro
 
 #[tokio::test]
 async fn through_redis_a_second_instance_refuses_revoked_keys_within_a_second_and_a_survivor_keeps_publishing() {
-    let redis_srv = OwnRedis::start();
+    let redis_srv = OwnRedis::start().await;
     let a = TestAppBuilder::new().set("TESSERA_REDIS_URL", &redis_srv.url()).spawn().await;
     let b = a.spawn_peer().await;
     let scopes = ["keys:read", "keys:write", "keys:verify"];
@@ -162,37 +161,38 @@ async fn through_redis_a_second_instance_refuses_revoked_keys_within_a_second_an
         assert_eq!(verify_code(&b, &token, &key).await, "VALID", "round {round}: B has the key cached as valid");
         let res = a.post_json(&format!("/v1/keys/{id}/revoke"), &token, &json!({})).await;
         assert_eq!(res.status(), StatusCode::OK);
-        let revoked = Instant::now();
-        while verify_code(&b, &token, &key).await != "REVOKED" {
-            assert!(revoked.elapsed() < Duration::from_secs(1), "round {round}: B accepted a revoked key for 1 s");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(Duration::from_secs(1), &format!("round {round}: B refuses the revoked key"), || async {
+            let got = verify_code(&b, &token, &key).await;
+            if got == "REVOKED" {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        })
+        .await;
     }
 
     // One instance goes away (B: A owns the test database); A's revocations still reach the stream,
     // whichever of the two was relaying before.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let before = loop {
+    let before = eventually(Duration::from_secs(5), "one stream entry per revoked key", || async {
         let n = stream_events(&redis_srv.url(), &stream).await.len();
-        if n == 5 || Instant::now() > deadline {
-            break n;
+        if n == 5 {
+            Ok(n)
+        } else {
+            Err(n)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(before, 5, "one stream entry per revoked key");
     b.stop().await;
     let (id, _) = new_key(&a, &token).await;
     let res = a.post_json(&format!("/v1/keys/{id}/revoke"), &token, &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let events = eventually(Duration::from_secs(5), "something published after the first instance stopped", || async {
         let events = stream_events(&redis_srv.url(), &stream).await;
-        if events.len() > before {
-            assert_eq!(events.len(), before + 1, "{events:?}");
-            assert_eq!(events[before]["id"], id.as_str(), "{events:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing published after the first instance stopped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (events.len() > before).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), before + 1, "{events:?}");
+    assert_eq!(events[before]["id"], id.as_str(), "{events:?}");
 }

@@ -3,7 +3,7 @@
 use std::{
     net::TcpListener,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use reqwest::StatusCode;
@@ -21,23 +21,23 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    fn start_on(port: u16) -> Self {
+    async fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(5), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child: Some(child), port }
+        let started = Self { child: Some(child), port };
+        eventually(Duration::from_secs(5), "redis-server accepts connections", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        started
     }
-    fn start() -> Self {
+    async fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port)
+        Self::start_on(port).await
     }
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
