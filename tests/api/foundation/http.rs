@@ -1,5 +1,7 @@
 //! The HTTP edge: problems for bad input, body limits, request ids, metrics, graceful shutdown.
 
+use base64::{engine::general_purpose::STANDARD, Engine};
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -144,27 +146,67 @@ async fn metrics_count_a_request_we_made() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_request_finish() {
+    use std::time::Duration;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
     let app = spawn_app().await;
-    // Twenty Argon2 verifications (token requests with a wrong secret) queue behind the
-    // bounded hashing pool, so most are still in flight when the stop comes.
+    let host = app.addr.trim_start_matches("http://").to_owned();
+    // Twenty token requests with a wrong secret (Argon2 verifications, queued behind the bounded
+    // hashing pool once their bodies are in), each provably in flight when the stop comes: its
+    // headers go out with `Expect: 100-continue`, and the server answers `100 Continue` only once
+    // the request has reached the service and its body is being read. The body itself is sent
+    // only after the server has stopped accepting. (Before, requests were sent and the stop came
+    // after a 40 ms sleep, which raced the accept: 2 runs in 8 failed.)
+    let body = "grant_type=client_credentials";
+    let head = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        STANDARD.encode("admin:wrong-secret"),
+        body.len()
+    );
     let mut in_flight = Vec::new();
     for _ in 0..20 {
-        let http = app.http.clone();
-        let url = app.url("/oauth/token");
-        in_flight.push(tokio::spawn(async move {
-            http.post(url)
-                .basic_auth("admin", Some("wrong-secret"))
-                .form(&[("grant_type", "client_credentials")])
-                .send()
-                .await
-        }));
+        let mut tcp = TcpStream::connect(&host).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        in_flight.push(tcp);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-    app.stop().await;
-    for req in in_flight {
-        let res = req.await.unwrap().expect("the request was answered, not cut");
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    for tcp in &mut in_flight {
+        let interim = tokio::time::timeout(Duration::from_secs(10), read_head(tcp)).await.expect("100 Continue");
+        assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
     }
+
+    let stopped = tokio::spawn(app.stop());
+    eventually(Duration::from_secs(10), "the server stops accepting connections", || async {
+        TcpStream::connect(&host).await.is_err()
+    })
+    .await;
+    for tcp in &mut in_flight {
+        tcp.write_all(body.as_bytes()).await.unwrap();
+    }
+    for mut tcp in in_flight {
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(30), tcp.read_to_string(&mut answer))
+            .await
+            .expect("the answer within 30 s")
+            .expect("the request was answered, not cut");
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
+        assert_eq!(status, Some(StatusCode::UNAUTHORIZED.as_u16()), "{answer}");
+    }
+    stopped.await.unwrap();
+}
+
+/// Reads one response head (up to the blank line) from `tcp`.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tcp.read_u8().await.expect("the connection stays open");
+        head.push(byte);
+    }
+    String::from_utf8(head).unwrap()
 }
 
 /// Postgres text cannot hold U+0000. Wherever such a character can arrive — form, Basic header, path,
