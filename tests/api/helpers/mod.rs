@@ -70,7 +70,7 @@ impl TestAppBuilder {
         env.insert("TESSERA_BIND".into(), "127.0.0.1:0".into());
         env.insert("TESSERA_MASTER_KEY".into(), STANDARD.encode([42u8; 32]));
         env.insert("TESSERA_BOOTSTRAP_ADMIN_SECRET".into(), ADMIN_SECRET.into());
-        env.insert("TESSERA_DB_MAX_CONNECTIONS".into(), "8".into());
+        env.insert("TESSERA_DB_MAX_CONNECTIONS".into(), POOL_SIZE.to_string());
         env.insert("TESSERA_REDIS_PREFIX".into(), format!("tessera-test-{}", Uuid::new_v4().simple()));
         Self { env, db_name: None }
     }
@@ -87,6 +87,7 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         init_logs();
+        let slot = database_slot().await;
         let (db_name, owns_db) = match self.db_name {
             Some(n) => (n, false),
             None => (fresh_database().await, true),
@@ -95,7 +96,16 @@ impl TestAppBuilder {
         env.insert("TESSERA_DATABASE_URL".into(), format!("{}/{db_name}", server_url()));
         let config = Config::from_map(&env).expect("test config");
         let clock = Clock::default();
-        let app = Application::build_with_clock(config, clock.clone()).await.expect("app builds");
+        let app = match Application::build_with_clock(config, clock.clone()).await {
+            Ok(app) => app,
+            Err(e) if is_full(&format!("{e} {e:?}")) => {
+                if owns_db {
+                    drop_database(db_name);
+                }
+                panic!("{}", no_free_connection(&e.to_string()).await)
+            }
+            Err(e) => panic!("app builds: {e:?}"),
+        };
         let port = app.port();
         let state = app.state().clone();
         let shutdown = app.shutdown_token();
@@ -110,6 +120,7 @@ impl TestAppBuilder {
             shutdown,
             handle: Some(handle),
             env,
+            _slot: slot,
         }
     }
 }
@@ -124,6 +135,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub env: HashMap<String, String>,
+    /// Held until the instance is dropped (see [`database_slot`]).
+    _slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub async fn spawn_app() -> TestApp {
