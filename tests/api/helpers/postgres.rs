@@ -64,7 +64,7 @@ pub(super) fn is_full(said: &str) -> bool {
 /// its connections (asked on a connection of its own, which may be refused too).
 pub async fn no_free_connection(said: &str) -> String {
     let advice = format!(
-        "Postgres is shared by everything on this machine; this suite holds at most {} connections at once \
+        "Postgres is shared by everything on this machine; this suite is sized to hold at most {} connections at once \
          ({} tests with a database, TESSERA_TEST_DATABASES, each up to two instances of {POOL_SIZE} pooled \
          connections and two listeners, plus its own two). Stop the other clients, or lower TESSERA_TEST_DATABASES",
         connection_budget(),
@@ -80,13 +80,18 @@ pub async fn no_free_connection(said: &str) -> String {
         .fetch_one(&mut c)
         .await
         .map_err(|e| e.to_string()),
-        Err(e) => Err(format!("even a connection to ask who holds them was refused: {e}")),
+        Err(e) if is_full(&e.to_string()) => Err(format!("even a connection to ask who holds them was refused: {e}")),
+        Err(e) => {
+            return format!(
+                "Postgres gave the test no connection ({said}), and a connection to ask why failed too: {e}"
+            )
+        }
     };
     match counted {
-        // Room again (this connection got in): it was full a moment ago, or something else failed.
+        // This connection got in and there is room again: the pool gave up while it was full.
         Ok((open, ours, max, reserved)) if open + i64::from(reserved) + 1 < i64::from(max) => format!(
-            "Postgres gave the test no connection ({said}), though {open} of max_connections {max} are open now \
-             ({ours} by test databases, {} by other clients): it was full a moment ago, or is unreachable. {advice}",
+            "Postgres refused a connection: all max_connections were in use a moment ago ({open} of {max} open \
+             now: {ours} by test databases, {} by other clients). {advice}. Postgres or the pool said: {said}",
             open - ours
         ),
         Ok((open, ours, max, _)) => format!(
