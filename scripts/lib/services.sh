@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Helpers sourced by scripts/run and scripts/test (running this file directly runs ensure_services).
+# Helpers sourced by scripts/run and scripts/test, and through scripts/lib/instance.sh by the scripts that
+# start a throwaway Tessera (running this file directly runs ensure_services).
 #
 #   ensure_services  Postgres on 127.0.0.1:5432 (user postgres, no password) and Redis on 127.0.0.1:6379
 #                    answer, using whatever is there; else `docker compose up -d postgres redis` where a
@@ -7,6 +8,9 @@
 #                    a local redis-server (installed with apt-get when missing and running as root).
 #   ensure_cargo     cargo is on PATH (adds ~/.cargo/bin when needed).
 #   ensure_rust      ensure_cargo, plus the rustfmt and clippy components.
+#   ensure_command CMD PKG         CMD is on PATH, else the Debian package PKG is installed (apt-get).
+#   ensure_python_tool CMD SPEC    prints CMD's path in target/tools-venv, pip-installing SPEC there.
+#   drop_leftover_databases        drops test databases that interrupted runs left behind.
 #
 # Messages go to stderr. The functions return non-zero (with a message) instead of exiting, and set no
 # shell options, so sourcing this file from an interactive shell is harmless. Tunables:
@@ -362,9 +366,18 @@ fi
 # Tools the scripts need
 
 # ensure_command CMD PKG: CMD is on PATH, installing the Debian package PKG when it is missing (which needs
-# root; otherwise the message says what to install).
+# root; otherwise the message says what to install). The one place the scripts install a tool: PKG
+# postgresql (pgbench) is installed without the cluster Debian's package would make and start.
 ensure_command() {
-  command -v "$1" >/dev/null 2>&1 || _apt_install "$2"
+  command -v "$1" >/dev/null 2>&1 && return 0
+  case "$2" in
+    postgresql) _install_postgres || return 1 ;;
+    *) _apt_install "$2" || return 1 ;;
+  esac
+  command -v "$1" >/dev/null 2>&1 || {
+    _svc_err "the Debian package $2 is installed but $1 is still not on PATH"
+    return 1
+  }
 }
 
 # ensure_python_tool CMD PIP_SPEC: prints the path of CMD from a virtual environment of this repository's
@@ -388,4 +401,22 @@ ensure_python_tool() {
     }
   fi
   printf '%s\n' "$venv/bin/$cmd"
+}
+
+# drop_leftover_databases [SERVER_URL]: drops the databases that interrupted runs of the API tests and
+# of the scripts run by scripts/test left behind. Only those older than 10 minutes (by the age of their
+# PG_VERSION file), and without FORCE, so a run going on at the same time keeps its databases.
+drop_leftover_databases() {
+  command -v psql >/dev/null 2>&1 || return 0
+  local url="${1:-${DATABASE_URL:-postgres://postgres@$TESSERA_PG_HOST:$TESSERA_PG_PORT/postgres}}" names name
+  names="$(psql -w "$url" -Atqc "
+    SELECT datname FROM pg_database
+    WHERE (datname LIKE 'tessera\_test\_%' OR datname LIKE 'tessera\_fuzz\_%' OR datname LIKE 'tessera\_tour\_%' OR datname LIKE 'tessera\_docs\_%')
+      AND (pg_stat_file('base/' || oid || '/PG_VERSION', true)).modification < now() - interval '10 minutes'" 2>/dev/null)" ||
+    return 0
+  [ -n "$names" ] || return 0
+  printf '==> dropping %s leftover test database(s)\n' "$(printf '%s\n' "$names" | wc -l)" >&2
+  while IFS= read -r name; do
+    psql -w "$url" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true
+  done <<<"$names"
 }

@@ -9,15 +9,17 @@ use crate::helpers::*;
 
 /// One detection pass of our own (the app's background pass may hold the lock for a moment).
 async fn detect(app: &TestApp) {
-    while app.parts.detector.run_once().await.unwrap().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(std::time::Duration::from_secs(10), "a detection pass of our own ran", || async {
+        app.parts.detector.run_once().await.unwrap().is_some()
+    })
+    .await;
 }
 
 async fn roll_up(app: &TestApp) {
-    while app.parts.detector.roll_up().await.unwrap().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(std::time::Duration::from_secs(10), "a roll-up of our own ran", || async {
+        app.parts.detector.roll_up().await.unwrap().is_some()
+    })
+    .await;
 }
 
 fn minute(t: OffsetDateTime) -> OffsetDateTime {

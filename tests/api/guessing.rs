@@ -84,11 +84,10 @@ async fn concurrent_wrong_passwords_on_two_instances_cannot_outrun_the_lockout()
         .collect();
     // Each is counted before any hash is checked: once all 20 are counted, some are surely still
     // hashing or waiting, and the right password arrives among them.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while attempts_row(&a, &l.username).await.unwrap_or(0) < 20 {
-        assert!(Instant::now() < deadline, "the attempts were not counted");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(20), "the attempts were counted", || async {
+        attempts_row(&a, &l.username).await.unwrap_or(0) >= 20
+    })
+    .await;
     let right = password_grant(&b, &l, &l.password, None).await;
     let right_body = assert_oauth_error(right, 400, "invalid_grant").await;
     assert_eq!(right_body, wrong_body, "refused exactly like a wrong password");
@@ -347,11 +346,9 @@ pub async fn flood_and_sign_in(app: &TestApp, client: &str, username: &str, pass
             })
         })
         .collect();
-    // The flood's head start: a queue for the Argon2 workers, every attacker address in it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.parts.argon2.waiting() < (n / 4).min(64) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // The flood's head start: a queue for the Argon2 workers, every attacker address in it. A best
+    // effort, not an assertion: after 10 s the sign-in goes ahead with whatever queue there is.
+    let _ = at_most(Duration::from_secs(10), || async { app.parts.argon2.waiting() >= (n / 4).min(64) }).await;
     let me = client_from([127, 0, 0, 1]);
     let t = Instant::now();
     let res = sign_in(&me, &app.addr, client, username, password).await;

@@ -55,15 +55,15 @@ async fn code(app: &TestApp, token: &str, key: &str, scopes: &[&str]) -> String 
 
 /// Polls `app` until `key` verified for `scopes` answers `want`, failing after `within`.
 async fn await_code(app: &TestApp, token: &str, key: &str, scopes: &[&str], want: &str, within: Duration) {
-    let start = Instant::now();
-    loop {
+    eventually(within, &format!("the verification answers {want}"), || async {
         let got = code(app, token, key, scopes).await;
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(got)
         }
-        assert!(start.elapsed() < within, "still {got} after {:?}, wanted {want}", start.elapsed());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

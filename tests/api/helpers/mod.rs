@@ -1,5 +1,12 @@
 //! Test harness: each test gets its own database (cloned from a pre-migrated template), its own
 //! Redis prefix, and a real Tessera instance on 127.0.0.1:0. Databases are dropped afterwards.
+//! Postgres: [`postgres`]; waiting for a condition: [`eventually`].
+
+mod eventually;
+mod postgres;
+
+pub use eventually::*;
+pub use postgres::*;
 
 use std::{
     collections::HashMap,
@@ -11,47 +18,12 @@ use std::{
 use base64::{engine::general_purpose::STANDARD, Engine};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tessera::{app::Parts, clock::Clock, Application, Config};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const ADMIN_SECRET: &str = "test-admin-secret-0123456789";
-
-/// Server URL of Postgres for tests (`DATABASE_URL` without a database name is fine).
-pub fn server_url() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    // Strip the database name: we choose our own.
-    match url.rfind('/') {
-        Some(i) if i > "postgres://".len() => url[..i].to_owned(),
-        _ => url,
-    }
-}
-
-/// A connection to the server's `postgres` database.
-pub async fn admin_connection() -> PgConnection {
-    connect(&format!("{}/postgres", server_url())).await
-}
-
-/// A connection for the test itself; when Postgres refuses, the failure says why in plain words
-/// (the machine's Postgres is shared, and `max_connections` is a common reason).
-pub async fn connect(url: &str) -> PgConnection {
-    match PgConnection::connect(url).await {
-        Ok(c) => c,
-        Err(e) => {
-            let said = e.to_string();
-            let why = if said.contains("too many clients") || said.contains("remaining connection slots") {
-                "Postgres has no free connection: max_connections is shared by everything on this machine. \
-                 Stop other clients or run fewer tests at once (--test-threads)"
-            } else if said.contains("Connection refused") {
-                "nothing answers at the Postgres address: start it (scripts/test does) or set DATABASE_URL"
-            } else {
-                "Postgres refused the test's connection"
-            };
-            panic!("{why}: {said}");
-        }
-    }
-}
 
 pub fn redis_url() -> String {
     std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -65,6 +37,7 @@ pub fn captured_logs() -> String {
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
 struct LogWriter;
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         LOGS.get_or_init(Default::default).lock().unwrap().extend_from_slice(buf);
@@ -85,79 +58,6 @@ fn init_logs() {
     });
 }
 
-fn migrations_fingerprint() -> String {
-    let mut names: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    let mut all = Vec::new();
-    for p in names {
-        all.extend(std::fs::read(p).unwrap());
-    }
-    hex::encode(&ring::digest::digest(&ring::digest::SHA256, &all).as_ref()[..6])
-}
-
-/// Creates the template database once (per fingerprint), under an advisory lock so parallel test
-/// processes do not race.
-async fn template() -> String {
-    static NAME: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    NAME.get_or_init(|| async {
-        let name = format!("tessera_tpl_{}", migrations_fingerprint());
-        let mut admin = connect(&format!("{}/postgres", server_url())).await;
-        sqlx::query("SELECT pg_advisory_lock(77001)").execute(&mut admin).await.unwrap();
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-        if !exists {
-            let building = format!("{name}_building");
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {building}")).execute(&mut admin).await.unwrap();
-            let pool = sqlx::PgPool::connect(&format!("{}/{building}", server_url())).await.unwrap();
-            tessera::db::MIGRATOR.run(&pool).await.unwrap();
-            pool.close().await;
-            sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}")).execute(&mut admin).await.unwrap();
-        }
-        sqlx::query("SELECT pg_advisory_unlock(77001)").execute(&mut admin).await.unwrap();
-        name
-    })
-    .await
-    .clone()
-}
-
-/// A fresh database cloned from the template.
-pub async fn fresh_database() -> String {
-    let tpl = template().await;
-    let name = format!("tessera_test_{}", Uuid::new_v4().simple());
-    let mut admin = connect(&format!("{}/postgres", server_url())).await;
-    // CREATE DATABASE … TEMPLATE conflicts when another clone is being made at the same instant.
-    for attempt in 0..50 {
-        match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")).execute(&mut admin).await {
-            Ok(_) => break,
-            Err(e) if attempt < 49 && e.to_string().contains("being accessed by other users") => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("create test database: {e}"),
-        }
-    }
-    name
-}
-
-fn drop_database(name: String) {
-    let url = format!("{}/postgres", server_url());
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            if let Ok(mut c) = PgConnection::connect(&url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
-            }
-        });
-    })
-    .join();
-}
-
 /// Builder for a test application.
 pub struct TestAppBuilder {
     pub env: HashMap<String, String>,
@@ -170,7 +70,7 @@ impl TestAppBuilder {
         env.insert("TESSERA_BIND".into(), "127.0.0.1:0".into());
         env.insert("TESSERA_MASTER_KEY".into(), STANDARD.encode([42u8; 32]));
         env.insert("TESSERA_BOOTSTRAP_ADMIN_SECRET".into(), ADMIN_SECRET.into());
-        env.insert("TESSERA_DB_MAX_CONNECTIONS".into(), "8".into());
+        env.insert("TESSERA_DB_MAX_CONNECTIONS".into(), POOL_SIZE.to_string());
         env.insert("TESSERA_REDIS_PREFIX".into(), format!("tessera-test-{}", Uuid::new_v4().simple()));
         Self { env, db_name: None }
     }
@@ -187,6 +87,7 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         init_logs();
+        let slot = database_slot().await;
         let (db_name, owns_db) = match self.db_name {
             Some(n) => (n, false),
             None => (fresh_database().await, true),
@@ -195,7 +96,16 @@ impl TestAppBuilder {
         env.insert("TESSERA_DATABASE_URL".into(), format!("{}/{db_name}", server_url()));
         let config = Config::from_map(&env).expect("test config");
         let clock = Clock::default();
-        let app = Application::build_with_clock(config, clock.clone()).await.expect("app builds");
+        let app = match Application::build_with_clock(config, clock.clone()).await {
+            Ok(app) => app,
+            Err(e) if is_full(&format!("{e} {e:?}")) => {
+                if owns_db {
+                    drop_database(db_name);
+                }
+                panic!("{}", no_free_connection(&e.to_string()).await)
+            }
+            Err(e) => panic!("app builds: {e:?}"),
+        };
         let port = app.port();
         let parts = app.parts().clone();
         let shutdown = app.shutdown_token();
@@ -210,6 +120,7 @@ impl TestAppBuilder {
             shutdown,
             handle: Some(handle),
             env,
+            _slot: slot,
         }
     }
 }
@@ -224,6 +135,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub env: HashMap<String, String>,
+    /// Held until the instance is dropped (see [`database_slot`]).
+    _slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -371,21 +284,4 @@ pub async fn assert_oauth_error(res: Response, status: u16, error: &str) -> Valu
     assert_eq!(body["error"], error, "{body}");
     assert!(body["error_description"].is_string());
     body
-}
-
-/// Awaits `condition` until it holds, checking every 10 ms; fails the test naming `what` once
-/// `timeout` has passed without it. Use it instead of sleeping for a fixed time.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not within {timeout:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -1,0 +1,4 @@
+//! Clients and the client-credentials grant.
+
+mod admin;
+mod credentials;

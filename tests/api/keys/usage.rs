@@ -1,0 +1,179 @@
+//! Usage counting: exact across instances, bucketed by minute or hour, off when disabled.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tessera::apikeys::{ApiKeySecret, Environment};
+
+use crate::helpers::*;
+
+use super::*;
+
+#[tokio::test]
+async fn usage_adds_up_exactly_across_two_instances_and_a_graceful_stop() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let key = key_of(&created).to_owned();
+    let id = id_of(&created).to_owned();
+
+    for _ in 0..3 {
+        assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.1"})).await, "VALID");
+    }
+    assert_eq!(
+        code(&app, &token, json!({"key": key, "ip": "203.0.113.1", "scopes": ["x"]})).await,
+        "INSUFFICIENT_SCOPE"
+    );
+    for _ in 0..2 {
+        assert_eq!(code(&peer, &token, json!({"key": key, "ip": "203.0.113.2"})).await, "VALID");
+    }
+    for _ in 0..2 {
+        assert_eq!(code(&peer, &token, json!({"key": key, "scopes": ["x"]})).await, "INSUFFICIENT_SCOPE");
+    }
+    // Unknown and malformed keys count against their source.
+    let unknown = ApiKeySecret::generate(Environment::Live);
+    for _ in 0..2 {
+        assert_eq!(code(&peer, &token, json!({"key": unknown.expose(), "ip": "198.51.100.9"})).await, "NOT_FOUND");
+    }
+    assert_eq!(code(&peer, &token, json!({"key": "tsk_live_nope", "ip": "198.51.100.9"})).await, "MALFORMED");
+    // This instance's counts are written now; the peer's must be in Postgres once it has stopped
+    // gracefully, whether or not its periodic flush ran in between.
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
+    peer.stop().await;
+    let mut db = app.db().await;
+    let (valid, denied): (i64, Value) =
+        sqlx::query_as("SELECT sum(valid)::bigint, jsonb_agg(denied) FROM key_usage WHERE key_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(valid, 5, "{denied}");
+    let refused: i64 = denied.as_array().unwrap().iter().map(|d| d["INSUFFICIENT_SCOPE"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(refused, 3);
+
+    let usage: Value = app.get_auth(&format!("/v1/keys/{id}/usage"), &token).await.json().await.unwrap();
+    assert_eq!(usage["totals"], json!({"valid": 5, "denied": {"INSUFFICIENT_SCOPE": 3}}), "{usage}");
+    assert_eq!(usage["distinct_ips"], 3, "203.0.113.1, 203.0.113.2 and 127.0.0.1: {usage}");
+    assert!(usage["last_used_at"].is_string());
+    assert!(["203.0.113.1", "203.0.113.2", "127.0.0.1"].contains(&usage["last_used_ip"].as_str().unwrap()));
+    let buckets = usage["buckets"].as_array().unwrap();
+    assert!((1..=2).contains(&buckets.len()), "{usage}");
+    let sum: i64 = buckets.iter().map(|b| b["valid"].as_i64().unwrap()).sum();
+    assert_eq!(sum, 5);
+    let hourly: Value = app.get_auth(&format!("/v1/keys/{id}/usage?bucket=hour"), &token).await.json().await.unwrap();
+    assert_eq!(hourly["totals"], usage["totals"]);
+    assert!(hourly["buckets"][0]["start"].as_str().unwrap().contains(":00:00"), "{hourly}");
+
+    let (count, codes): (i64, Value) = sqlx::query_as(
+        "SELECT sum(count)::bigint, jsonb_object_agg(source, codes) FROM source_failures WHERE source = '198.51.100.9'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(count, 3);
+    assert_eq!(codes["198.51.100.9"], json!({"NOT_FOUND": 2, "MALFORMED": 1}));
+    let (last_at, last_ip): (Option<time::OffsetDateTime>, Option<String>) =
+        sqlx::query_as("SELECT last_used_at, last_used_ip FROM api_keys WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(last_at.is_some() && last_ip.is_some());
+}
+
+#[tokio::test]
+async fn usage_buckets_by_minute_or_hour_over_a_range_including_rolled_up_hours() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let id: uuid::Uuid = id_of(&created).parse().unwrap();
+    let mut db = app.db().await;
+    let hour = time::macros::datetime!(2030-01-01 10:00 UTC);
+    for (bucket, start, valid, denied) in [
+        ("hour", hour - time::Duration::HOUR, 100, json!({"EXPIRED": 4})),
+        ("minute", hour + time::Duration::minutes(1), 5, json!({"EXPIRED": 1})),
+        ("minute", hour + time::Duration::minutes(2), 7, json!({"IP_NOT_ALLOWED": 2})),
+        ("minute", hour + time::Duration::minutes(61), 3, json!({})),
+    ] {
+        sqlx::query("INSERT INTO key_usage (key_id, bucket, start, valid, denied) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(bucket)
+            .bind(start)
+            .bind(valid as i64)
+            .bind(denied)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let range = "from=2030-01-01T09:00:00Z&to=2030-01-01T11:30:00Z";
+    let hourly: Value =
+        app.get_auth(&format!("/v1/keys/{id}/usage?bucket=hour&{range}"), &token).await.json().await.unwrap();
+    assert_eq!(
+        hourly["buckets"],
+        json!([
+            {"start": "2030-01-01T09:00:00Z", "valid": 100, "denied": {"EXPIRED": 4}},
+            {"start": "2030-01-01T10:00:00Z", "valid": 12, "denied": {"EXPIRED": 1, "IP_NOT_ALLOWED": 2}},
+            {"start": "2030-01-01T11:00:00Z", "valid": 3, "denied": {}}
+        ])
+    );
+    assert_eq!(hourly["totals"], json!({"valid": 115, "denied": {"EXPIRED": 5, "IP_NOT_ALLOWED": 2}}));
+    let minutes: Value = app
+        .get_auth(
+            &format!("/v1/keys/{id}/usage?bucket=minute&from=2030-01-01T10:00:30Z&to=2030-01-01T10:02:00Z"),
+            &token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        minutes["buckets"],
+        json!([
+            {"start": "2030-01-01T10:01:00Z", "valid": 5, "denied": {"EXPIRED": 1}},
+            {"start": "2030-01-01T10:02:00Z", "valid": 7, "denied": {"IP_NOT_ALLOWED": 2}}
+        ])
+    );
+    assert_eq!(minutes["totals"]["valid"], 12);
+    assert_eq!(minutes["distinct_ips"], 0);
+}
+
+#[tokio::test]
+async fn with_counting_off_verification_still_works_and_nothing_is_counted() {
+    let app = TestAppBuilder::new().set("TESSERA_USAGE_COUNTING", "false").spawn().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    assert_eq!(code(&app, &token, json!({"key": key_of(&created)})).await, "VALID");
+    assert_eq!(code(&app, &token, json!({"key": "tsk_live_nope"})).await, "MALFORMED");
+    assert_eq!(app.parts.usage.pending_verifications(), 0);
+    assert!(!app.parts.usage.has_pending());
+}
+
+#[tokio::test]
+async fn distinct_ips_counts_only_addresses_seen_within_the_range() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let (id, key) = (created["id"].as_str().unwrap().to_owned(), key_of(&created).to_owned());
+    let rfc3339 = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    // 203.0.113.1 before and after the middle minute, 203.0.113.2 only within it.
+    assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.1"})).await, "VALID");
+    app.clock.advance(Duration::from_secs(120));
+    let middle = app.clock.now();
+    assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.2"})).await, "VALID");
+    app.clock.advance(Duration::from_secs(120));
+    assert_eq!(code(&app, &token, json!({"key": key, "ip": "203.0.113.1"})).await, "VALID");
+    app.parts.usage.flush(&app.parts.db).await.unwrap();
+
+    let usage_between = |from: time::OffsetDateTime, to: time::OffsetDateTime| {
+        let url = format!("/v1/keys/{id}/usage?bucket=minute&from={}&to={}", rfc3339(from), rfc3339(to));
+        let (app, token) = (&app, &token);
+        async move { app.get_auth(&url, token).await.json::<Value>().await.unwrap() }
+    };
+    let within = usage_between(middle - time::Duration::minutes(1), middle + time::Duration::minutes(1)).await;
+    assert_eq!(within["totals"]["valid"], 1, "{within}");
+    assert_eq!(within["distinct_ips"], 1, "only 203.0.113.2 was seen in the range: {within}");
+    let all = usage_between(middle - time::Duration::minutes(10), middle + time::Duration::minutes(10)).await;
+    assert_eq!(all["totals"]["valid"], 3, "{all}");
+    assert_eq!(all["distinct_ips"], 2, "{all}");
+}
