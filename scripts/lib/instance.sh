@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Throwaway Tessera instances for the scripts that need one (bench, bench-ab, bench-instructions,
-# check-docs, fuzz-api, readme-tour): one free-port finder, one way to make and drop a database, one
-# way to start a process and to wait until it answers, and one EXIT trap that undoes everything this
-# library started. Source it after `set -euo pipefail`; it sources services.sh (ensure_command and
-# friends), so tools are installed in one place.
+# check-docs, fuzz-api, lb-check, readme-tour; check-deploy uses its scratch_dir): one free-port
+# finder, one way to make and drop a database, one way to start a process and to wait until it
+# answers, and one EXIT trap that undoes everything this library started. Source it after
+# `set -euo pipefail`; it sources services.sh (ensure_command and friends), so tools are installed in
+# one place.
 #
-#   free_port                     prints a free TCP port on 127.0.0.1
-#   throwaway_db PREFIX           creates the database PREFIX_<pid> (PREFIX_<pid>_2, ... when this
+#   free_port                     prints a free TCP port on 127.0.0.1, never one it printed before in
+#                                 this script (so ports taken before their processes bind them differ)
+#   throwaway_db [--no-create] PREFIX
+#                                 creates the database PREFIX_<pid> (PREFIX_<pid>_2, ... when this
 #                                 script made that one already) on $INSTANCE_PG and sets INSTANCE_DB
-#                                 and INSTANCE_DB_URL; dropped WITH (FORCE) at exit
+#                                 and INSTANCE_DB_URL; dropped WITH (FORCE) at exit. --no-create only
+#                                 names it (still dropped at exit), for Tessera to create it itself
 #   start_process [--cwd DIR] NAME LOG CMD...
 #                                 runs CMD in the background (in DIR), stdout and stderr to LOG; sets
 #                                 INSTANCE_PID (CMD's own pid); stopped at exit
@@ -68,7 +72,26 @@ _instance_tools() {
 
 free_port() {
   ensure_command python3 python3 >&2 || return 1
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  # Called as $(free_port): the ports handed out so far are kept in a file under the scratch root.
+  python3 - "$_INSTANCE_SCRATCH_ROOT/ports" <<'PY'
+import socket, sys
+path = sys.argv[1]
+try:
+    given = set(open(path).read().split())
+except FileNotFoundError:
+    given = set()
+held = []  # kept bound until one is new, so the kernel cannot offer the same port twice
+while True:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+    port = str(s.getsockname()[1])
+    if port not in given:
+        break
+with open(path, "a") as f:
+    f.write(port + "\n")
+print(port)
+PY
 }
 
 scratch_dir() {
@@ -87,6 +110,11 @@ _psql_admin() {
 }
 
 throwaway_db() {
+  local create=1
+  if [ "${1:-}" = --no-create ]; then
+    create=""
+    shift
+  fi
   local prefix="$1" name n=1 db
   _instance_tools || return 1
   name="${prefix}_$$"
@@ -95,10 +123,12 @@ throwaway_db() {
   done
   [ "$n" -eq 1 ] || name="${prefix}_$$_$n"
   _INSTANCE_DBS+=("$name")
-  _psql_admin "CREATE DATABASE $name" >/dev/null || {
-    _inst_err "could not create database $name on $INSTANCE_PG"
-    return 1
-  }
+  if [ -n "$create" ]; then
+    _psql_admin "CREATE DATABASE $name" >/dev/null || {
+      _inst_err "could not create database $name on $INSTANCE_PG"
+      return 1
+    }
+  fi
   INSTANCE_DB="$name"
   INSTANCE_DB_URL="$INSTANCE_PG/$name"
 }

@@ -10,7 +10,7 @@
 #   ensure_rust      ensure_cargo, plus the rustfmt and clippy components.
 #   ensure_command CMD PKG         CMD is on PATH, else the Debian package PKG is installed (apt-get).
 #   ensure_python_tool CMD SPEC    prints CMD's path in target/tools-venv, pip-installing SPEC there.
-#   drop_leftover_databases        drops test databases that interrupted runs left behind.
+#   drop_leftover_databases [URL [PREFIX...]]  drops test databases that interrupted runs left behind.
 #
 # Messages go to stderr. The functions return non-zero (with a message) instead of exiting, and set no
 # shell options, so sourcing this file from an interactive shell is harmless. Tunables:
@@ -403,15 +403,22 @@ ensure_python_tool() {
   printf '%s\n' "$venv/bin/$cmd"
 }
 
-# drop_leftover_databases [SERVER_URL]: drops the databases that interrupted runs of the API tests and
-# of the scripts run by scripts/test left behind. Only those older than 10 minutes (by the age of their
-# PG_VERSION file), and without FORCE, so a run going on at the same time keeps its databases.
+# drop_leftover_databases [SERVER_URL [PREFIX...]]: drops the databases that interrupted runs of the API
+# tests and of the scripts run by scripts/test left behind: named PREFIX_* (by default tessera_test,
+# tessera_fuzz, tessera_tour, tessera_docs and tessera_lb). Only those older than 10 minutes (by the
+# age of their PG_VERSION file), and without FORCE, so a run going on at the same time keeps its
+# databases.
 drop_leftover_databases() {
   command -v psql >/dev/null 2>&1 || return 0
   local url="${1:-${DATABASE_URL:-postgres://postgres@$TESSERA_PG_HOST:$TESSERA_PG_PORT/postgres}}" names name
+  local prefixes=("${@:2}") prefix like=""
+  [ "${#prefixes[@]}" -gt 0 ] || prefixes=(tessera_test tessera_fuzz tessera_tour tessera_docs tessera_lb)
+  for prefix in "${prefixes[@]}"; do
+    like="${like:+$like OR }datname LIKE '${prefix//_/\\_}\\_%'"
+  done
   names="$(psql -w "$url" -Atqc "
     SELECT datname FROM pg_database
-    WHERE (datname LIKE 'tessera\_test\_%' OR datname LIKE 'tessera\_fuzz\_%' OR datname LIKE 'tessera\_tour\_%' OR datname LIKE 'tessera\_docs\_%')
+    WHERE ($like)
       AND (pg_stat_file('base/' || oid || '/PG_VERSION', true)).modification < now() - interval '10 minutes'" 2>/dev/null)" ||
     return 0
   [ -n "$names" ] || return 0
