@@ -7,7 +7,8 @@
 //! atomically, so concurrent instances can never both take the last slot, and there is no window
 //! boundary to straddle (a fixed-window counter admits up to twice the limit across one). The key
 //! expires with the window after its last admission. Redis's clock alone orders the entries, so
-//! the instances' clocks need not agree. A log holds at most `limit` entries (about 70 bytes each).
+//! the instances' clocks need not agree. A log holds at most `limit` entries, about 120 bytes each
+//! in Redis 7.
 //!
 //! When Redis is unset, or does not answer within [`REDIS_TIMEOUT`], each instance counts on its
 //! own ([`local`]) and tries Redis again after [`REDIS_BACKOFF`]; `/readyz` and the gauge
