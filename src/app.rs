@@ -174,6 +174,13 @@ impl Application {
             )
             .map_err(StartError::Redis)?,
         );
+        let limiter = Arc::new(
+            crate::ratelimit::RateLimiter::new(
+                config.redis_url.as_ref().map(crate::secrets::RedactedUrl::expose),
+                &config.redis_prefix,
+            )
+            .map_err(StartError::Redis)?,
+        );
         let recorder = Arc::new(UsageRecorder::new(config.usage_counting));
         let key_cache = Arc::new(KeyCache::with_budget(config.api_key_cache_bytes));
         let client_auth = Arc::new(ClientAuth::new(
@@ -190,6 +197,7 @@ impl Application {
             key_cache.clone(),
             revoked.clone(),
             recorder.clone(),
+            limiter,
         );
         let clients = Clients::new(
             pool.clone(),

@@ -14,6 +14,9 @@ pub enum Error {
     /// The change collides with existing state.
     #[error("{0}")]
     Conflict(String),
+    /// The API key is revoked: nothing about it can change any more (409 `KEY_REVOKED`).
+    #[error("the key is revoked; nothing revives it")]
+    KeyRevoked,
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),

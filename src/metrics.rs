@@ -187,6 +187,12 @@ pub fn key_cache(hit: bool) {
     KEY_CACHE.increment(if hit { "hit" } else { "miss" });
 }
 
+/// Whether API-key rate limits are counted in Redis across instances (1) or on this instance
+/// alone (0: Redis unset or unreachable).
+pub fn rate_limits_shared(shared: bool) {
+    metrics::gauge!("api_key_rate_limits_shared").set(if shared { 1.0 } else { 0.0 });
+}
+
 /// An anomaly was raised.
 pub fn anomaly(kind: &str) {
     metrics::counter!("anomalies_total", "kind" => kind.to_owned()).increment(1);

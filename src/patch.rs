@@ -20,8 +20,22 @@ macro_rules! not_null {
 
 not_null!(name, "name");
 not_null!(scopes, "scopes");
+not_null!(metadata, "metadata");
+not_null!(allowed_cidrs, "allowed_cidrs");
+not_null!(enabled, "enabled");
+not_null!(expires_in, "expires_in");
 not_null!(redirect_uris, "redirect_uris");
 not_null!(post_logout_redirect_uris, "post_logout_redirect_uris");
+
+/// For a PATCH field that `null` clears (with `#[serde(default)]`): absent is `None` (unchanged),
+/// `null` is `Some(None)`, a value `Some(Some(..))`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! One lazily made, self-reconnecting Redis connection (a multiplexed `ConnectionManager`), for the
-//! parts that talk to Redis on request paths: the revocation bus and the per-source limiter. Each
-//! keeps its own, with its own timeout, so a slow publish never delays a sign-in.
+//! parts that talk to Redis on request paths: the revocation bus, the per-source limiter and the
+//! API-key rate limiter. Each keeps its own, with its own timeout, so a slow publish never delays a
+//! sign-in or a verification.
 
 use std::time::Duration;
 

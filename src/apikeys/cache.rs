@@ -1,11 +1,11 @@
 //! The verification cache: key records by keyed hash, so a repeated key costs no database round
-//! trip. Bounded in size and time: the short TTL is how rotation and expiry edits made on other
-//! instances arrive; revocations arrive at once through [`KeyCache::forget`]. Unknown hashes are
+//! trip. Bounded in size and time. Every change to a key (revocation, rotation, PATCH) makes every
+//! instance [`KeyCache::forget`] it within a second through the change feed; the TTL only bounds
+//! what a lost best-effort notification (a change that widens a key) can leave stale. Unknown hashes are
 //! remembered separately, briefly and in a small cache, so a flood of random keys neither reaches
 //! Postgres for every repeat nor pushes real keys out.
 
 use std::{
-    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -13,10 +13,8 @@ use std::{
     time::Duration,
 };
 
-use ipnet::IpNet;
 use moka::sync::Cache;
 use serde_json::Value;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Memory the record cache may use by default, in bytes (approximate, see [`approx_bytes`]): about
@@ -34,42 +32,7 @@ pub const NEGATIVE_CAPACITY: u64 = 10_000;
 /// How long an unknown hash is remembered.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
-/// What verification needs to know about one key.
-#[derive(Debug, Clone)]
-pub struct KeyRecord {
-    /// Key id.
-    pub id: Uuid,
-    /// Owner.
-    pub owner: String,
-    /// Name.
-    pub name: String,
-    /// `live` or `test` (no allocation per cached key).
-    pub environment: &'static str,
-    /// Effective scopes: the key's own scopes that its owner's `key_scopes` still allow, never a
-    /// reserved one (see [`super::policy::OwnerPolicy::effective`]). What verification grants and shows.
-    pub effective_scopes: Box<[String]>,
-    /// The owner was disabled (client) or deleted (user) when the record was read.
-    pub owner_gone: bool,
-    /// Whether the key is limited to some addresses at all.
-    pub restricted: bool,
-    /// The addresses it is limited to (an unreadable stored entry matches nothing).
-    pub allowed: Box<[IpNet]>,
-    /// Metadata.
-    pub metadata: Value,
-    /// Expiry (a rotated key's grace end).
-    pub expires_at: Option<OffsetDateTime>,
-    /// Revocation time.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Successor, once rotated.
-    pub rotated_to: Option<Uuid>,
-}
-
-impl KeyRecord {
-    /// Whether `ip` may use this key.
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        !self.restricted || self.allowed.iter().any(|n| n.contains(&ip))
-    }
-}
+pub use super::record::KeyRecord;
 
 /// What the cache knows about a hash.
 #[derive(Debug)]
@@ -222,6 +185,10 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             rotated_to: None,
+            enabled: true,
+            limit_group: id,
+            rate_limit: None,
+            metered: false,
         })
     }
 

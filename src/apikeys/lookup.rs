@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -16,30 +14,34 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-/// A key's status, derived from its row: `revoked` wins, then `expired`, then `rotating` (superseded,
-/// within its grace), else `active`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Usable.
-    Active,
-    /// Superseded by a rotation, still valid until its grace ends.
-    Rotating,
-    /// Past its expiry (or its rotation grace).
-    Expired,
-    /// Revoked.
-    Revoked,
+pub use super::model::Status;
+
+/// SQL condition selecting keys in `status` at `$now` (bound by the caller as the first parameter
+/// pushed after it; see [`push_status`]). The same order as [`Status::of`].
+fn condition(status: Status) -> &'static str {
+    match status {
+        Status::Revoked => "revoked_at IS NOT NULL",
+        Status::Disabled => "revoked_at IS NULL AND NOT enabled",
+        Status::Expired => "revoked_at IS NULL AND enabled AND expires_at IS NOT NULL AND expires_at <= ",
+        Status::Rotating => {
+            "revoked_at IS NULL AND enabled AND rotated_to IS NOT NULL AND (expires_at IS NULL OR expires_at > "
+        }
+        Status::Active => {
+            "revoked_at IS NULL AND enabled AND rotated_to IS NULL AND (expires_at IS NULL OR expires_at > "
+        }
+    }
 }
 
-impl Status {
-    /// SQL condition selecting keys in this status at `$now` (bound by the caller as the first
-    /// parameter pushed after it).
-    fn condition(self) -> &'static str {
-        match self {
-            Self::Revoked => "revoked_at IS NOT NULL",
-            Self::Expired => "revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ",
-            Self::Rotating => "revoked_at IS NULL AND rotated_to IS NOT NULL AND (expires_at IS NULL OR expires_at > ",
-            Self::Active => "revoked_at IS NULL AND rotated_to IS NULL AND (expires_at IS NULL OR expires_at > ",
+/// Adds ` AND <status condition>` to `q`.
+fn push_status(q: &mut QueryBuilder<'_, Postgres>, status: Status, now: OffsetDateTime) {
+    q.push(" AND ").push(condition(status));
+    match status {
+        Status::Revoked | Status::Disabled => {}
+        Status::Expired => {
+            q.push_bind(now);
+        }
+        Status::Rotating | Status::Active => {
+            q.push_bind(now).push(")");
         }
     }
 }
@@ -63,29 +65,20 @@ pub struct KeyFilter {
 /// the caller knows whether there is a next page).
 pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result<Vec<ApiKeyView>> {
     let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {} FROM api_keys WHERE true", super::store::VIEW_COLUMNS));
+        QueryBuilder::new(format!("SELECT {} FROM {} WHERE true", super::store::VIEW_COLUMNS, super::store::VIEW_FROM));
     if let Some(owner) = &f.owner {
         q.push(" AND owner = ").push_bind(owner.clone());
     }
     if let Some(env) = &f.environment {
         q.push(" AND environment = ").push_bind(env.clone());
     }
-    match f.status {
-        None => {}
-        Some(s @ Status::Revoked) => {
-            q.push(" AND ").push(s.condition());
-        }
-        Some(s @ Status::Expired) => {
-            q.push(" AND ").push(s.condition()).push_bind(now);
-        }
-        Some(s) => {
-            q.push(" AND ").push(s.condition()).push_bind(now).push(")");
-        }
+    if let Some(status) = f.status {
+        push_status(&mut q, status, now);
     }
     if let Some(after) = f.after {
-        q.push(" AND id > ").push_bind(after);
+        q.push(" AND k.id > ").push_bind(after);
     }
-    q.push(" ORDER BY id LIMIT ").push_bind(f.limit + 1);
+    q.push(" ORDER BY k.id LIMIT ").push_bind(f.limit + 1);
     let mut keys: Vec<ApiKeyView> = q.build_query_as().fetch_all(db).await?;
     // Effective scopes depend on each owner's current key_scopes: one policy read per owner.
     let mut policies: HashMap<String, OwnerPolicy> = HashMap::new();
@@ -94,7 +87,7 @@ pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result
             policies.insert(key.owner.clone(), OwnerPolicy::load(db, &key.owner).await?);
         }
         if let Some(p) = policies.get(&key.owner) {
-            key.effective_scopes = p.effective(&key.scopes);
+            key.complete(p, now);
         }
     }
     Ok(keys)
@@ -102,11 +95,16 @@ pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result
 
 /// The key whose plaintext is `key`, as shown; `NotFound` for a malformed key (checked without the
 /// database) or one that does not exist. Reads only: nothing is counted, `last_used_*` unchanged.
-pub async fn by_plaintext(db: &PgPool, hmac: &ring::hmac::Key, key: &ApiKeySecret) -> Result<ApiKeyView> {
+pub async fn by_plaintext(
+    db: &PgPool,
+    hmac: &ring::hmac::Key,
+    key: &ApiKeySecret,
+    now: OffsetDateTime,
+) -> Result<ApiKeyView> {
     if format::parse(key.expose()).is_none() {
         return Err(Error::NotFound("API key"));
     }
     let mut view = super::store::get_by_hash(db, &key.hash(hmac)).await?.ok_or(Error::NotFound("API key"))?;
-    view.effective_scopes = OwnerPolicy::load(db, &view.owner).await?.effective(&view.scopes);
+    view.complete(&OwnerPolicy::load(db, &view.owner).await?, now);
     Ok(view)
 }

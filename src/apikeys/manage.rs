@@ -6,8 +6,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
+    credits,
     format::{ApiKeySecret, Environment},
-    model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey},
+    model::{ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey, Status},
     policy::OwnerPolicy,
     service::ApiKeys,
     store::{self, NewRow},
@@ -30,11 +31,11 @@ pub struct Requester<'a> {
 
 impl<'a> Requester<'a> {
     /// The owner a change is restricted to (none for an admin).
-    fn owner_filter(&self) -> Option<&'a str> {
+    pub(super) fn owner_filter(&self) -> Option<&'a str> {
         (!self.admin).then_some(self.sub)
     }
 
-    fn sees(&self, key: &ApiKeyView) -> bool {
+    pub(super) fn sees(&self, key: &ApiKeyView) -> bool {
         self.admin || key.owner == self.sub
     }
 }
@@ -42,8 +43,8 @@ impl<'a> Requester<'a> {
 impl ApiKeys {
     /// Creates a key owned by `owner`; the plaintext is in the result and nowhere else.
     pub async fn create(&self, owner: &str, body: NewKey, actor: &Actor) -> Result<CreatedKey> {
-        let valid = validate::new_key(body)?;
         let now = self.clock.now();
+        let valid = validate::new_key(body, now)?;
         let secret = ApiKeySecret::generate(valid.environment);
         let id = Uuid::now_v7();
         let start = secret.start();
@@ -73,13 +74,24 @@ impl ApiKeys {
             allowed_cidrs: &valid.allowed_cidrs,
             metadata: &valid.metadata,
             created_at: now,
-            expires_at: valid.expires_in.map(|d| now + d),
+            expires_at: valid.expires_at,
             rotated_from: None,
+            enabled: true,
+            limit_group: id,
         };
-        let mut view = store::insert(&mut tx, &row).await?;
-        view.effective_scopes = policy.effective(&view.scopes);
-        let details = json!({"owner": owner, "name": view.name, "environment": view.environment, "scopes": view.scopes,
-                         "start": view.start});
+        store::insert(&mut tx, &row).await?;
+        credits::set_limits(&mut tx, id, &valid.limits, now).await?;
+        let mut view = store::get_in(&mut tx, id).await?.ok_or(Error::NotFound("API key"))?;
+        view.complete(&policy, now);
+        let mut details = json!({"owner": owner, "name": view.name, "environment": view.environment,
+                             "scopes": view.scopes, "start": view.start});
+        for (field, value) in
+            [("rate_limit", json!(view.rate_limit)), ("credits", json!(view.credits)), ("refill", json!(view.refill))]
+        {
+            if !value.is_null() {
+                details[field] = value;
+            }
+        }
         audit::record(&mut tx, now, actor, "api_key.create", "api_key", &id.to_string(), details).await?;
         tx.commit().await?;
         Ok(CreatedKey { key: secret, view })
@@ -89,12 +101,17 @@ impl ApiKeys {
     pub async fn get(&self, who: Requester<'_>, id: Uuid) -> Result<ApiKeyView> {
         let mut key = store::get(&self.db, id).await?.filter(|k| who.sees(k)).ok_or(Error::NotFound("API key"))?;
         let policy = OwnerPolicy::load(&self.db, &key.owner).await?;
-        key.effective_scopes = policy.effective(&key.scopes);
+        key.complete(&policy, self.clock.now());
         Ok(key)
     }
 
-    /// The requester's keys, or (admin only) `owner`'s.
-    pub async fn list(&self, who: Requester<'_>, owner: Option<&str>) -> Result<Vec<ApiKeyView>> {
+    /// The requester's keys, or (admin only) `owner`'s; only those in `status` when it is given.
+    pub async fn list(
+        &self,
+        who: Requester<'_>,
+        owner: Option<&str>,
+        status: Option<Status>,
+    ) -> Result<Vec<ApiKeyView>> {
         let owner = match owner {
             Some(o) if o != who.sub && !who.admin => {
                 return Err(Error::Forbidden("only an admin may list another owner's keys".into()))
@@ -106,15 +123,18 @@ impl ApiKeys {
         };
         let mut keys = store::list(&self.db, owner).await?;
         let policy = OwnerPolicy::load(&self.db, owner).await?;
+        let now = self.clock.now();
         for key in &mut keys {
-            key.effective_scopes = policy.effective(&key.scopes);
+            key.complete(&policy, now);
         }
+        keys.retain(|k| status.is_none_or(|s| k.status == s));
         Ok(keys)
     }
 
-    /// Replaces a live key with a new one carrying the same name, scopes, CIDRs, metadata, environment
-    /// and expiry; the old key stays valid for the grace period (never past its own expiry). Of
-    /// concurrent rotations of one key exactly one succeeds; the others get a conflict.
+    /// Replaces a live key with a new one carrying the same name, scopes, CIDRs, metadata, environment,
+    /// expiry and state (enabled or not); the old key stays valid for the grace period (never past
+    /// its own expiry). The new key joins the old one's limit group, so they share their rate limit
+    /// and credits. Of concurrent rotations of one key exactly one succeeds; the others get a conflict.
     pub async fn rotate(&self, who: Requester<'_>, id: Uuid, body: RotateKey, actor: &Actor) -> Result<CreatedKey> {
         let grace = validate::grace_period(body.grace_period)?;
         let now = self.clock.now();
@@ -144,14 +164,20 @@ impl ApiKeys {
             created_at: now,
             expires_at: old.expires_at,
             rotated_from: Some(id),
+            enabled: old.enabled,
+            limit_group: old.limit_group,
         };
         let mut view = store::insert(&mut tx, &row).await?;
-        view.effective_scopes = OwnerPolicy::load(&mut *tx, &view.owner).await?.effective(&view.scopes);
+        view.complete(&OwnerPolicy::load(&mut *tx, &view.owner).await?, now);
         let old_until = old.expires_at.map_or(now + grace, |e| e.min(now + grace));
         let details = json!({"rotated_to": new_id, "grace_period": grace.whole_seconds(),
                          "old_key_valid_until": old_until.unix_timestamp(), "start": view.start});
         audit::record(&mut tx, now, actor, "api_key.rotate", "api_key", &id.to_string(), details).await?;
-        // Delivered on commit to every instance, which drops its cached record of the old key.
+        // The old key's validity was cut to the grace: a narrowing, published through the change
+        // feed (every instance drops its cached record within a second, whatever notification it
+        // missed), and notified at once on commit as well.
+        let event = NewRevocation::new(Kind::ApiKeyChanged, id.to_string(), now).reason("rotated");
+        revocation::record(&mut tx, &NewRevocation { expires_at: Some(old_until), ..event }).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::revocation::API_KEY_CHANGED_CHANNEL)
             .bind(id.to_string())

@@ -7,7 +7,11 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::format::{self, ApiKeySecret, Environment};
+use super::{
+    format::{self, ApiKeySecret, Environment},
+    limits::{LimitsRow, RateLimit, Refill},
+    policy::OwnerPolicy,
+};
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -17,7 +21,10 @@ use super::format::{self, ApiKeySecret, Environment};
     "environment": "live",
     "expires_in": 7776000,
     "allowed_cidrs": ["203.0.113.0/24"],
-    "metadata": {"team": "payments", "ticket": "OPS-1432"}
+    "metadata": {"team": "payments", "ticket": "OPS-1432"},
+    "rate_limit": {"limit": 100, "window": 60},
+    "credits": 10000,
+    "refill": {"amount": 10000, "interval": 2592000}
 }))]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
@@ -30,12 +37,60 @@ pub struct NewKey {
     pub environment: Environment,
     /// Lifetime in seconds (1 to 315360000); none means it does not expire.
     pub expires_in: Option<i64>,
+    /// Expiry, RFC 3339, in the future and within ten years (instead of `expires_in`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
     /// Addresses the key may be used from (at most 20 CIDRs, IPv4 or IPv6; a bare address is one host).
     #[schema(example = json!(["203.0.113.0/24"]))]
     pub allowed_cidrs: Option<Vec<String>>,
     /// Free-form JSON object, at most 4 KiB serialized.
     #[schema(value_type = Object)]
     pub metadata: Option<Value>,
+    /// At most `limit` verifications in any `window` seconds, across every instance.
+    pub rate_limit: Option<RateLimit>,
+    /// Starting credit balance (0 to 10^12); each verification takes its `cost` from it.
+    #[schema(minimum = 0, maximum = 1000000000000_i64)]
+    pub credits: Option<i64>,
+    /// Sets the balance back to `amount` every `interval` seconds (the balance starts at `amount`
+    /// when `credits` is not given).
+    pub refill: Option<Refill>,
+}
+
+/// A key's status, derived from its row in the order verification checks it: `revoked`, then
+/// `disabled`, then `expired`, then `rotating` (superseded, within its grace), else `active`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = "active")]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Usable.
+    #[default]
+    Active,
+    /// Disabled by a PATCH: verifies as `DISABLED` until enabled again.
+    Disabled,
+    /// Superseded by a rotation, still valid until its grace ends.
+    Rotating,
+    /// Past its expiry (or its rotation grace).
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl Status {
+    /// The status of `key` at `now`.
+    pub fn of(key: &ApiKeyView, now: OffsetDateTime) -> Self {
+        if key.revoked_at.is_some() {
+            Self::Revoked
+        } else if !key.enabled {
+            Self::Disabled
+        } else if key.expires_at.is_some_and(|t| t <= now) {
+            Self::Expired
+        } else if key.rotated_to.is_some() {
+            Self::Rotating
+        } else {
+            Self::Active
+        }
+    }
 }
 
 /// `POST /v1/keys/{id}/rotate` body (may be empty JSON `{}`).
@@ -76,7 +131,12 @@ pub struct RevokeKey {
     "rotated_from": null,
     "rotated_to": null,
     "last_used_at": "2026-11-24T10:41:07Z",
-    "last_used_ip": "203.0.113.7"
+    "last_used_ip": "203.0.113.7",
+    "enabled": true,
+    "status": "active",
+    "rate_limit": {"limit": 100, "window": 60},
+    "credits": 9412,
+    "refill": {"amount": 10000, "interval": 2592000}
 }))]
 pub struct ApiKeyView {
     /// Key id (UUID v7).
@@ -122,6 +182,41 @@ pub struct ApiKeyView {
     pub last_used_at: Option<OffsetDateTime>,
     /// Source address of that verification.
     pub last_used_ip: Option<String>,
+    /// `false` while disabled: it then verifies as `DISABLED`.
+    pub enabled: bool,
+    /// `active`, `disabled`, `rotating`, `expired` or `revoked`.
+    #[sqlx(skip)]
+    pub status: Status,
+    /// Its rate limit (shared with its rotation predecessor or successor), or null.
+    #[sqlx(skip)]
+    pub rate_limit: Option<RateLimit>,
+    /// Remaining credit balance (shared likewise), or null when it has none.
+    #[sqlx(skip)]
+    pub credits: Option<i64>,
+    /// Its refill, or null.
+    #[sqlx(skip)]
+    pub refill: Option<Refill>,
+    /// Its limit group, as stored.
+    #[sqlx(flatten)]
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub limits: LimitsRow,
+    /// The id of its limit group: its first predecessor's id, or its own.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub limit_group: Uuid,
+}
+
+impl ApiKeyView {
+    /// Fills in what is derived rather than stored: effective scopes under its owner's `policy`,
+    /// status, limits and the credit balance at `now`.
+    pub fn complete(&mut self, policy: &OwnerPolicy, now: OffsetDateTime) {
+        self.effective_scopes = policy.effective(&self.scopes);
+        self.status = Status::of(self, now);
+        self.rate_limit = self.limits.rate_limit();
+        self.credits = self.limits.balance_at(now);
+        self.refill = self.limits.refill();
+    }
 }
 
 /// A key as returned by create and rotate: the plaintext `key`, shown this once.
@@ -132,7 +227,6 @@ pub struct ApiKeyView {
     "start": "tsk_live_3Fq",
     "name": "checkout-service production",
     "scopes": ["payments:read", "payments:write"],
-    "effective_scopes": ["payments:read", "payments:write"],
     "effective_scopes": ["payments:read", "payments:write"],
     "environment": "live",
     "expires_at": "2027-02-19T16:45:30Z",
@@ -145,7 +239,12 @@ pub struct ApiKeyView {
     "rotated_from": null,
     "rotated_to": null,
     "last_used_at": null,
-    "last_used_ip": null
+    "last_used_ip": null,
+    "enabled": true,
+    "status": "active",
+    "rate_limit": {"limit": 100, "window": 60},
+    "credits": 10000,
+    "refill": null
 }))]
 pub struct CreatedKey {
     /// The key. Store it now: it cannot be shown again.

@@ -23,8 +23,9 @@ pub(super) const OWNER_JOIN: &str = "LEFT JOIN users u ON u.id = (CASE WHEN k.ow
 
 /// The owner's `key_scopes` and whether it is gone, from [`OWNER_JOIN`]. An owner that is neither a
 /// user nor a client (none is created so today) gets the default: any scope that is not reserved.
-pub(super) const OWNER_COLUMNS: &str = "CASE WHEN u.id IS NOT NULL THEN u.key_scopes ELSE c.key_scopes END,
-     (u.deleted_at IS NOT NULL OR c.disabled_at IS NOT NULL)";
+pub(super) const OWNER_COLUMNS: &str =
+    "CASE WHEN u.id IS NOT NULL THEN u.key_scopes ELSE c.key_scopes END AS key_scopes,
+     (u.deleted_at IS NOT NULL OR c.disabled_at IS NOT NULL) AS owner_gone";
 
 /// What an owner lets its keys do, as read from Postgres.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use crate::{
     clock::Clock,
     config::Config,
     error::Result,
+    ratelimit::{Mode, RateLimiter},
     revocation::{consumer::EventSink, Kind, RevocationEvent, RevokedSet},
     usage::UsageRecorder,
 };
@@ -33,11 +34,14 @@ pub struct ApiKeys {
     pub(super) cache: Arc<KeyCache>,
     pub(super) revoked: Arc<RevokedSet>,
     pub(super) usage: Arc<UsageRecorder>,
+    /// Rate limits of key groups, shared through Redis.
+    pub(super) limiter: Arc<RateLimiter>,
 }
 
 impl ApiKeys {
     /// A service hashing keys under `hmac`, caching records in `cache`, refusing keys of owners in
-    /// `revoked`, counting verifications in `usage`.
+    /// `revoked`, counting verifications in `usage`, limiting their rate with `limiter`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: PgPool,
         clock: Clock,
@@ -46,8 +50,19 @@ impl ApiKeys {
         cache: Arc<KeyCache>,
         revoked: Arc<RevokedSet>,
         usage: Arc<UsageRecorder>,
+        limiter: Arc<RateLimiter>,
     ) -> Self {
-        Self { db, clock, config, hmac, cache, revoked, usage }
+        Self { db, clock, config, hmac, cache, revoked, usage, limiter }
+    }
+
+    /// Where rate limits are counted now, asking Redis (for `/readyz`).
+    pub async fn rate_limit_mode(&self) -> Mode {
+        self.limiter.mode().await
+    }
+
+    /// Where rate limits are counted now, as last seen (for the metrics).
+    pub fn rate_limit_mode_now(&self) -> Mode {
+        self.limiter.current_mode()
     }
 
     /// Keys across owners for an admin, filtered and paged (see [`lookup::list_all`]).
@@ -60,7 +75,7 @@ impl ApiKeys {
     /// # Errors
     /// [`crate::error::Error::NotFound`] when no key has that hash.
     pub async fn lookup(&self, key: &ApiKeySecret) -> Result<ApiKeyView> {
-        lookup::by_plaintext(&self.db, &self.hmac, key).await
+        lookup::by_plaintext(&self.db, &self.hmac, key, self.clock.now()).await
     }
 
     /// This instance forgets what it cached of `ids` (after a change to their owner committed).

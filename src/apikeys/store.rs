@@ -1,28 +1,28 @@
 //! SQL for `api_keys`. Changes that must happen once (rotation, revocation) are conditional
 //! UPDATEs, never read-then-write, so concurrent callers cannot both win.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{
-    cache::KeyRecord,
-    format::HASH_VERSION,
-    model::ApiKeyView,
-    policy::{OwnerPolicy, OWNER_COLUMNS, OWNER_JOIN},
-    validate::parse_cidr,
-};
+use super::{format::HASH_VERSION, model::ApiKeyView};
 use crate::{
     error::{Error, Result},
     revocation::{self, Kind},
 };
 
+/// What [`ApiKeyView`] reads, from [`VIEW_FROM`].
 pub(crate) const VIEW_COLUMNS: &str =
-    "id, start, name, scopes, environment, expires_at, allowed_cidrs, metadata, created_at, owner,
-     revoked_at, revoked_reason, rotated_from, rotated_to, last_used_at, last_used_ip";
+    "k.id, k.start, k.name, k.scopes, k.environment, k.expires_at, k.allowed_cidrs, k.metadata, k.created_at,
+     k.owner, k.revoked_at, k.revoked_reason, k.rotated_from, k.rotated_to, k.last_used_at, k.last_used_ip,
+     k.enabled, COALESCE(k.limit_group, k.id) AS limit_group, l.rate_limit, l.rate_window, l.credits,
+     l.refill_amount, l.refill_interval, l.refill_from, l.refilled_periods";
+
+/// A key (`k`) with its limit group's row (`l`). No column of `api_key_limits` shares a name with
+/// one of `api_keys`, so conditions may name the key's columns unqualified.
+pub(crate) const VIEW_FROM: &str =
+    "api_keys k LEFT JOIN api_key_limits l ON l.group_id = COALESCE(k.limit_group, k.id)";
 
 /// Second half of the two-key advisory lock that serialises key creation per owner ("tk").
 const OWNER_LOCK_CLASS: i32 = 0x746b;
@@ -53,15 +53,19 @@ pub struct NewRow<'a> {
     pub expires_at: Option<OffsetDateTime>,
     /// Predecessor, for a rotation.
     pub rotated_from: Option<Uuid>,
+    /// Whether it verifies (a successor inherits its predecessor's state).
+    pub enabled: bool,
+    /// Its limit group: its own id, or its predecessor's group.
+    pub limit_group: Uuid,
 }
 
-/// Inserts a key and returns it as shown.
+/// Inserts a key and returns it as shown (its derived fields not filled in yet).
 pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyView> {
-    Ok(sqlx::query_as(&format!(
+    sqlx::query(
         "INSERT INTO api_keys (id, owner, name, key_hash, hash_version, start, environment, scopes, allowed_cidrs,
-                               metadata, created_at, expires_at, rotated_from)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {VIEW_COLUMNS}"
-    ))
+                               metadata, created_at, expires_at, rotated_from, enabled, limit_group)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
     .bind(row.id)
     .bind(row.owner)
     .bind(row.name)
@@ -75,8 +79,27 @@ pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyV
     .bind(row.created_at)
     .bind(row.expires_at)
     .bind(row.rotated_from)
-    .fetch_one(conn)
-    .await?)
+    .bind(row.enabled)
+    .bind(row.limit_group)
+    .execute(&mut *conn)
+    .await?;
+    get_in(conn, row.id).await?.ok_or_else(|| Error::Internal(format!("key {} vanished after its insert", row.id)))
+}
+
+/// One key as shown, read in the caller's transaction.
+pub async fn get_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<ApiKeyView>> {
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// One key as shown, its row locked for the rest of the transaction (a PATCH).
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<ApiKeyView>> {
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.id = $1 FOR UPDATE OF k"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// Takes the owner's creation lock for the rest of the transaction, then counts the owner's live
@@ -107,6 +130,67 @@ pub async fn lock_owner(conn: &mut PgConnection, owner: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a PATCH changes on a key's own row: `None` leaves a column as it is.
+#[derive(Debug, Default)]
+pub struct KeyChange<'a> {
+    /// Name.
+    pub name: Option<&'a str>,
+    /// Scopes.
+    pub scopes: Option<&'a [String]>,
+    /// Metadata.
+    pub metadata: Option<&'a Value>,
+    /// Expiry (`Some(None)`: never).
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// Canonical CIDRs.
+    pub allowed_cidrs: Option<&'a [String]>,
+    /// Enabled state.
+    pub enabled: Option<bool>,
+}
+
+/// Applies `change` to key `id` (locked by the caller).
+pub async fn update(conn: &mut PgConnection, id: Uuid, change: &KeyChange<'_>) -> Result<()> {
+    sqlx::query(
+        "UPDATE api_keys SET name = COALESCE($2, name), scopes = COALESCE($3, scopes), metadata = COALESCE($4, metadata),
+             expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, allowed_cidrs = COALESCE($7, allowed_cidrs),
+             enabled = COALESCE($8, enabled)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(change.name)
+    .bind(change.scopes)
+    .bind(change.metadata)
+    .bind(change.expires_at.is_some())
+    .bind(change.expires_at.flatten())
+    .bind(change.allowed_cidrs)
+    .bind(change.enabled)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The keys of limit group `group` that are not revoked, with their expiry.
+pub async fn group_members(conn: &mut PgConnection, group: Uuid) -> Result<Vec<(Uuid, Option<OffsetDateTime>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, expires_at FROM api_keys WHERE (limit_group = $1 OR id = $1) AND revoked_at IS NULL ORDER BY id",
+    )
+    .bind(group)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Tells every instance, on commit and best effort, to drop what it cached of `ids` (a change that
+/// only widens what they may do: a missed notification is bounded by the cache TTL).
+pub async fn notify_changed(conn: &mut PgConnection, ids: &[Uuid]) -> Result<()> {
+    if !ids.is_empty() {
+        sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
+            .bind(revocation::API_KEY_CHANGED_CHANNEL)
+            .bind(ids)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Revokes every key of `owner` not revoked yet; returns each with its expiry, for the events.
 pub async fn revoke_owned(
     conn: &mut PgConnection,
@@ -127,15 +211,15 @@ pub async fn revoke_owned(
 
 /// One key as shown.
 pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<ApiKeyView>> {
-    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE id = $1"))
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await?)
 }
 
-/// The key with this keyed hash, as shown (admin look-up; verification uses [`find_by_hash`]).
+/// The key with this keyed hash, as shown (admin look-up; verification uses [`super::record::find_by_hash`]).
 pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKeyView>> {
-    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE key_hash = $1 AND hash_version = $2"))
+    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.key_hash = $1 AND k.hash_version = $2"))
         .bind(&hash[..])
         .bind(HASH_VERSION)
         .fetch_optional(db)
@@ -144,67 +228,12 @@ pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKeyVi
 
 /// Every key of `owner`, oldest first.
 pub async fn list(db: &PgPool, owner: &str) -> Result<Vec<ApiKeyView>> {
-    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM api_keys WHERE owner = $1 ORDER BY created_at, id"))
-        .bind(owner)
-        .fetch_all(db)
-        .await?)
-}
-
-type RecordRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    Vec<String>,
-    Vec<String>,
-    Value,
-    Option<OffsetDateTime>,
-    Option<OffsetDateTime>,
-    Option<Uuid>,
-    Option<Vec<String>>,
-    bool,
-);
-
-/// The key with this keyed hash, as verification needs it, with its owner's policy read in the
-/// same statement (so the effective scopes and the owner's state are as current as the key).
-pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
-    let row: Option<RecordRow> = sqlx::query_as(&format!(
-        "SELECT k.id, k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, k.expires_at,
-                k.revoked_at, k.rotated_to, {OWNER_COLUMNS}
-         FROM api_keys k {OWNER_JOIN} WHERE k.key_hash = $1 AND k.hash_version = $2"
+    Ok(sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.owner = $1 ORDER BY k.created_at, k.id"
     ))
-    .bind(&hash[..])
-    .bind(HASH_VERSION)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| {
-        let (id, owner, name, environment, scopes, cidrs, metadata, expires_at, revoked_at, rotated_to, ks, gone) = r;
-        let policy = OwnerPolicy { key_scopes: ks, gone };
-        let allowed: Vec<ipnet::IpNet> = cidrs
-            .iter()
-            .filter_map(|c| {
-                let net = parse_cidr(c).map(|n| n.trunc());
-                if net.is_none() {
-                    tracing::warn!(key_id = %id, "unreadable stored CIDR ignored (it matches no address)");
-                }
-                net
-            })
-            .collect();
-        Arc::new(KeyRecord {
-            id,
-            owner,
-            name,
-            environment: super::Environment::parse(&environment).map_or("unknown", |e| e.as_str()),
-            effective_scopes: policy.effective(&scopes).into_boxed_slice(),
-            owner_gone: policy.gone,
-            restricted: !cidrs.is_empty(),
-            allowed: allowed.into_boxed_slice(),
-            metadata,
-            expires_at,
-            revoked_at,
-            rotated_to,
-        })
-    }))
+    .bind(owner)
+    .fetch_all(db)
+    .await?)
 }
 
 /// What a rotated key hands down to its successor.
@@ -224,6 +253,10 @@ pub struct Inherited {
     pub metadata: Value,
     /// The old key's expiry before the rotation (the successor's expiry).
     pub expires_at: Option<OffsetDateTime>,
+    /// Whether it verifies.
+    pub enabled: bool,
+    /// Its limit group, which the successor joins.
+    pub limit_group: Uuid,
 }
 
 /// Marks `id` rotated to `successor`, ending its validity at `grace_until` at the latest — only if it
@@ -243,7 +276,8 @@ pub async fn mark_rotated(
          FROM (SELECT id, expires_at FROM api_keys WHERE id = $1) o
          WHERE k.id = o.id AND k.rotated_to IS NULL AND k.revoked_at IS NULL
            AND (k.expires_at IS NULL OR k.expires_at > $4) AND ($2::text IS NULL OR k.owner = $2)
-         RETURNING k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, o.expires_at",
+         RETURNING k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, o.expires_at, k.enabled,
+                   COALESCE(k.limit_group, k.id) AS limit_group",
     )
     .bind(id)
     .bind(owner)
@@ -326,12 +360,8 @@ pub async fn owner_changed(
         let events: Vec<(String, Option<OffsetDateTime>)> =
             keys.into_iter().map(|(id, exp)| (id.to_string(), exp)).collect();
         revocation::record_all(conn, Kind::ApiKeyChanged, &events, now, "owner key_scopes narrowed").await?;
-    } else if !ids.is_empty() {
-        sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
-            .bind(revocation::API_KEY_CHANGED_CHANNEL)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
+    } else {
+        notify_changed(conn, &ids).await?;
     }
     Ok(ids)
 }

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{format::Environment, model::NewKey};
+use time::OffsetDateTime;
+
+use super::{format::Environment, limits::LimitsChange, model::NewKey};
 use crate::{
     error::{Error, Result},
     scopes,
@@ -35,35 +37,62 @@ pub struct ValidKey {
     pub scopes: Vec<String>,
     /// Environment.
     pub environment: Environment,
-    /// Lifetime.
-    pub expires_in: Option<time::Duration>,
+    /// Expiry.
+    pub expires_at: Option<OffsetDateTime>,
     /// Canonical CIDRs (network form, de-duplicated).
     pub allowed_cidrs: Vec<String>,
     /// A JSON object.
     pub metadata: Value,
+    /// Its rate limit, credits and refill.
+    pub limits: LimitsChange,
 }
 
-/// Checks every limit of a create request.
-pub fn new_key(body: NewKey) -> Result<ValidKey> {
-    let chars = body.name.chars().count();
-    if body.name.trim().is_empty() || chars > MAX_NAME_CHARS {
+/// Checks every limit of a create request made at `now`.
+pub fn new_key(body: NewKey, now: OffsetDateTime) -> Result<ValidKey> {
+    name(&body.name)?;
+    // Reserved scopes are refused here, before the owner's `key_scopes` are even read.
+    let scopes = scopes::validate_key_list("scopes", &body.scopes)?;
+    let expires_at = expiry(body.expires_in, body.expires_at.map(Some), now)?.flatten();
+    let allowed_cidrs = cidrs(body.allowed_cidrs.as_deref().unwrap_or_default())?;
+    let metadata = metadata(body.metadata)?;
+    let limits = LimitsChange {
+        rate_limit: body.rate_limit.map(Some),
+        credits: body.credits.map(Some),
+        refill: body.refill.map(Some),
+    }
+    .checked()?;
+    Ok(ValidKey { name: body.name, scopes, environment: body.environment, expires_at, allowed_cidrs, metadata, limits })
+}
+
+/// Checks a key's name.
+pub fn name(name: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if name.trim().is_empty() || chars > MAX_NAME_CHARS {
         return Err(Error::invalid(format!(
             "name: must be 1 to {MAX_NAME_CHARS} characters and not blank, got {chars} characters"
         )));
     }
-    if body.name.chars().any(char::is_control) {
+    if name.chars().any(char::is_control) {
         return Err(Error::invalid("name: must not contain control characters"));
     }
-    // Reserved scopes are refused here, before the owner's `key_scopes` are even read.
-    let scopes = scopes::validate_key_list("scopes", &body.scopes)?;
-    let expires_in = match body.expires_in {
-        None => None,
-        Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => Some(time::Duration::seconds(s)),
-        Some(s) => return Err(Error::invalid(format!("expires_in: must be 1 to {MAX_EXPIRES_IN} seconds, got {s}"))),
-    };
-    let allowed_cidrs = cidrs(body.allowed_cidrs.as_deref().unwrap_or_default())?;
-    let metadata = metadata(body.metadata)?;
-    Ok(ValidKey { name: body.name, scopes, environment: body.environment, expires_in, allowed_cidrs, metadata })
+    Ok(())
+}
+
+/// The expiry a request asks for at `now`, from `expires_in` (seconds) or `expires_at` (`Some(None)`:
+/// never), not both: `None` when neither is given. A time must be in the future and at most ten years ahead.
+pub fn expiry(
+    expires_in: Option<i64>,
+    expires_at: Option<Option<OffsetDateTime>>,
+    now: OffsetDateTime,
+) -> Result<Option<Option<OffsetDateTime>>> {
+    match (expires_in, expires_at) {
+        (Some(_), Some(_)) => Err(Error::invalid("expires_at, expires_in: give one or the other")),
+        (Some(s), None) if (1..=MAX_EXPIRES_IN).contains(&s) => Ok(Some(Some(now + time::Duration::seconds(s)))),
+        (Some(s), None) => Err(Error::invalid(format!("expires_in: must be 1 to {MAX_EXPIRES_IN} seconds, got {s}"))),
+        (None, Some(Some(at))) if at > now && at <= now + time::Duration::seconds(MAX_EXPIRES_IN) => Ok(Some(Some(at))),
+        (None, Some(Some(_))) => Err(Error::invalid("expires_at: must be in the future and at most ten years ahead")),
+        (None, other) => Ok(other),
+    }
 }
 
 /// Parses a CIDR, or a bare address as a single host (`/32` or `/128`), into the form source
@@ -82,7 +111,8 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
     })
 }
 
-fn cidrs(list: &[String]) -> Result<Vec<String>> {
+/// Checks and canonicalises an allow-list.
+pub fn cidrs(list: &[String]) -> Result<Vec<String>> {
     if list.len() > MAX_CIDRS {
         return Err(Error::invalid(format!(
             "allowed_cidrs: at most {MAX_CIDRS} entries are allowed, got {}",
@@ -110,7 +140,8 @@ fn cidrs(list: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn metadata(value: Option<Value>) -> Result<Value> {
+/// Checks metadata (`null` is an empty object).
+pub fn metadata(value: Option<Value>) -> Result<Value> {
     let value = match value {
         None | Some(Value::Null) => return Ok(Value::Object(Default::default())),
         Some(v @ Value::Object(_)) => v,

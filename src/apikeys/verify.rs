@@ -1,30 +1,35 @@
 //! Verification, in the contract's order: MALFORMED (checksum, no lookup), NOT_FOUND, REVOKED (the
-//! key, or its owner disabled or deleted), EXPIRED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE (against the
-//! effective scopes, see [`super::policy`]). Served from the cache when it can be; never writes to
-//! Postgres; every outcome is counted in memory for usage statistics.
+//! key, or its owner disabled or deleted), DISABLED, EXPIRED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE
+//! (against the effective scopes, see [`super::policy`]) — none of these consumes anything — then
+//! RATE_LIMITED (the key group's sliding window, [`crate::ratelimit`]; a refusal consumes nothing)
+//! and USAGE_EXCEEDED (the group's credits, [`super::credits`]; it still counts toward the rate
+//! limit). The key is served from the cache when it can be; only a key with credits writes to
+//! Postgres (one UPDATE). Every outcome is counted in memory for usage statistics. The answer's
+//! wire shape is in [`super::answer`].
 
 use std::{net::IpAddr, sync::Arc};
 
-use serde::{ser::Serializer, Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{
     cache::{Cached, KeyRecord},
+    credits::{self, Spend},
     format::{self, ApiKeySecret},
+    limits::{self, MAX_CREDITS},
+    record,
     service::ApiKeys,
-    store,
 };
 use crate::{
     error::{Error, Result},
+    ratelimit::Decision,
     scopes,
 };
 
 /// `POST /v1/keys/verify` body.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({"key": "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue3svXdk", "scopes": ["payments:write"], "ip": "203.0.113.7"}))]
+#[schema(example = json!({"key": "tsk_live_3FqV0d8mYk2QwJr5LzXc1pNa7TbHs9Ue3svXdk", "scopes": ["payments:write"], "ip": "203.0.113.7", "cost": 1}))]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The presented key.
@@ -34,6 +39,10 @@ pub struct VerifyRequest {
     pub scopes: Option<Vec<String>>,
     /// The address the key was presented from (default: the caller's own).
     pub ip: Option<String>,
+    /// Credits this verification takes from a key that has a balance (default 1; 0 always passes the
+    /// credit check), 0 to 10^12. A key without credits ignores it.
+    #[schema(minimum = 0, maximum = 1000000000000_i64)]
+    pub cost: Option<i64>,
 }
 
 /// Why a key is refused.
@@ -45,12 +54,18 @@ pub enum Denied {
     NotFound,
     /// Revoked.
     Revoked,
+    /// Disabled by its owner or an admin.
+    Disabled,
     /// Past its expiry (or a rotated key past its grace).
     Expired,
     /// Presented from an address outside its CIDRs.
     IpNotAllowed,
     /// Lacks a required scope.
     InsufficientScope,
+    /// Its group's rate limit is reached (see [`Verification::RateLimited`]).
+    RateLimited,
+    /// Its group's credits do not cover the cost.
+    UsageExceeded,
 }
 
 impl Denied {
@@ -60,9 +75,12 @@ impl Denied {
             Self::Malformed => "MALFORMED",
             Self::NotFound => "NOT_FOUND",
             Self::Revoked => "REVOKED",
+            Self::Disabled => "DISABLED",
             Self::Expired => "EXPIRED",
             Self::IpNotAllowed => "IP_NOT_ALLOWED",
             Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::UsageExceeded => "USAGE_EXCEEDED",
         }
     }
 }
@@ -76,9 +94,15 @@ pub enum Verification {
         key: Arc<KeyRecord>,
         /// It has a successor and is within its grace.
         rotating: bool,
+        /// Its group's rate-limit window after this verification, when it has a rate limit.
+        rate_limit: Option<Decision>,
+        /// Its group's balance after this verification, when it has credits.
+        credits_remaining: Option<i64>,
     },
     /// Refused.
     Invalid(Denied),
+    /// Refused by the rate limit: the window, and when to try again.
+    RateLimited(Decision),
 }
 
 impl Verification {
@@ -87,83 +111,7 @@ impl Verification {
         match self {
             Self::Valid { .. } => "VALID",
             Self::Invalid(d) => d.code(),
-        }
-    }
-}
-
-/// The response body as documented (the handler serializes [`Verification`] to this shape).
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({
-    "valid": true,
-    "key_id": "01a1feff-a810-7c70-a12b-7a0646f92279",
-    "owner": "01a1f805-f370-74f8-996d-a763b7a969b1",
-    "name": "checkout-service production",
-    "scopes": ["payments:read", "payments:write"],
-    "environment": "live",
-    "expires_at": "2027-02-19T16:45:30Z",
-    "metadata": {"team": "payments", "ticket": "OPS-1432"},
-    "rotating": false
-}))]
-pub struct VerifyResponse {
-    /// Whether the key may be used.
-    pub valid: bool,
-    /// Why not: MALFORMED, NOT_FOUND, REVOKED, EXPIRED, IP_NOT_ALLOWED or INSUFFICIENT_SCOPE (invalid only).
-    pub code: Option<String>,
-    /// Key id (valid only).
-    pub key_id: Option<Uuid>,
-    /// Owner (valid only).
-    pub owner: Option<String>,
-    /// Name (valid only).
-    pub name: Option<String>,
-    /// Effective scopes granted: the key's scopes within its owner's `key_scopes`, never a reserved one (valid only).
-    pub scopes: Option<Vec<String>>,
-    /// `live` or `test` (valid only).
-    pub environment: Option<String>,
-    /// Expiry, RFC 3339, or null (valid only).
-    pub expires_at: Option<String>,
-    /// Metadata (valid only).
-    #[schema(value_type = Object, required = false)]
-    pub metadata: Option<Value>,
-    /// Replaced by a rotation and within its grace (valid only).
-    pub rotating: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct ValidBody<'a> {
-    valid: bool,
-    key_id: Uuid,
-    owner: &'a str,
-    name: &'a str,
-    scopes: &'a [String],
-    environment: &'a str,
-    #[serde(with = "time::serde::rfc3339::option")]
-    expires_at: Option<OffsetDateTime>,
-    metadata: &'a Value,
-    rotating: bool,
-}
-
-#[derive(Serialize)]
-struct InvalidBody {
-    valid: bool,
-    code: &'static str,
-}
-
-impl Serialize for Verification {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Valid { key, rotating } => ValidBody {
-                valid: true,
-                key_id: key.id,
-                owner: &key.owner,
-                name: &key.name,
-                scopes: &key.effective_scopes,
-                environment: key.environment,
-                expires_at: key.expires_at,
-                metadata: &key.metadata,
-                rotating: *rotating,
-            }
-            .serialize(s),
-            Self::Invalid(d) => InvalidBody { valid: false, code: d.code() }.serialize(s),
+            Self::RateLimited(_) => Denied::RateLimited.code(),
         }
     }
 }
@@ -182,6 +130,8 @@ impl ApiKeys {
             })?,
             None => caller_ip.to_canonical(),
         };
+        let cost = req.cost.unwrap_or(1);
+        limits::check("cost", cost, 0, MAX_CREDITS)?;
         let now = self.clock.now();
 
         if format::parse(req.key.expose()).is_none() {
@@ -200,7 +150,7 @@ impl ApiKeys {
             Cached::Unknown => {
                 crate::metrics::key_cache(false);
                 let generation = self.cache.generation();
-                let found = store::find_by_hash(&self.db, &hash).await?;
+                let found = record::find_by_hash(&self.db, &hash).await?;
                 self.cache.fill(hash, found.clone(), generation);
                 found
             }
@@ -212,14 +162,42 @@ impl ApiKeys {
         // The owner's state lives in this instance's revocation set, which every instance updates from
         // the `client` / `user` events within a second, so a cached record cannot outlive it.
         let owner_revoked = self.revoked.client_revoked(&key.owner) || self.revoked.user_revoked(&key.owner);
-        let outcome = decide(&key, owner_revoked, now, source, &required);
-        let denied = match outcome {
-            Verification::Invalid(d) => Some(d.code()),
+        let outcome = match decide(&key, owner_revoked, now, source, &required) {
+            Verification::Valid { key, rotating, .. } => self.meter(key, rotating, cost, now).await?,
+            refused => refused,
+        };
+        let denied = match &outcome {
             Verification::Valid { .. } => None,
+            refused => Some(refused.code()),
         };
         self.usage.record_key(key.id, denied, source, now);
         crate::metrics::key_verification(outcome.code());
         Ok(outcome)
+    }
+
+    /// The checks that consume: the rate limit (a refusal consumes nothing), then the credits (a
+    /// refusal still counts toward the rate limit).
+    async fn meter(&self, key: Arc<KeyRecord>, rotating: bool, cost: i64, now: OffsetDateTime) -> Result<Verification> {
+        let rate_limit = match key.rate_limit {
+            Some(rule) => {
+                let window = self.limiter.admit(&key.limit_group, rule).await;
+                if !window.admitted {
+                    return Ok(Verification::RateLimited(window));
+                }
+                Some(window)
+            }
+            None => None,
+        };
+        let credits_remaining = if key.metered {
+            match credits::spend(&self.db, key.limit_group, cost, now).await? {
+                Spend::Charged(left) => Some(left),
+                Spend::Exceeded => return Ok(Verification::Invalid(Denied::UsageExceeded)),
+                Spend::Unmetered => None,
+            }
+        } else {
+            None
+        };
+        Ok(Verification::Valid { key, rotating, rate_limit, credits_remaining })
     }
 
     fn refused_unknown(&self, source: IpAddr, now: OffsetDateTime, why: Denied) -> Verification {
@@ -240,6 +218,9 @@ fn decide(
     if key.revoked_at.is_some() || key.owner_gone || owner_revoked {
         return Verification::Invalid(Denied::Revoked);
     }
+    if !key.enabled {
+        return Verification::Invalid(Denied::Disabled);
+    }
     if key.expires_at.is_some_and(|t| t <= now) {
         return Verification::Invalid(Denied::Expired);
     }
@@ -250,5 +231,10 @@ fn decide(
     if !scopes::is_subset(required, &key.effective_scopes) {
         return Verification::Invalid(Denied::InsufficientScope);
     }
-    Verification::Valid { key: Arc::clone(key), rotating: key.rotated_to.is_some() }
+    Verification::Valid {
+        key: Arc::clone(key),
+        rotating: key.rotated_to.is_some(),
+        rate_limit: None,
+        credits_remaining: None,
+    }
 }

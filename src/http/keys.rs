@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::{
     apikeys::{
-        manage::Requester, verify::VerifyResponse, ApiKeyView, CreatedKey, NewKey, RevokeKey, RotateKey, Verification,
-        VerifyRequest,
+        answer::VerifyResponse, manage::Requester, ApiKeyView, CreatedKey, KeyPatch, NewKey, RevokeKey, RotateKey,
+        Status, Verification, VerifyRequest,
     },
     http::caller::Caller,
     http::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, OptionalJson, RequestId},
@@ -33,7 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(verify_key))
-        .routes(routes!(get_key))
+        .routes(routes!(get_key, update_key))
         .routes(routes!(rotate_key))
         .routes(routes!(revoke_key))
         .routes(routes!(key_usage))
@@ -73,6 +73,9 @@ async fn create_key(
 pub struct ListParams {
     /// Another owner's keys (admin only).
     owner: Option<String>,
+    /// Only keys in this status: `active`, `disabled`, `rotating`, `expired` or `revoked`.
+    #[param(value_type = Option<Status>, inline)]
+    status: Option<Status>,
 }
 
 /// The caller's keys (an admin: any owner's), oldest first; never the key or its hash.
@@ -86,7 +89,7 @@ async fn list_keys(
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     caller.require("keys:read")?;
-    Ok(Json(state.apikeys.list(requester(&caller), q.owner.as_deref()).await?))
+    Ok(Json(state.apikeys.list(requester(&caller), q.owner.as_deref(), q.status).await?))
 }
 
 /// One key; another owner's key is not found (unless the caller is an admin).
@@ -102,6 +105,28 @@ async fn get_key(
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require("keys:read")?;
     Ok(Json(state.apikeys.get(requester(&caller), id).await?))
+}
+
+/// Edits a key (one's own; an admin: any): only the fields given change, on every instance within a second.
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = ["keys:write"])),
+    params(("id" = Uuid, Path)), request_body = KeyPatch,
+    responses((status = 200, body = ApiKeyView),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST naming the field, or SCOPE_RESERVED"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "INSUFFICIENT_SCOPE, or SCOPE_NOT_ALLOWED: a scope outside the owner's key_scopes"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "KEY_REVOKED: a revoked key cannot change; CONFLICT: a rotated key's expiry pushed past its grace"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn update_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<KeyPatch>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    caller.require("keys:write")?;
+    Ok(Json(state.apikeys.update(requester(&caller), id, body, &caller.actor(ip, rid)).await?))
 }
 
 /// Replaces a key: the new key (shown this once) inherits everything; the old one stays valid for the grace period.

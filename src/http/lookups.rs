@@ -85,7 +85,7 @@ pub struct AdminKeysQuery {
     /// `live` or `test`.
     #[serde(skip_serializing_if = "Option::is_none")]
     environment: Option<String>,
-    /// `active`, `rotating`, `expired` or `revoked`.
+    /// `active`, `disabled`, `rotating`, `expired` or `revoked`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(value_type = Option<Status>, inline)]
     status: Option<Status>,

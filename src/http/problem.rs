@@ -158,6 +158,11 @@ impl From<Error> for ApiError {
             Error::Invalid(d) => Self::bad_request(d),
             Error::NotFound(what) => Self::not_found(format!("{what} not found")),
             Error::Conflict(d) => Self::new(StatusCode::CONFLICT, "CONFLICT", d),
+            Error::KeyRevoked => Self::new(
+                StatusCode::CONFLICT,
+                "KEY_REVOKED",
+                "the key is revoked and cannot be changed; nothing revives it (create a new key)",
+            ),
             Error::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", d),
             Error::LimitExceeded(d) => Self::new(StatusCode::CONFLICT, "LIMIT_EXCEEDED", d),
             Error::ScopeReserved(d) => Self::new(StatusCode::BAD_REQUEST, "SCOPE_RESERVED", d),
