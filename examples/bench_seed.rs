@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 type Res<T> = Result<T, String>;
 
 fn usage() -> ! {
-    eprintln!("usage: bench_seed setup URL ADMIN_SECRET OUTDIR [LOGINS] [OWNERS]\n       bench_seed keys URL OUTDIR N [CONCURRENCY]");
+    eprintln!("usage: bench_seed setup URL ADMIN_SECRET OUTDIR [LOGINS] [OWNERS]\n       bench_seed keys URL OUTDIR N [CONCURRENCY]\n       bench_seed limited URL OUTDIR LIMIT WINDOW");
     std::process::exit(2)
 }
 
@@ -46,6 +46,11 @@ async fn main() {
             let n: usize = args[3].parse().unwrap_or_else(|_| usage());
             let conc = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(32);
             keys(&http, &args[1], &args[2], n, conc).await
+        }
+        Some("limited") if args.len() >= 5 => {
+            let limit: i64 = args[3].parse().unwrap_or_else(|_| usage());
+            let window: i64 = args[4].parse().unwrap_or_else(|_| usage());
+            limited(&http, &args[1], &args[2], limit, window).await
         }
         _ => usage(),
     };
@@ -278,4 +283,20 @@ async fn keys(http: &Client, url: &str, out: &str, n: usize, conc: usize) -> Res
         return Err(format!("{failed} key creations failed"));
     }
     Ok(())
+}
+
+/// One key with a rate limit (`limit` per `window` seconds), written to `OUTDIR/limited_key.txt`:
+/// the rate-limited verify run measures what counting every verification in Redis costs.
+async fn limited(http: &Client, url: &str, out: &str, limit: i64, window: i64) -> Res<()> {
+    let owners_txt = std::fs::read_to_string(format!("{out}/owners.txt")).map_err(|e| e.to_string())?;
+    let (id, secret) = owners_txt.lines().next().and_then(|l| l.split_once(' ')).ok_or("bad owners.txt")?;
+    let token = cc_token(http, url, id, secret).await?;
+    let body = json!({"name": "bench limited key", "scopes": ["bench:read"], "environment": "live",
+                      "rate_limit": {"limit": limit, "window": window}});
+    let (status, v) = post_json(http, &format!("{url}/v1/keys"), &token, &body).await?;
+    if status != StatusCode::CREATED {
+        return Err(format!("create limited key: {status} {v}"));
+    }
+    let key = v["key"].as_str().ok_or("no key in response")?;
+    std::fs::write(format!("{out}/limited_key.txt"), format!("{key}\n")).map_err(|e| e.to_string())
 }

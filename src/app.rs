@@ -107,6 +107,18 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Every key of this process: the master key resolved (see [`master_key`]), with the previous
+/// master key and the HMAC secrets as configured, and the keys derived from them.
+pub fn derived_keys(config: &Config) -> Result<crate::secrets::DerivedKeys, StartError> {
+    let master = master_key(config)?;
+    Ok(crate::secrets::derive_keys(crate::secrets::KeySources {
+        master: &master,
+        master_previous: config.master_key_previous.as_ref(),
+        hmac: config.hmac_secret.as_ref(),
+        hmac_previous: config.hmac_secret_previous.as_ref(),
+    }))
+}
+
 /// Resolves the master key, generating the development key file when none is configured.
 pub fn master_key(config: &Config) -> Result<MasterKey, StartError> {
     match &config.master_key {
@@ -130,11 +142,10 @@ impl Application {
 
     /// As [`Application::build`], with a given clock (tests advance it).
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
-        let master = master_key(&config)?;
-        let keys = master.derive_keys();
+        let keys = derived_keys(&config)?;
         let pool = db::connect(&config).await?;
         // Before anything is written, migrations included.
-        if let Some(kid) = crate::signing::unreadable_key(&pool, &keys.signing_key_wrap).await? {
+        if let Some(kid) = crate::signing::unreadable_key(&pool, &keys.sealer).await? {
             let key_source = match &config.master_key {
                 MasterKeySource::Env(_) => "TESSERA_MASTER_KEY".to_owned(),
                 MasterKeySource::DevFile(path) => {
@@ -144,6 +155,10 @@ impl Application {
             return Err(StartError::MasterKeyMismatch { key_source, database: db::target(&config), kid });
         }
         db::migrate(&pool).await?;
+        let labelled = crate::rekey::label_unversioned(&pool, &keys).await?;
+        if labelled > 0 {
+            tracing::info!(labelled, "recorded the HMAC key id of hashes stored before key ids existed");
+        }
         let bus = match &config.redis_url {
             Some(url) => Bus::redis(url.expose(), &config.redis_prefix).map_err(StartError::Redis)?,
             None => Bus::in_process(),
@@ -154,8 +169,8 @@ impl Application {
 
         let config = Arc::new(config);
         let now = clock.now();
-        let store = Arc::new(KeyStore::new(keys.signing_key_wrap, config.jwks_max_age));
-        let signing = Signing::new(pool.clone(), clock.clone(), config.clone(), keys.signing_key_wrap, store);
+        let store = Arc::new(KeyStore::new(keys.sealer.clone(), config.jwks_max_age));
+        let signing = Signing::new(pool.clone(), clock.clone(), config.clone(), keys.sealer.clone(), store);
         signing.ensure_and_load().await?;
         if let Some(secret) = &config.bootstrap_admin_secret {
             clients::ensure_admin(&pool, secret, now).await?;
@@ -183,17 +198,14 @@ impl Application {
         );
         let recorder = Arc::new(UsageRecorder::new(config.usage_counting));
         let key_cache = Arc::new(KeyCache::with_budget(config.api_key_cache_bytes));
-        let client_auth = Arc::new(ClientAuth::new(
-            keys.client_secret_cache.clone(),
-            keys.client_secret_hmac.clone(),
-            argon2.clone(),
-        ));
+        let client_auth =
+            Arc::new(ClientAuth::new(keys.client_secret_cache.clone(), keys.client_secret.clone(), argon2.clone()));
 
         let apikeys = ApiKeys::new(
             pool.clone(),
             clock.clone(),
             config.clone(),
-            keys.api_key_hmac_v1.clone(),
+            keys.api_key.clone(),
             key_cache.clone(),
             revoked.clone(),
             recorder.clone(),
@@ -203,7 +215,7 @@ impl Application {
             pool.clone(),
             clock.clone(),
             config.clone(),
-            keys.client_secret_hmac.clone(),
+            keys.client_secret.clone(),
             client_auth.clone(),
             guessing.clone(),
             revoked.clone(),
@@ -222,7 +234,7 @@ impl Application {
             pool.clone(),
             clock.clone(),
             config.clone(),
-            (keys.refresh_token_hmac.clone(), keys.refresh_successor.clone()),
+            (keys.refresh_token.clone(), keys.refresh_successor.clone()),
             signing.clone(),
             revoked.clone(),
             clients.clone(),

@@ -21,6 +21,7 @@ pub mod passwords;
 pub mod patch;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod rekey;
 pub mod revocation;
 pub mod scopes;
 pub mod secrets;

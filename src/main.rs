@@ -101,6 +101,15 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// Replace the master key or the HMAC secret: report what depends on each key, re-seal
+    /// (straight against the database, with this process's TESSERA_MASTER_KEY[_PREVIOUS] and
+    /// TESSERA_HMAC_SECRET[_PREVIOUS]).
+    Secrets {
+        #[command(flatten)]
+        db: DbSettings,
+        #[command(subcommand)]
+        command: cli::secrets::SecretsCommand,
+    },
     /// Operate a running Tessera over HTTP (TESSERA_URL, TESSERA_CLIENT_ID, TESSERA_CLIENT_SECRET).
     Admin {
         #[command(flatten)]
@@ -132,7 +141,7 @@ async fn main() -> ExitCode {
     }
     let config = match &cli.command {
         Command::Serve { settings } => settings.config(),
-        Command::Migrate { db } | Command::Clients { db, .. } => db.config(),
+        Command::Migrate { db } | Command::Clients { db, .. } | Command::Secrets { db, .. } => db.config(),
         Command::Admin { .. } | Command::Openapi => {
             return match cli.command {
                 Command::Admin { conn, command } => match cli::run(conn, command).await {
@@ -175,10 +184,10 @@ async fn main() -> ExitCode {
             let actor = Actor { id: "cli".into(), ip: None, request_id: None };
             let created = async {
                 // The secret is stored keyed by the master key, as the service will check it.
-                let keys = tessera::app::master_key(&config).map_err(|e| e.to_string())?.derive_keys();
+                let keys = tessera::app::derived_keys(&config).map_err(|e| e.to_string())?;
                 let pool = db::connect(&config).await.map_err(|e| e.to_string())?;
                 db::migrate(&pool).await.map_err(|e| e.to_string())?;
-                clients::create(&pool, &keys.client_secret_hmac, new, time::OffsetDateTime::now_utc(), &actor)
+                clients::create(&pool, keys.client_secret.current(), new, time::OffsetDateTime::now_utc(), &actor)
                     .await
                     .map_err(|e| e.to_string())
             };
@@ -187,6 +196,10 @@ async fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Secrets { command, .. } => match cli::secrets::run(&config, command).await {
+            Ok(out) => print_out(&out),
+            Err(e) => fail(e),
+        },
         Command::Admin { .. } | Command::Openapi => ExitCode::SUCCESS,
     }
 }

@@ -12,7 +12,10 @@ use super::{
     model::ApiKeyView,
     policy::OwnerPolicy,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    secrets::Keyring,
+};
 
 pub use super::model::Status;
 
@@ -95,16 +98,18 @@ pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result
 
 /// The key whose plaintext is `key`, as shown; `NotFound` for a malformed key (checked without the
 /// database) or one that does not exist. Reads only: nothing is counted, `last_used_*` unchanged.
-pub async fn by_plaintext(
-    db: &PgPool,
-    hmac: &ring::hmac::Key,
-    key: &ApiKeySecret,
-    now: OffsetDateTime,
-) -> Result<ApiKeyView> {
+pub async fn by_plaintext(db: &PgPool, hmac: &Keyring, key: &ApiKeySecret, now: OffsetDateTime) -> Result<ApiKeyView> {
     if format::parse(key.expose()).is_none() {
         return Err(Error::NotFound("API key"));
     }
-    let mut view = super::store::get_by_hash(db, &key.hash(hmac)).await?.ok_or(Error::NotFound("API key"))?;
+    let mut found = None;
+    for k in hmac.accepted() {
+        found = super::store::get_by_hash(db, &key.hash(k.key())).await?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let mut view = found.ok_or(Error::NotFound("API key"))?;
     view.complete(&OwnerPolicy::load(db, &view.owner).await?, now);
     Ok(view)
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use ring::hmac;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -18,6 +17,7 @@ use crate::{
     error::Result,
     ratelimit::{Mode, RateLimiter},
     revocation::{consumer::EventSink, Kind, RevocationEvent, RevokedSet},
+    secrets::Keyring,
     usage::UsageRecorder,
 };
 
@@ -29,8 +29,10 @@ pub struct ApiKeys {
     pub(super) db: PgPool,
     pub(super) clock: Clock,
     pub(super) config: Arc<Config>,
-    /// Keyed hash of API keys, hash version 1 (HMAC-SHA-256; see [`super::format`]).
-    pub(super) hmac: hmac::Key,
+    /// Keys of the keyed hash of API keys (HMAC-SHA-256, hash version 1; see [`super::format`]):
+    /// new keys are hashed under the current one; the previous one, during a change of secret,
+    /// still finds keys hashed before it, which are then moved to the current one.
+    pub(super) hmac: Keyring,
     pub(super) cache: Arc<KeyCache>,
     pub(super) revoked: Arc<RevokedSet>,
     pub(super) usage: Arc<UsageRecorder>,
@@ -46,7 +48,7 @@ impl ApiKeys {
         db: PgPool,
         clock: Clock,
         config: Arc<Config>,
-        hmac: hmac::Key,
+        hmac: Keyring,
         cache: Arc<KeyCache>,
         revoked: Arc<RevokedSet>,
         usage: Arc<UsageRecorder>,

@@ -10,6 +10,7 @@ use super::{format::HASH_VERSION, model::ApiKeyView};
 use crate::{
     error::{Error, Result},
     revocation::{self, Kind},
+    secrets::KeyId,
 };
 
 /// What [`ApiKeyView`] reads, from [`VIEW_FROM`].
@@ -37,6 +38,8 @@ pub struct NewRow<'a> {
     pub name: &'a str,
     /// Keyed hash of the key.
     pub hash: [u8; 32],
+    /// Id of the HMAC key `hash` was made with.
+    pub hmac_key_id: KeyId,
     /// First characters of the key.
     pub start: &'a str,
     /// `live` or `test`.
@@ -63,8 +66,8 @@ pub struct NewRow<'a> {
 pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyView> {
     sqlx::query(
         "INSERT INTO api_keys (id, owner, name, key_hash, hash_version, start, environment, scopes, allowed_cidrs,
-                               metadata, created_at, expires_at, rotated_from, enabled, limit_group)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                               metadata, created_at, expires_at, rotated_from, enabled, limit_group, hmac_key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(row.id)
     .bind(row.owner)
@@ -81,6 +84,7 @@ pub async fn insert(conn: &mut PgConnection, row: &NewRow<'_>) -> Result<ApiKeyV
     .bind(row.rotated_from)
     .bind(row.enabled)
     .bind(row.limit_group)
+    .bind(&row.hmac_key_id[..])
     .execute(&mut *conn)
     .await?;
     get_in(conn, row.id).await?.ok_or_else(|| Error::Internal(format!("key {} vanished after its insert", row.id)))
@@ -224,6 +228,20 @@ pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKeyVi
         .bind(HASH_VERSION)
         .fetch_optional(db)
         .await?)
+}
+
+/// Moves a key found under the previous HMAC key to the current one (`old` → `new`, made with the
+/// key `kid`), so that it no longer depends on the previous secret. A no-op if another instance
+/// already did it.
+pub async fn rehash(db: &PgPool, id: Uuid, old: &[u8; 32], new: &[u8; 32], kid: KeyId) -> Result<()> {
+    sqlx::query("UPDATE api_keys SET key_hash = $3, hmac_key_id = $4 WHERE id = $1 AND key_hash = $2")
+        .bind(id)
+        .bind(&old[..])
+        .bind(&new[..])
+        .bind(&kid[..])
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Every key of `owner`, oldest first.

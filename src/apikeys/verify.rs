@@ -137,7 +137,7 @@ impl ApiKeys {
         if format::parse(req.key.expose()).is_none() {
             return Ok(self.refused_unknown(source, now, Denied::Malformed));
         }
-        let hash = req.key.hash(&self.hmac);
+        let hash = req.key.hash(self.hmac.current().key());
         let found = match self.cache.get(&hash) {
             Cached::Key(rec) => {
                 crate::metrics::key_cache(true);
@@ -150,7 +150,10 @@ impl ApiKeys {
             Cached::Unknown => {
                 crate::metrics::key_cache(false);
                 let generation = self.cache.generation();
-                let found = record::find_by_hash(&self.db, &hash).await?;
+                let found = match record::find_by_hash(&self.db, &hash).await? {
+                    Some(found) => Some(found),
+                    None => self.find_under_previous(&req.key, &hash).await?,
+                };
                 self.cache.fill(hash, found.clone(), generation);
                 found
             }
@@ -173,6 +176,20 @@ impl ApiKeys {
         self.usage.record_key(key.id, denied, source, now);
         crate::metrics::key_verification(outcome.code());
         Ok(outcome)
+    }
+
+    /// During a change of HMAC secret: the key hashed under the previous secret, moved to the
+    /// current one (`current` is its hash under it) so the next look-up finds it at once.
+    async fn find_under_previous(&self, key: &ApiKeySecret, current: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+        let Some(previous) = self.hmac.previous() else {
+            return Ok(None);
+        };
+        let old = key.hash(previous.key());
+        let found = record::find_by_hash(&self.db, &old).await?;
+        if let Some(rec) = &found {
+            super::store::rehash(&self.db, rec.id, &old, current, self.hmac.current().id()).await?;
+        }
+        Ok(found)
     }
 
     /// The checks that consume: the rate limit (a refusal consumes nothing), then the credits (a

@@ -5,6 +5,7 @@
 //! internals and works against any Tessera it can reach.
 
 pub mod client;
+pub mod secrets;
 pub mod table;
 
 use clap::{Args, Subcommand};

@@ -24,7 +24,7 @@ use super::{secret, Client};
 use crate::{
     error::{Error, GrantError},
     passwords,
-    secrets::{keyed_hash, Secret},
+    secrets::{keyed_hash, Keyring, Secret},
     throttle::SourceLimiter,
 };
 
@@ -95,14 +95,14 @@ pub struct ClientAuth {
     lookups: AtomicU64,
     verified: AsyncCache<[u8; 32], ()>,
     cache_key: hmac::Key,
-    secret_key: hmac::Key,
+    secret_key: Keyring,
     argon2: passwords::Pool,
     secret_checks: AtomicU64,
 }
 
 /// What an unknown client's secret is compared with: a keyed hash like a generated secret's, so an
 /// unknown id costs what a known one does and no Argon2 at all.
-const DUMMY_KEYED: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const DUMMY_KEYED: &str = "$tessera-hmac-sha256$v1$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// Why a coalesced secret check did not succeed; never cached.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ enum CheckFailed {
 impl ClientAuth {
     /// A new authenticator; `cache_key` keys the success cache, `secret_key` the stored hashes of
     /// generated secrets; Argon2 checks run on `argon2`.
-    pub fn new(cache_key: hmac::Key, secret_key: hmac::Key, argon2: passwords::Pool) -> Self {
+    pub fn new(cache_key: hmac::Key, secret_key: Keyring, argon2: passwords::Pool) -> Self {
         Self {
             records: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build(),
             verified: AsyncCache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build(),
@@ -196,8 +196,8 @@ impl ClientAuth {
         let Some(stored) = client.secret_hash.as_deref() else {
             return Err(count_failure(guessing, source).await);
         };
-        if let Some(encoded) = secret::keyed_part(stored) {
-            if secret::verify_keyed(&self.secret_key, &client.client_id, secret.expose(), encoded) {
+        if secret::is_keyed(stored) {
+            if secret::verify_keyed(&self.secret_key, &client.client_id, secret.expose(), stored) {
                 return Ok(client);
             }
             return Err(count_failure(guessing, source).await);

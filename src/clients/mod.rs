@@ -244,7 +244,7 @@ fn from_row(r: ClientRow) -> Client {
 /// stored as a keyed hash under `secret_key` (see [`secret`]).
 pub async fn create(
     db: &PgPool,
-    secret_key: &ring::hmac::Key,
+    secret_key: &crate::secrets::VersionedKey,
     new: NewClient,
     now: OffsetDateTime,
     actor: &Actor,

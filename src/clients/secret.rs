@@ -16,11 +16,12 @@ use super::{get, CreatedClient};
 use crate::{
     audit::{self, Actor},
     error::{Error, Result},
-    secrets::{self, constant_time_eq, keyed_hash},
+    secrets::{self, constant_time_eq, keyed_hash, Keyring, VersionedKey},
 };
 
-/// Marks a stored keyed hash; no PHC string starts with it (PHC ids are `[a-z0-9-]`).
-pub const KEYED_PREFIX: &str = "$tessera-hmac-sha256$v1$";
+/// Marks a stored keyed hash; no PHC string starts with it (PHC ids are `[a-z0-9-]`). Then
+/// `v2$<key id hex>$<tag>` names the HMAC key; `v1$<tag>` (before key ids) names none.
+pub const KEYED_PREFIX: &str = "$tessera-hmac-sha256$";
 
 fn tag(key: &hmac::Key, client_id: &str, secret: &str) -> [u8; 32] {
     let mut material = Vec::with_capacity(client_id.len() + 1 + secret.len());
@@ -30,20 +31,38 @@ fn tag(key: &hmac::Key, client_id: &str, secret: &str) -> [u8; 32] {
     keyed_hash(key, &material)
 }
 
-/// The stored form of a generated secret.
-pub fn keyed(key: &hmac::Key, client_id: &str, secret: &str) -> String {
-    format!("{KEYED_PREFIX}{}", URL_SAFE_NO_PAD.encode(tag(key, client_id, secret)))
+/// The stored form of a generated secret, under `key`.
+pub fn keyed(key: &VersionedKey, client_id: &str, secret: &str) -> String {
+    format!("{KEYED_PREFIX}v2${}${}", key.id_hex(), URL_SAFE_NO_PAD.encode(tag(key.key(), client_id, secret)))
 }
 
-/// The keyed hash in `stored`, if that is what it holds (else it is an Argon2 PHC string).
-pub fn keyed_part(stored: &str) -> Option<&str> {
-    stored.strip_prefix(KEYED_PREFIX)
+/// Whether `stored` is a keyed hash (else it is an Argon2 PHC string).
+pub fn is_keyed(stored: &str) -> bool {
+    stored.starts_with(KEYED_PREFIX)
 }
 
-/// Whether `secret` matches the keyed hash `encoded` (the part after the prefix), in constant time.
-pub fn verify_keyed(key: &hmac::Key, client_id: &str, secret: &str, encoded: &str) -> bool {
-    let expected = URL_SAFE_NO_PAD.decode(encoded).unwrap_or_default();
-    constant_time_eq(&tag(key, client_id, secret), &expected)
+/// The key id (hex) a stored keyed hash names; `None` for Argon2 and for `v1` hashes.
+pub fn key_id_of(stored: &str) -> Option<&str> {
+    stored.strip_prefix(KEYED_PREFIX)?.strip_prefix("v2$")?.split_once('$').map(|(id, _)| id)
+}
+
+/// Whether `secret` matches the keyed hash `stored`, in constant time: under the key a `v2` hash
+/// names (if it is still accepted), or under each accepted key for a `v1` hash.
+pub fn verify_keyed(ring: &Keyring, client_id: &str, secret: &str, stored: &str) -> bool {
+    let Some(rest) = stored.strip_prefix(KEYED_PREFIX) else {
+        return false;
+    };
+    let check = |key: &VersionedKey, encoded: &str| {
+        let expected = URL_SAFE_NO_PAD.decode(encoded).unwrap_or_default();
+        constant_time_eq(&tag(key.key(), client_id, secret), &expected)
+    };
+    if let Some(v2) = rest.strip_prefix("v2$") {
+        let Some((id_hex, encoded)) = v2.split_once('$') else {
+            return false;
+        };
+        return ring.accepted().find(|k| k.id_hex() == id_hex).is_some_and(|k| check(k, encoded));
+    }
+    rest.strip_prefix("v1$").is_some_and(|encoded| ring.accepted().any(|k| check(k, encoded)))
 }
 
 /// Gives a confidential client a new generated secret, returned here once; the old one stops
@@ -53,7 +72,7 @@ pub fn verify_keyed(key: &hmac::Key, client_id: &str, secret: &str, encoded: &st
 /// `TESSERA_BOOTSTRAP_ADMIN_SECRET`, which the next start would put back).
 pub async fn rotate(
     db: &PgPool,
-    key: &hmac::Key,
+    key: &VersionedKey,
     client_id: &str,
     bootstrap_managed: bool,
     now: OffsetDateTime,
@@ -90,16 +109,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_keyed_hash_is_marked_bound_to_its_client_and_verifies_only_its_secret() {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &[9u8; 32]);
+    fn a_keyed_hash_names_its_key_is_bound_to_its_client_and_verifies_only_its_secret() {
+        let key = VersionedKey::new(&[9u8; 32]);
+        let ring = Keyring::new(key.clone(), None);
         let stored = keyed(&key, "app", "s3cret");
-        let part = keyed_part(&stored).expect("marked");
-        assert!(verify_keyed(&key, "app", "s3cret", part));
-        assert!(!verify_keyed(&key, "app", "s3cret!", part));
-        assert!(!verify_keyed(&key, "other", "s3cret", part), "bound to the client id");
-        let other_key = hmac::Key::new(hmac::HMAC_SHA256, &[8u8; 32]);
-        assert!(!verify_keyed(&other_key, "app", "s3cret", part));
-        assert!(!verify_keyed(&key, "app", "s3cret", "not base64!"));
-        assert!(keyed_part("$argon2id$v=19$m=19456,t=2,p=1$abc$def").is_none());
+        assert!(is_keyed(&stored));
+        assert_eq!(key_id_of(&stored), Some(key.id_hex().as_str()));
+        assert!(verify_keyed(&ring, "app", "s3cret", &stored));
+        assert!(!verify_keyed(&ring, "app", "s3cret!", &stored));
+        assert!(!verify_keyed(&ring, "other", "s3cret", &stored), "bound to the client id");
+        let other = Keyring::new(VersionedKey::new(&[8u8; 32]), None);
+        assert!(!verify_keyed(&other, "app", "s3cret", &stored));
+        assert!(!verify_keyed(&ring, "app", "s3cret", "$tessera-hmac-sha256$v2$zz$not base64!"));
+        assert!(!is_keyed("$argon2id$v=19$m=19456,t=2,p=1$abc$def"));
+    }
+
+    #[test]
+    fn a_hash_under_the_previous_key_verifies_until_that_key_is_dropped() {
+        let (old, new) = (VersionedKey::new(&[1u8; 32]), VersionedKey::new(&[2u8; 32]));
+        let stored = keyed(&old, "app", "s3cret");
+        assert!(verify_keyed(&Keyring::new(new.clone(), Some(old.clone())), "app", "s3cret", &stored));
+        assert!(!verify_keyed(&Keyring::new(new.clone(), None), "app", "s3cret", &stored));
+        // A v1 hash (no key id) is tried under every accepted key.
+        let v1 = format!("{KEYED_PREFIX}v1${}", URL_SAFE_NO_PAD.encode(tag(old.key(), "app", "s3cret")));
+        assert!(verify_keyed(&Keyring::new(new, Some(old)), "app", "s3cret", &v1));
     }
 }

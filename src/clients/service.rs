@@ -3,7 +3,6 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use ring::hmac;
 use sqlx::PgPool;
 
 use super::{update, Client, ClientAuth, ClientPatch, CreatedClient, Credentials, NewClient};
@@ -14,6 +13,7 @@ use crate::{
     config::Config,
     error::{Error, GrantError, Result},
     revocation::{consumer::EventSink, Kind, RevocationEvent, RevokedSet},
+    secrets::Keyring,
     throttle::SourceLimiter,
 };
 
@@ -23,8 +23,9 @@ pub struct Clients {
     db: PgPool,
     clock: Clock,
     config: Arc<Config>,
-    /// Keys generated secrets are stored under (HMAC-SHA-256; see [`super::secret`]).
-    secret_hmac: hmac::Key,
+    /// Keys generated secrets are stored under (HMAC-SHA-256; see [`super::secret`]): new ones
+    /// under the current key.
+    secret_hmac: Keyring,
     auth: Arc<ClientAuth>,
     guessing: Arc<SourceLimiter>,
     revoked: Arc<RevokedSet>,
@@ -39,7 +40,7 @@ impl Clients {
         db: PgPool,
         clock: Clock,
         config: Arc<Config>,
-        secret_hmac: hmac::Key,
+        secret_hmac: Keyring,
         auth: Arc<ClientAuth>,
         guessing: Arc<SourceLimiter>,
         revoked: Arc<RevokedSet>,
@@ -59,7 +60,7 @@ impl Clients {
 
     /// Registers a client; a confidential client's secret is in the result only.
     pub async fn create(&self, new: NewClient, actor: &Actor) -> Result<CreatedClient> {
-        let created = super::create(&self.db, &self.secret_hmac, new, self.clock.now(), actor).await?;
+        let created = super::create(&self.db, self.secret_hmac.current(), new, self.clock.now(), actor).await?;
         // This instance may remember the id as unknown (a failed attempt just before); others do
         // so for at most a few seconds.
         self.auth.forget(&created.client.client_id);
@@ -84,7 +85,8 @@ impl Clients {
     pub async fn rotate_secret(&self, client_id: &str, actor: &Actor) -> Result<CreatedClient> {
         let managed = self.config.bootstrap_admin_secret.is_some();
         let now = self.clock.now();
-        let rotated = super::secret::rotate(&self.db, &self.secret_hmac, client_id, managed, now, actor).await?;
+        let rotated =
+            super::secret::rotate(&self.db, self.secret_hmac.current(), client_id, managed, now, actor).await?;
         self.auth.forget(client_id);
         Ok(rotated)
     }

@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::secrets::{MasterKey, RedactedUrl, Secret};
+use crate::secrets::{HmacSecret, MasterKey, PreviousHmac, RedactedUrl, Secret};
 
 /// Longest access-token lifetime a client may be configured with (seconds, one day).
 pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
@@ -96,6 +96,13 @@ pub struct Config {
     pub issuer: String,
     /// Master key origin.
     pub master_key: MasterKeySource,
+    /// `TESSERA_MASTER_KEY_PREVIOUS`: an earlier master key, to open what it sealed (and, while no
+    /// HMAC secret is set, to verify the hashes made under it) until everything is re-sealed.
+    pub master_key_previous: Option<MasterKey>,
+    /// `TESSERA_HMAC_SECRET`: the root of the keyed hashes; `None` = derived from the master key.
+    pub hmac_secret: Option<HmacSecret>,
+    /// `TESSERA_HMAC_SECRET_PREVIOUS`: the earlier root, still accepted.
+    pub hmac_secret_previous: Option<PreviousHmac>,
     /// Secret of the bootstrap `admin` client, when one should exist.
     pub bootstrap_admin_secret: Option<Secret>,
     /// Default access-token lifetime.
@@ -278,6 +285,30 @@ impl Config {
             ),
         };
 
+        let master_key_previous = var("TESSERA_MASTER_KEY_PREVIOUS")
+            .map(|v| MasterKey::from_base64(v.trim()))
+            .transpose()
+            .map_err(|reason| ConfigError::new("TESSERA_MASTER_KEY_PREVIOUS", reason))?;
+        let hmac_secret = var("TESSERA_HMAC_SECRET")
+            .map(|v| HmacSecret::new(&v))
+            .transpose()
+            .map_err(|reason| ConfigError::new("TESSERA_HMAC_SECRET", reason))?;
+        let hmac_secret_previous = match var("TESSERA_HMAC_SECRET_PREVIOUS") {
+            None => None,
+            Some(v) if v == "derived" => {
+                if hmac_secret.is_none() {
+                    return Err(ConfigError::new(
+                        "TESSERA_HMAC_SECRET_PREVIOUS",
+                        "`derived` names the master-derived keys, which are already current while TESSERA_HMAC_SECRET is unset",
+                    ));
+                }
+                Some(PreviousHmac::DerivedFromMaster)
+            }
+            Some(v) => Some(PreviousHmac::Secret(
+                HmacSecret::new(&v).map_err(|reason| ConfigError::new("TESSERA_HMAC_SECRET_PREVIOUS", reason))?,
+            )),
+        };
+
         let bootstrap_admin_secret = match var("TESSERA_BOOTSTRAP_ADMIN_SECRET") {
             Some(s) if s.len() < 16 => {
                 return Err(ConfigError::new("TESSERA_BOOTSTRAP_ADMIN_SECRET", "must be at least 16 characters"))
@@ -347,6 +378,9 @@ impl Config {
             bind,
             issuer,
             master_key,
+            master_key_previous,
+            hmac_secret,
+            hmac_secret_previous,
             bootstrap_admin_secret,
             access_token_ttl,
             refresh_token_idle_ttl,

@@ -1,7 +1,8 @@
 //! Secret material, by job: strings whose `Debug` never shows them ([`Secret`], [`RedactedUrl`]),
 //! keyed hashes and constant-time comparison (here), the master key and the keys derived from it
-//! ([`master`]), sealing at rest ([`seal`](mod@seal)), and randomness ([`random`]).
+//! ([`master`]), versioned HMAC keys ([`keyring`]), sealing at rest ([`seal`](mod@seal)), and randomness ([`random`]).
 
+pub mod keyring;
 mod master;
 mod random;
 mod seal;
@@ -10,9 +11,10 @@ use std::fmt;
 
 use ring::hmac;
 
-pub use master::{DerivedKeys, MasterKey};
+pub use keyring::{KeyId, Keyring, Version, VersionedKey};
+pub use master::{derive_keys, DerivedKeys, HmacSecret, KeySources, MasterKey, PreviousHmac};
 pub use random::{base62_fixed, derived_base62, fill_random, is_base62, random_base62, random_urlsafe, token_id};
-pub use seal::{open, seal};
+pub use seal::{open, seal, Opened, Sealer};
 
 /// A secret string (password, client secret, token) whose `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]

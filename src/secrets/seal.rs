@@ -1,5 +1,8 @@
 //! Sealing at rest: AES-256-GCM with a random 96-bit nonce, bound to its context by the
-//! associated data (a signing key's `kid`).
+//! associated data (a signing key's `kid`). A [`Sealer`] seals under the current master key's
+//! wrapping key and opens under it or, while a master key is being replaced, the previous one.
+
+use std::fmt;
 
 use ring::aead;
 
@@ -36,6 +39,53 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     Some(plain.to_vec())
 }
 
+/// What [`Sealer::open`] found.
+pub struct Opened {
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+    /// Whether it was sealed under the previous key (and should be re-sealed).
+    pub under_previous: bool,
+}
+
+/// Seals under the current wrapping key; opens under the current or the previous one.
+#[derive(Clone)]
+pub struct Sealer {
+    current: [u8; 32],
+    previous: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sealer([redacted], previous: {})", self.previous.is_some())
+    }
+}
+
+impl Sealer {
+    /// A sealer with `current` and, during a master-key change, `previous`.
+    pub fn new(current: [u8; 32], previous: Option<[u8; 32]>) -> Self {
+        Self { current, previous: previous.filter(|p| *p != current) }
+    }
+
+    /// Seals `plaintext` under the current key, bound to `aad`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        seal(&self.current, aad, plaintext)
+    }
+
+    /// Opens `sealed` under the current key, else the previous one; `None` if neither opens it.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Opened> {
+        if let Some(plaintext) = open(&self.current, aad, sealed) {
+            return Some(Opened { plaintext, under_previous: false });
+        }
+        let previous = self.previous.as_ref()?;
+        open(previous, aad, sealed).map(|plaintext| Opened { plaintext, under_previous: true })
+    }
+
+    /// Whether a previous key is configured.
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +97,19 @@ mod tests {
         assert_eq!(open(&key, b"kid-1", &sealed).as_deref(), Some(&b"private"[..]));
         assert!(open(&key, b"kid-2", &sealed).is_none());
         assert!(open(&[8u8; 32], b"kid-1", &sealed).is_none());
+    }
+
+    #[test]
+    fn a_sealer_opens_under_either_key_and_seals_under_the_current() {
+        let old = Sealer::new([1; 32], None);
+        let both = Sealer::new([2; 32], Some([1; 32]));
+        let sealed_old = old.seal(b"k", b"v");
+        let opened = both.open(b"k", &sealed_old).unwrap();
+        assert!(opened.under_previous);
+        assert_eq!(opened.plaintext, b"v");
+        let sealed_new = both.seal(b"k", b"v");
+        assert!(!both.open(b"k", &sealed_new).unwrap().under_previous);
+        assert!(old.open(b"k", &sealed_new).is_none());
+        assert!(!format!("{both:?}").contains('2'));
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     config::{Config, SigningAlg},
     error::{Error, Result},
     revocation::{self, Kind, NewRevocation},
-    secrets,
+    secrets::Sealer,
 };
 
 /// Advisory lock key for signing-key changes ("tesssig").
@@ -60,8 +60,8 @@ pub struct Ctx<'a> {
     pub db: &'a PgPool,
     /// Configuration (algorithm, lifetimes).
     pub config: &'a Config,
-    /// Key that seals private keys.
-    pub wrap_key: &'a [u8; 32],
+    /// Seals private keys (under the current master key).
+    pub sealer: &'a Sealer,
     /// Now.
     pub now: OffsetDateTime,
 }
@@ -77,7 +77,7 @@ async fn insert_key(conn: &mut PgConnection, ctx: &Ctx<'_>, state: &str) -> Resu
     let generated = tokio::task::spawn_blocking(move || material::generate(alg))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-    let sealed = secrets::seal(ctx.wrap_key, generated.kid.as_bytes(), &generated.pkcs8);
+    let sealed = ctx.sealer.seal(generated.kid.as_bytes(), &generated.pkcs8);
     sqlx::query(
         "INSERT INTO signing_keys (kid, alg, state, private_key_enc, public_jwk, created_at, activated_at)
          VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3 = 'active' THEN $6 END)",

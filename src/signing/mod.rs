@@ -18,7 +18,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::{config::SigningAlg, error::Result, secrets};
+use crate::{config::SigningAlg, error::Result, secrets::Sealer};
 
 pub use material::Signer;
 
@@ -71,7 +71,7 @@ impl KeySet {
 /// The current [`KeySet`], swapped whole when the keys change.
 pub struct KeyStore {
     current: RwLock<Arc<KeySet>>,
-    wrap_key: [u8; 32],
+    sealer: Sealer,
     cache_control: Bytes,
 }
 
@@ -79,9 +79,9 @@ type KeyRow = (String, String, String, Vec<u8>, Value, Option<OffsetDateTime>);
 
 impl KeyStore {
     /// An empty store; [`KeyStore::reload`] fills it. The JWKS may be cached for `jwks_max_age`.
-    pub fn new(wrap_key: [u8; 32], jwks_max_age: std::time::Duration) -> Self {
+    pub fn new(sealer: Sealer, jwks_max_age: std::time::Duration) -> Self {
         let cache_control = Bytes::from(format!("public, max-age={}", jwks_max_age.as_secs()));
-        Self { current: RwLock::new(Arc::new(KeySet::empty())), wrap_key, cache_control }
+        Self { current: RwLock::new(Arc::new(KeySet::empty())), sealer, cache_control }
     }
 
     /// `Cache-Control` of the JWKS response (`public, max-age=<seconds>`), computed once.
@@ -153,9 +153,9 @@ impl KeyStore {
             verifiers.insert(kid.clone(), Verifier { alg: jalg, key });
             public.push(jwk);
             if state == "active" {
-                let der = secrets::open(&self.wrap_key, kid.as_bytes(), &sealed).ok_or_else(|| {
+                let der = self.sealer.open(kid.as_bytes(), &sealed).map(|o| o.plaintext).ok_or_else(|| {
                     crate::error::Error::Internal(format!(
-                        "signing key {kid} cannot be decrypted: is TESSERA_MASTER_KEY the one it was sealed with?"
+                        "signing key {kid} cannot be decrypted: is TESSERA_MASTER_KEY (or TESSERA_MASTER_KEY_PREVIOUS) the one it was sealed with?"
                     ))
                 })?;
                 let signer = Signer::from_pkcs8(alg, &der)?;
@@ -173,10 +173,10 @@ impl KeyStore {
     }
 }
 
-/// The kid of a live signing key that `wrap_key` cannot open, if any: checked at start, before
+/// The kid of a live signing key that `sealer` cannot open, if any: checked at start, before
 /// anything is written, because a process started with the wrong master key would otherwise write
 /// (bootstrap client, new keys) and only then fail. `None` for a new database.
-pub async fn unreadable_key(db: &PgPool, wrap_key: &[u8; 32]) -> Result<Option<String>> {
+pub async fn unreadable_key(db: &PgPool, sealer: &Sealer) -> Result<Option<String>> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('signing_keys') IS NOT NULL").fetch_one(db).await?;
     if !exists {
         return Ok(None);
@@ -186,7 +186,7 @@ pub async fn unreadable_key(db: &PgPool, wrap_key: &[u8; 32]) -> Result<Option<S
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.and_then(|(kid, sealed)| secrets::open(wrap_key, kid.as_bytes(), &sealed).is_none().then_some(kid)))
+    Ok(row.and_then(|(kid, sealed)| sealer.open(kid.as_bytes(), &sealed).is_none().then_some(kid)))
 }
 
 fn jwks_body(keys: &[Value]) -> (Bytes, Bytes) {

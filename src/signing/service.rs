@@ -11,7 +11,7 @@ use super::{
     lifecycle::{self, Ctx, KeyInfo},
     KeySet, KeyStore,
 };
-use crate::{audit::Actor, clock::Clock, config::Config, error::Result};
+use crate::{audit::Actor, clock::Clock, config::Config, error::Result, secrets::Sealer};
 
 /// Signing keys: the in-memory [`KeyStore`] and the lifecycle in Postgres behind it.
 #[derive(Clone)]
@@ -19,19 +19,19 @@ pub struct Signing {
     db: PgPool,
     clock: Clock,
     config: Arc<Config>,
-    wrap_key: [u8; 32],
+    sealer: Sealer,
     store: Arc<KeyStore>,
 }
 
 impl Signing {
-    /// A service over `store`, sealing new private keys under `wrap_key` (AES-256-GCM, see
+    /// A service over `store`, sealing new private keys with `sealer` (AES-256-GCM, see
     /// [`crate::secrets::seal`]).
-    pub fn new(db: PgPool, clock: Clock, config: Arc<Config>, wrap_key: [u8; 32], store: Arc<KeyStore>) -> Self {
-        Self { db, clock, config, wrap_key, store }
+    pub fn new(db: PgPool, clock: Clock, config: Arc<Config>, sealer: Sealer, store: Arc<KeyStore>) -> Self {
+        Self { db, clock, config, sealer, store }
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx { db: &self.db, config: &self.config, wrap_key: &self.wrap_key, now: self.clock.now() }
+        Ctx { db: &self.db, config: &self.config, sealer: &self.sealer, now: self.clock.now() }
     }
 
     /// The current key set (active signer, published verifiers, JWKS body and ETag).

@@ -97,9 +97,9 @@ impl Tokens {
                     EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NULL),
                     EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL),
                     f.id, t.generation
-             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = ANY($1)",
         )
-        .bind(&hash[..])
+        .bind(&hash)
         .fetch_optional(&self.db)
         .await?;
             let now = self.clock.now();

@@ -12,8 +12,7 @@ use crate::{
     clients::Client,
     error::{Error, GrantError},
     revocation::{self, Kind, NewRevocation},
-    scopes,
-    secrets::{self, keyed_hash},
+    scopes, secrets,
     tokens::{Grant, TokenResponse, Tokens},
     usage::anomalies::{self, NewAnomaly},
 };
@@ -27,7 +26,7 @@ impl Tokens {
     /// A new token and its keyed hash.
     fn generate(&self) -> (String, [u8; 32]) {
         let token = format!("{PREFIX}{}", secrets::random_base62(BODY_LEN));
-        let hash = keyed_hash(&self.refresh_hmac, token.as_bytes());
+        let hash = self.refresh_hmac.current().hash(token.as_bytes());
         (token, hash)
     }
 
@@ -36,13 +35,14 @@ impl Tokens {
     pub(super) fn successor_of(&self, presented: &str) -> (String, [u8; 32]) {
         let body = secrets::derived_base62(&self.refresh_successor, presented.as_bytes(), BODY_LEN);
         let token = format!("{PREFIX}{body}");
-        let hash = keyed_hash(&self.refresh_hmac, token.as_bytes());
+        let hash = self.refresh_hmac.current().hash(token.as_bytes());
         (token, hash)
     }
 
-    /// The keyed hash of a presented token.
-    pub fn hash_of(&self, token: &str) -> [u8; 32] {
-        keyed_hash(&self.refresh_hmac, token.as_bytes())
+    /// The keyed hashes a presented token may be stored under: under the current HMAC key and,
+    /// during a change of secret, the previous one (queries match `token_hash = ANY(...)`).
+    pub fn hash_of(&self, token: &str) -> Vec<Vec<u8>> {
+        self.refresh_hmac.hashes(token.as_bytes()).into_iter().map(|h| h.to_vec()).collect()
     }
 
     fn idle_ttl(&self, client: &Client) -> time::Duration {
@@ -66,7 +66,8 @@ impl Tokens {
         sqlx::query(
         "WITH family AS (
              INSERT INTO refresh_families (id, client_id, user_id, created_at, absolute_expires_at) VALUES ($1, $2, $3, $4, $5))
-         INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at) VALUES ($6, $1, 0, $7, $4, $8)",
+         INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at, hmac_key_id)
+         VALUES ($6, $1, 0, $7, $4, $8, $9)",
     )
     .bind(family)
     .bind(&client.client_id)
@@ -76,6 +77,7 @@ impl Tokens {
     .bind(&hash[..])
     .bind(scopes)
     .bind((now + self.idle_ttl(client)).min(absolute))
+    .bind(&self.refresh_hmac.current().id()[..])
     .execute(&self.db)
     .await?;
         Ok((family, token))
@@ -120,18 +122,18 @@ impl Tokens {
             "WITH spent AS (
              UPDATE refresh_tokens t SET spent_at = $2, spent_scopes = $8
              FROM refresh_families f, users u
-             WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.family_id = f.id AND f.client_id = $3
+             WHERE t.token_hash = ANY($1) AND t.spent_at IS NULL AND t.family_id = f.id AND f.client_id = $3
                AND f.revoked_at IS NULL AND t.expires_at > $2 AND f.absolute_expires_at > $2
                AND u.id = f.user_id AND u.deleted_at IS NULL
                AND ($4::text[] IS NULL OR $4::text[] <@ (SELECT coalesce(array_agg(s), '{}') FROM unnest(t.scopes) s
                                                           WHERE s = ANY(u.scopes) AND s = ANY($5::text[])))
              RETURNING t.family_id, t.generation, t.scopes, f.user_id, f.absolute_expires_at, u.scopes AS user_scopes),
          successor AS (
-             INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at)
-             SELECT $6, family_id, generation + 1, scopes, $2, least($2 + $7::interval, absolute_expires_at) FROM spent)
+             INSERT INTO refresh_tokens (token_hash, family_id, generation, scopes, issued_at, expires_at, hmac_key_id)
+             SELECT $6, family_id, generation + 1, scopes, $2, least($2 + $7::interval, absolute_expires_at), $9 FROM spent)
          SELECT family_id, scopes, user_id, user_scopes FROM spent",
         )
-        .bind(&hash[..])
+        .bind(&hash)
         .bind(now)
         .bind(&client.client_id)
         .bind(&requested)
@@ -139,6 +141,7 @@ impl Tokens {
         .bind(&new_hash[..])
         .bind(idle)
         .bind(&asked)
+        .bind(&self.refresh_hmac.current().id()[..])
         .fetch_optional(&self.db)
         .await?;
 
@@ -179,13 +182,13 @@ impl Tokens {
     }
 
     /// Works out why a token was not spendable; on reuse, revokes the whole family.
-    async fn refuse(&self, client: &Client, hash: &[u8; 32], now: OffsetDateTime) -> Result<GrantError, Error> {
+    async fn refuse(&self, client: &Client, hash: &[Vec<u8>], now: OffsetDateTime) -> Result<GrantError, Error> {
         let found: Option<Found> = sqlx::query_as(
             "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
                 EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
-         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
+         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = ANY($1)",
         )
-        .bind(&hash[..])
+        .bind(hash)
         .fetch_optional(&self.db)
         .await?;
         let Some((spent_at, expires_at, revoked_at, absolute, owner, family, user_id, user_live)) = found else {

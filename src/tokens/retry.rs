@@ -31,7 +31,7 @@ impl Tokens {
         &self,
         client: &Client,
         presented: &str,
-        hash: &[u8; 32],
+        hash: &[Vec<u8>],
         asked: Option<&[String]>,
         requested: Option<Vec<String>>,
         now: OffsetDateTime,
@@ -47,7 +47,7 @@ impl Tokens {
         let retried: Option<Retried> = sqlx::query_as(
             "UPDATE refresh_tokens t SET retries = t.retries + 1
              FROM refresh_families f, users u, refresh_tokens s
-             WHERE t.token_hash = $1 AND t.spent_at IS NOT NULL AND t.spent_at >= $2 - $3::interval
+             WHERE t.token_hash = ANY($1) AND t.spent_at IS NOT NULL AND t.spent_at >= $2 - $3::interval
                AND t.spent_scopes IS NOT DISTINCT FROM $4::text[]
                AND f.id = t.family_id AND f.client_id = $5 AND f.revoked_at IS NULL AND f.absolute_expires_at > $2
                AND u.id = f.user_id AND u.deleted_at IS NULL
@@ -55,7 +55,7 @@ impl Tokens {
                AND s.spent_at IS NULL AND s.expires_at > $2
              RETURNING f.id, f.user_id, s.scopes, u.scopes",
         )
-        .bind(&hash[..])
+        .bind(hash)
         .bind(now)
         .bind(grace)
         .bind(asked)

@@ -19,9 +19,9 @@ impl Tokens {
             let hash = self.hash_of(token);
             let family: Option<Uuid> = sqlx::query_scalar(
                 "SELECT f.id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-             WHERE t.token_hash = $1 AND f.client_id = $2",
+             WHERE t.token_hash = ANY($1) AND f.client_id = $2",
             )
-            .bind(&hash[..])
+            .bind(&hash)
             .bind(&client.client_id)
             .fetch_optional(&self.db)
             .await?;

@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     error::GrantError,
     revocation::RevokedSet,
+    secrets::Keyring,
     signing::Signing,
     users::Users,
 };
@@ -24,8 +25,8 @@ pub struct Tokens {
     pub(super) db: PgPool,
     pub(super) clock: Clock,
     pub(super) config: Arc<Config>,
-    /// Keyed hash of refresh tokens (HMAC-SHA-256; plaintexts are never stored).
-    pub(super) refresh_hmac: hmac::Key,
+    /// Keys of the keyed hash of refresh tokens (HMAC-SHA-256; plaintexts are never stored).
+    pub(super) refresh_hmac: Keyring,
     /// Derives a refresh token's successor from it (see [`super::retry`]).
     pub(super) refresh_successor: hmac::Key,
     pub(super) signing: Signing,
@@ -76,7 +77,7 @@ impl Tokens {
         db: PgPool,
         clock: Clock,
         config: Arc<Config>,
-        (refresh_hmac, refresh_successor): (hmac::Key, hmac::Key),
+        (refresh_hmac, refresh_successor): (Keyring, hmac::Key),
         signing: Signing,
         revoked: Arc<RevokedSet>,
         clients: Clients,

@@ -294,7 +294,7 @@ async fn generated_client_secrets_are_keyed_hashes_and_cost_no_argon2() {
         .fetch_one(&mut app.db().await)
         .await
         .unwrap();
-    assert!(stored.starts_with("$tessera-hmac-sha256$v1$"), "{stored}");
+    assert!(stored.starts_with("$tessera-hmac-sha256$v2$"), "{stored}");
     assert!(!stored.contains(&secret));
     let admin: String = sqlx::query_scalar("SELECT secret_hash FROM clients WHERE client_id = 'admin'")
         .fetch_one(&mut app.db().await)

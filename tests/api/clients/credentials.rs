@@ -37,7 +37,7 @@ async fn a_confidential_client_gets_its_secret_once_stored_only_as_a_keyed_hash(
         .await
         .unwrap();
     // A generated secret is high-entropy: a keyed hash, checked without Argon2.
-    assert!(hash.starts_with("$tessera-hmac-sha256$v1$"), "{hash}");
+    assert!(hash.starts_with("$tessera-hmac-sha256$v2$"), "{hash}");
     assert!(!hash.contains(secret));
 }
 

@@ -151,16 +151,15 @@ async fn private_keys_are_sealed_in_the_database_and_never_shown() {
     let mut db = app.db().await;
     let rows: Vec<(String, Vec<u8>)> =
         sqlx::query_as("SELECT kid, private_key_enc FROM signing_keys").fetch_all(&mut db).await.unwrap();
-    let wrap = tessera::secrets::MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([42u8; 32]))
-        .unwrap()
-        .derive_keys()
-        .signing_key_wrap;
+    let sealer = tessera::app::derived_keys(&tessera::config::Config::from_map(&app.env).unwrap()).unwrap().sealer;
     let listing = app.get_auth("/v1/admin/signing-keys", &admin).await.text().await.unwrap();
     let jwks = jwks(&app).await.to_string();
     let logs = captured_logs();
     let pg_dump = app.pg_dump();
     for (kid, sealed) in rows {
-        let der = tessera::secrets::open(&wrap, kid.as_bytes(), &sealed).expect("sealed under the master key");
+        let opened = sealer.open(kid.as_bytes(), &sealed).expect("sealed under the master key");
+        assert!(!opened.under_previous);
+        let der = opened.plaintext;
         // pg_dump writes bytea as hex: neither the document nor its base64 forms appear.
         assert!(pg_dump.contains(&kid), "pg_dump holds the key rows");
         assert!(!pg_dump.contains(&hex::encode(&der)));
