@@ -2,45 +2,247 @@
 //! parts that talk to Redis on request paths: the revocation bus, the per-source limiter and the
 //! API-key rate limiter. Each keeps its own, with its own timeout, so a slow publish never delays a
 //! sign-in or a verification.
+//!
+//! `TESSERA_REDIS_URL` is either a plain `redis://` / `rediss://` URL or a Redis Sentinel URL,
+//! `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master name>[/<db>]`: the master
+//! is found through the redis crate's own Sentinel support (which checks with `ROLE` that the
+//! node is a master), and re-asked every [`SENTINEL_CHECK`]; after a failover the connection moves
+//! to the new master. Credentials and db apply to the master; the sentinels are asked without.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, RwLock, Weak},
+    time::Duration,
+};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    RedisConnectionInfo, RedisError, RedisResult,
+};
+
+/// How often a Sentinel-backed connection asks which node is the master.
+pub const SENTINEL_CHECK: Duration = Duration::from_secs(1);
+
+enum Target {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+struct Current {
+    addr: String,
+    manager: ConnectionManager,
+}
+
+struct Shared {
+    target: Target,
+    timeout: Duration,
+    current: RwLock<Option<Current>>,
+    connecting: tokio::sync::Mutex<()>,
+}
 
 /// A connection made on first use and kept; until Redis first answers, each use tries again.
 pub struct LazyConnection {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
-    timeout: Duration,
+    shared: Arc<Shared>,
 }
 
-impl LazyConnection {
-    /// For `client`; `timeout` bounds connecting and each response.
-    pub fn new(client: redis::Client, timeout: Duration) -> Self {
-        Self { client, conn: OnceCell::new(), timeout }
+/// Parses a `redis+sentinel://` URL into (sentinel URLs, master name, master's settings).
+fn parse_sentinel(url: &str) -> RedisResult<(Vec<String>, String, RedisConnectionInfo)> {
+    let bad =
+        |why: &str| RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad Redis Sentinel URL", why.to_owned()));
+    let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("rediss+sentinel://") {
+        (true, r)
+    } else {
+        return Err(bad("expected redis+sentinel://"));
+    };
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no master name: …/<master name>"))?;
+    let mut path = path.split('/');
+    let service = path.next().filter(|s| !s.is_empty()).ok_or_else(|| bad("no master name"))?;
+    let db = match path.next() {
+        Some(d) if !d.is_empty() => d.parse::<i64>().map_err(|_| bad("the db must be a number"))?,
+        _ => 0,
+    };
+    let scheme = if tls { "rediss" } else { "redis" };
+    let sentinels: Vec<String> =
+        hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("{scheme}://{h}")).collect();
+    if sentinels.is_empty() {
+        return Err(bad("no sentinel address"));
     }
-
-    /// The client, for what needs a connection of its own (a pub/sub subscription).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    /// The connection, or `None` when Redis does not answer within `wait` (first use only: the
-    /// manager reconnects by itself afterwards).
-    pub async fn get(&self, wait: Duration) -> Option<ConnectionManager> {
-        if let Some(c) = self.conn.get() {
-            return Some(c.clone());
+    let mut info = RedisConnectionInfo::default().set_db(db);
+    if let Some(auth) = auth {
+        let (user, pass) = auth.split_once(':').unwrap_or(("", auth));
+        if !user.is_empty() {
+            info = info.set_username(percent_decode(user));
         }
+        if !pass.is_empty() {
+            info = info.set_password(percent_decode(pass));
+        }
+    }
+    Ok((sentinels, service.to_owned(), info))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `url` is a URL this module can use (see the module), checked once at configuration;
+/// the reason when not.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
+        return parse_sentinel(url).map(|_| ()).map_err(|e| e.to_string());
+    }
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+        return Err("must be a redis://, rediss://, unix:// or redis+sentinel:// URL".into());
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+impl Shared {
+    /// A client for the node to talk to now: the URL's, or the master Sentinel names.
+    async fn resolve(&self) -> RedisResult<redis::Client> {
+        match &self.target {
+            Target::Direct(c) => Ok(c.clone()),
+            Target::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+
+    fn manager(&self) -> Option<ConnectionManager> {
+        self.current.read().ok()?.as_ref().map(|c| c.manager.clone())
+    }
+
+    async fn connect(&self, client: redis::Client) -> RedisResult<Current> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let init = self.conn.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
+        let addr = client.get_connection_info().addr().to_string();
+        let manager = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Current { addr, manager })
+    }
+
+    fn current_addr(&self) -> Option<String> {
+        self.current.read().ok()?.as_ref().map(|c| c.addr.clone())
+    }
+
+    fn set(&self, c: Current) {
+        if let Ok(mut slot) = self.current.write() {
+            *slot = Some(c);
+        }
+    }
+}
+
+/// Follows the master Sentinel names: when it changes, the next uses go to the new one.
+async fn follow_master(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(SENTINEL_CHECK).await;
+        let Some(s) = shared.upgrade() else { return };
+        let Ok(Ok(client)) = tokio::time::timeout(s.timeout * 4, s.resolve()).await else {
+            continue;
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if s.current_addr().as_deref() == Some(addr.as_str()) {
+            continue;
+        }
+        if let Ok(Ok(c)) = tokio::time::timeout(s.timeout * 4, s.connect(client)).await {
+            tracing::warn!(master = %addr, "Redis Sentinel names a new master: moving to it");
+            s.set(c);
+        }
+    }
+}
+
+impl LazyConnection {
+    /// For `url` (plain or Sentinel, see the module); `timeout` bounds connecting and each
+    /// response. Errors: an unreadable URL. Nothing is contacted yet.
+    pub fn open(url: &str, timeout: Duration) -> RedisResult<Self> {
+        let target = if url.contains("+sentinel://") {
+            let (sentinels, service, info) = parse_sentinel(url)?;
+            let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+            Target::Sentinel(tokio::sync::Mutex::new(SentinelClient::build(
+                sentinels,
+                service,
+                Some(node),
+                SentinelServerType::Master,
+            )?))
+        } else {
+            Target::Direct(redis::Client::open(url)?)
+        };
+        let sentinel = matches!(target, Target::Sentinel(_));
+        let shared =
+            Arc::new(Shared { target, timeout, current: RwLock::new(None), connecting: tokio::sync::Mutex::new(()) });
+        if sentinel {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(follow_master(Arc::downgrade(&shared)));
+            }
+        }
+        Ok(Self { shared })
+    }
+
+    /// A client for the current master, for what needs a connection of its own (a pub/sub
+    /// subscription). Errors: Sentinel could not name a master.
+    pub async fn client(&self) -> RedisResult<redis::Client> {
+        self.shared.resolve().await
+    }
+
+    /// The connection, or `None` when Redis does not answer within `wait` (first use only: the
+    /// manager reconnects by itself afterwards, and a Sentinel-backed one follows failovers).
+    pub async fn get(&self, wait: Duration) -> Option<ConnectionManager> {
+        if let Some(m) = self.shared.manager() {
+            return Some(m);
+        }
+        let init = async {
+            let _one = self.shared.connecting.lock().await;
+            if let Some(m) = self.shared.manager() {
+                return Ok(m);
+            }
+            let client = self.shared.resolve().await?;
+            let c = self.shared.connect(client).await?;
+            let m = c.manager.clone();
+            self.shared.set(c);
+            Ok::<_, RedisError>(m)
+        };
         match tokio::time::timeout(wait, init).await {
-            Ok(Ok(c)) => Some(c.clone()),
+            Ok(Ok(m)) => Some(m),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_the_master_and_its_settings() {
+        let (s, name, info) = parse_sentinel("redis+sentinel://u:p%40ss@h1:26379,h2:26380/mymaster/2").unwrap();
+        assert_eq!(s, vec!["redis://h1:26379", "redis://h2:26380"]);
+        assert_eq!(name, "mymaster");
+        assert_eq!((info.username(), info.password(), info.db()), (Some("u"), Some("p@ss"), 2));
+        let (s, _, info) = parse_sentinel("rediss+sentinel://:secret@h:1/m").unwrap();
+        assert_eq!(s, vec!["rediss://h:1"]);
+        assert_eq!((info.username(), info.password()), (None, Some("secret")));
+        for bad in ["redis+sentinel://h:1", "redis+sentinel://h:1/", "redis+sentinel:///m", "redis+sentinel://h:1/m/x"]
+        {
+            assert!(parse_sentinel(bad).is_err(), "{bad}");
         }
     }
 }

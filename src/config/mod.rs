@@ -243,9 +243,7 @@ impl Config {
 
         let redis_url = var("TESSERA_REDIS_URL");
         if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return Err(ConfigError::new("TESSERA_REDIS_URL", "must be a redis://, rediss:// or unix:// URL"));
-            }
+            crate::redis_conn::check_url(url).map_err(|why| ConfigError::new("TESSERA_REDIS_URL", why))?;
         }
         let redis_prefix = var("TESSERA_REDIS_PREFIX").unwrap_or_else(|| "tessera".to_owned());
 

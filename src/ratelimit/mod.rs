@@ -159,7 +159,7 @@ impl RateLimiter {
             Some(url) => {
                 let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, SCRIPT.as_bytes());
                 Some(Shared {
-                    conn: LazyConnection::new(redis::Client::open(url)?, REDIS_TIMEOUT),
+                    conn: LazyConnection::open(url, REDIS_TIMEOUT)?,
                     prefix: prefix.to_owned(),
                     sha: hex::encode(digest.as_ref()),
                     nonce: rand::random(),

@@ -81,12 +81,12 @@ impl Bus {
 
     /// A Redis bus; it connects in the background and reconnects by itself.
     pub fn redis(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        let conn = LazyConnection::open(url, REDIS_TIMEOUT)?;
         let (local, _) = broadcast::channel(4096);
         Ok(Self {
             local,
             redis: Some(Arc::new(RedisBus {
-                conn: LazyConnection::new(client, REDIS_TIMEOUT),
+                conn,
                 up: AtomicBool::new(false),
                 seen: AtomicBool::new(false),
                 shown: crate::secrets::RedactedUrl::new(url).redacted(),
@@ -184,7 +184,7 @@ impl Bus {
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
-                let mut pubsub = r.conn.client().get_async_pubsub().await?;
+                let mut pubsub = r.conn.client().await?.get_async_pubsub().await?;
                 pubsub.subscribe(&r.channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

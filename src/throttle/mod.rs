@@ -138,7 +138,7 @@ impl SourceLimiter {
     pub fn new(limit: u32, redis_url: Option<&str>, prefix: &str) -> Result<Self, redis::RedisError> {
         let redis = match redis_url {
             Some(url) => Some(RedisCounter {
-                conn: LazyConnection::new(redis::Client::open(url)?, REDIS_TIMEOUT),
+                conn: LazyConnection::open(url, REDIS_TIMEOUT)?,
                 prefix: prefix.to_owned(),
                 down_until: AtomicU64::new(0),
                 epoch: Instant::now(),

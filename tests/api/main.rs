@@ -18,6 +18,7 @@ mod key_scopes;
 mod keys;
 mod openapi;
 mod redis_proxy;
+mod redis_sentinel;
 mod refresh_retry;
 mod rekey;
 mod revocations;
