@@ -240,7 +240,8 @@ impl Application {
             clients.clone(),
             users.clone(),
         );
-        let usage = Usage::new(pool.clone(), clock.clone(), config.clone(), recorder.clone());
+        let reads = db::reads(&config, &pool)?;
+        let usage = Usage::new(pool.clone(), reads.clone(), clock.clone(), config.clone(), recorder.clone());
         let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
         // Every cache that revocation events change, in one place.
         let consumer = Consumer::new(
@@ -260,7 +261,7 @@ impl Application {
             signing: signing.clone(),
             revocations: Feed::new(pool.clone()),
             usage: usage.clone(),
-            audit: Audit::new(pool.clone()),
+            audit: Audit::new(reads.clone()),
             db: pool.clone(),
             bus: bus.clone(),
             metrics: crate::metrics::install(),

@@ -83,6 +83,29 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
         .map_err(|source| DbError::Connect { target, source })
 }
 
+/// The pool reports read from: the read replica of `TESSERA_DATABASE_REPLICA_URL`, connected
+/// lazily (a replica that is down fails those reads with 503, never the start or the primary's
+/// work) with every transaction read-only; else `primary` itself. Errors: an unreadable URL.
+pub fn reads(config: &Config, primary: &PgPool) -> Result<PgPool, DbError> {
+    let Some(url) = &config.database_replica_url else {
+        return Ok(primary.clone());
+    };
+    let opts = PgConnectOptions::from_str(url.expose())
+        .map_err(DbError::Url)?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500))
+        .options([
+            ("statement_timeout", config.db_statement_timeout.as_millis().to_string()),
+            ("default_transaction_read_only", "on".to_owned()),
+        ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.db_max_connections.div_ceil(2))
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(opts))
+}
+
 /// Says in the log when Postgres stops answering and when it answers again, naming the variable
 /// and the server: request errors alone (503s) say neither. Fed by a query the service makes every
 /// second anyway (the revocation catch-up).

@@ -82,6 +82,9 @@ pub enum MasterKeySource {
 pub struct Config {
     /// Postgres URL of Tessera's own database.
     pub database_url: RedactedUrl,
+    /// `TESSERA_DATABASE_REPLICA_URL`: a read replica for reports (usage, anomalies, audit log);
+    /// `None` = they read the primary.
+    pub database_replica_url: Option<RedactedUrl>,
     /// Upper bound of the connection pool.
     pub db_max_connections: u32,
     /// Server-side statement timeout applied to every pooled connection.
@@ -241,6 +244,15 @@ impl Config {
             return Err(ConfigError::new(database_url_var, "must be a postgres:// or postgresql:// URL"));
         }
 
+        let database_replica_url = var("TESSERA_DATABASE_REPLICA_URL");
+        if let Some(url) = &database_replica_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::new(
+                    "TESSERA_DATABASE_REPLICA_URL",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+        }
         let redis_url = var("TESSERA_REDIS_URL");
         if let Some(url) = &redis_url {
             crate::redis_conn::check_url(url).map_err(|why| ConfigError::new("TESSERA_REDIS_URL", why))?;
@@ -364,6 +376,7 @@ impl Config {
             argon2_workers: num("TESSERA_ARGON2_WORKERS", cores, 1, 1024)?,
             source_max_failures: num("TESSERA_SOURCE_MAX_FAILURES", 30, 1, 1_000_000)?,
             database_url: RedactedUrl::new(database_url),
+            database_replica_url: database_replica_url.map(RedactedUrl::new),
             db_max_connections: num("TESSERA_DB_MAX_CONNECTIONS", 20, 1, 1000)?,
             db_statement_timeout: Duration::from_millis(u64::from(num(
                 "TESSERA_DB_STATEMENT_TIMEOUT_MS",

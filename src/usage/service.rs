@@ -29,6 +29,8 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct Usage {
     pub(super) db: PgPool,
+    /// Where reports and anomaly lists read: a read replica when one is configured.
+    reads: PgPool,
     pub(super) clock: Clock,
     pub(super) config: Arc<Config>,
     recorder: Arc<UsageRecorder>,
@@ -48,9 +50,10 @@ pub struct AnomalyQuery<'a> {
 }
 
 impl Usage {
-    /// A service flushing what `recorder` counts.
-    pub fn new(db: PgPool, clock: Clock, config: Arc<Config>, recorder: Arc<UsageRecorder>) -> Self {
-        Self { db, clock, config, recorder }
+    /// A service flushing what `recorder` counts into `db`; reports and anomaly lists read `reads`
+    /// (a read replica, or `db` itself).
+    pub fn new(db: PgPool, reads: PgPool, clock: Clock, config: Arc<Config>, recorder: Arc<UsageRecorder>) -> Self {
+        Self { db, reads, clock, config, recorder }
     }
 
     /// Usage of `key` between `from` (default a day before `to`) and `to` (default now), in
@@ -70,12 +73,12 @@ impl Usage {
         }
         let to = to.unwrap_or_else(|| self.clock.now());
         let from = from.unwrap_or(to - time::Duration::DAY);
-        report::usage(&self.db, key, from, to, granularity).await
+        report::usage(&self.reads, key, from, to, granularity).await
     }
 
     /// Detected anomalies, oldest first.
     pub async fn anomalies(&self, q: &AnomalyQuery<'_>) -> Result<Vec<Anomaly>> {
-        anomalies::list(&self.db, q.since, q.after, q.kind, q.limit).await
+        anomalies::list(&self.reads, q.since, q.after, q.kind, q.limit).await
     }
 
     async fn flush_logged(&self) {
