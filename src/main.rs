@@ -159,7 +159,7 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    tessera::telemetry::init(config.log_format);
+    let _telemetry = tessera::telemetry::init(config.log_format, config.otlp_endpoint.as_deref());
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate { .. } => match migrate(&config).await {

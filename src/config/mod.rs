@@ -135,6 +135,9 @@ pub struct Config {
     pub max_keys_per_owner: u32,
     /// Log format.
     pub log_format: LogFormat,
+    /// `TESSERA_OTLP_ENDPOINT`: an OpenTelemetry collector's OTLP/HTTP URL request spans are
+    /// exported to; `None` = no export.
+    pub otlp_endpoint: Option<String>,
     /// Anomaly thresholds.
     pub anomalies: AnomalyThresholds,
     /// How long per-minute usage is kept before it is rolled up into hours.
@@ -250,6 +253,15 @@ impl Config {
                 return Err(ConfigError::new(
                     "TESSERA_DATABASE_REPLICA_URL",
                     "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+        }
+        let otlp_endpoint = var("TESSERA_OTLP_ENDPOINT").filter(|v| !v.is_empty());
+        if let Some(url) = &otlp_endpoint {
+            if url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+                return Err(ConfigError::new(
+                    "TESSERA_OTLP_ENDPOINT",
+                    "must be an http(s) URL, e.g. http://collector:4318",
                 ));
             }
         }
@@ -406,6 +418,7 @@ impl Config {
             login_lockout: secs("TESSERA_LOGIN_LOCKOUT", 900, 1, 86_400)?,
             max_keys_per_owner: num("TESSERA_MAX_KEYS_PER_OWNER", 1000, 1, 1_000_000)?,
             log_format,
+            otlp_endpoint,
             anomalies: AnomalyThresholds {
                 spike_factor: num("TESSERA_ANOMALY_SPIKE_FACTOR", 10, 2, 1_000_000)?,
                 spike_floor: num("TESSERA_ANOMALY_SPIKE_FLOOR", 120, 1, 100_000_000)?,

@@ -99,7 +99,13 @@ where
         let oauth = req.uri().path().starts_with("/oauth/");
         // DEBUG: nothing is built or formatted per request unless asked for. The path only: never
         // headers, query strings or bodies, which may carry secrets.
-        let span = tracing::debug_span!("request", method, path = %req.uri().path(), request_id = ?id);
+        let span = tracing::debug_span!(
+            "request",
+            method,
+            path = %req.uri().path(),
+            request_id = ?id,
+            status = tracing::field::Empty
+        );
         let too_large = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -172,6 +178,7 @@ fn finish(
     let elapsed = started.elapsed();
     let status = res.status().as_u16();
     crate::metrics::http_request(method, route, status, elapsed);
+    tracing::Span::current().record("status", status);
     tracing::debug!(status, latency_us = elapsed.as_micros() as u64, "response");
     res
 }

@@ -17,6 +17,7 @@ mod key_patch;
 mod key_scopes;
 mod keys;
 mod openapi;
+mod otlp;
 mod read_replica;
 mod redis_proxy;
 mod redis_sentinel;
