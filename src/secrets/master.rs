@@ -81,6 +81,7 @@ impl MasterKey {
             client_secret_cache: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-cache")),
             client_secret_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-hmac")),
             signing_key_wrap: self.derive(b"signing-key-wrap"),
+            webhook_secret_wrap: self.derive(b"webhook-secret-wrap"),
         }
     }
 }
@@ -108,6 +109,8 @@ pub struct DerivedKeys {
     pub client_secret_hmac: hmac::Key,
     /// AES-256-GCM key that wraps signing keys at rest.
     pub signing_key_wrap: [u8; 32],
+    /// AES-256-GCM key that seals webhook endpoint secrets at rest (they must be recoverable to sign).
+    pub webhook_secret_wrap: [u8; 32],
 }
 
 impl fmt::Debug for DerivedKeys {

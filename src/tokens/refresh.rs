@@ -16,6 +16,7 @@ use crate::{
     secrets::{self, keyed_hash},
     tokens::{Grant, TokenResponse, Tokens},
     usage::anomalies::{self, NewAnomaly},
+    webhooks::{Event, EventType},
 };
 
 /// Prefix of every refresh token.
@@ -200,9 +201,10 @@ impl Tokens {
             if revoked_at.is_none() {
                 self.revoke_family(family, now, "refresh token reuse").await?;
             }
-            let mut conn = self.db.acquire().await?;
-            anomalies::raise(
-            &mut conn,
+            // The anomaly and its webhooks commit together.
+            let mut tx = self.db.begin().await?;
+            let raised = anomalies::raise(
+            &mut tx,
             &NewAnomaly {
                 kind: anomalies::kind::REFRESH_TOKEN_REUSE,
                 key_id: None,
@@ -214,6 +216,13 @@ impl Tokens {
             },
         )
         .await?;
+            if raised {
+                // The source address is not known this deep; the anomaly record carries the rest.
+                let data = json!({"client_id": owner, "sub": user_id, "sid": family, "source_ip": null});
+                let event = Event { kind: EventType::RefreshReuse, owner: None, at: now, data };
+                crate::webhooks::events::enqueue(&mut tx, &event).await?;
+            }
+            tx.commit().await?;
             return Ok(INVALID);
         }
         if revoked_at.is_none() && expires_at > now && absolute > now && user_live {

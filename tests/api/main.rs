@@ -22,3 +22,4 @@ mod refresh_retry;
 mod revocations;
 mod signing;
 mod tokens;
+mod webhooks;

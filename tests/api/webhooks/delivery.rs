@@ -1,0 +1,133 @@
+//! Delivery: signed per Standard Webhooks, retried with the same webhook-id, redirects not
+//! followed, 410 disabling the endpoint, owners receiving only their own keys' events, the log.
+
+use super::*;
+
+#[tokio::test]
+async fn a_revocation_is_delivered_signed_with_the_endpoint_secret() {
+    let app = spawn_private_ok().await;
+    let rx = Receiver::start().await;
+    let admin = app.admin_token().await;
+    let (_, secret) = endpoint(&app, &admin, &rx.url, &["api_key.created", "api_key.revoked"]).await;
+    let writer = app.token_with_scopes(&["keys:write"]).await;
+    let key = new_key(&app, &writer, json!({"expires_in": 86_400 * 30})).await;
+    revoke_key(&app, &writer, key["id"].as_str().unwrap()).await;
+
+    let got = rx.wait_for("api_key.revoked", 1, Duration::from_secs(10)).await;
+    let r = &got[0];
+    assert!(signature_verifies(&secret, r), "{r:?}");
+    assert!(r.id.starts_with("msg_"));
+    let ts: i64 = r.timestamp.parse().unwrap();
+    assert!((ts - time::OffsetDateTime::now_utc().unix_timestamp()).abs() < 30);
+    let body = r.json();
+    assert_eq!(body["data"]["key_id"], key["id"]);
+    assert_eq!(body["data"]["owner"], key["owner"]);
+    assert_eq!(body["data"]["start"], key["start"]);
+    assert_eq!(body["data"]["environment"], "live");
+    assert_eq!(body["data"]["reason"], "test");
+    assert!(body["data"]["expires_at"].is_string());
+    assert!(body["timestamp"].is_string());
+    assert!(!r.body.contains(key["key"].as_str().unwrap()), "never a secret");
+    // A tampered body or another secret does not verify.
+    let forged = Received { body: r.body.replace("test", "tset"), ..r.clone() };
+    assert!(!signature_verifies(&secret, &forged));
+    let created = rx.wait_for("api_key.created", 1, Duration::from_secs(10)).await;
+    assert!(signature_verifies(&secret, &created[0]));
+    assert_ne!(created[0].id, r.id, "one webhook-id per event");
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_once_gets_the_retry_with_the_same_webhook_id() {
+    let app = spawn_private_ok().await;
+    let rx = Receiver::start().await;
+    rx.script(&[Reply::Status(500)]);
+    let admin = app.admin_token().await;
+    let (id, secret) = endpoint(&app, &admin, &rx.url, &["api_key.revoked"]).await;
+    let writer = app.token_with_scopes(&["keys:write"]).await;
+    let key = new_key(&app, &writer, json!({})).await;
+    revoke_key(&app, &writer, key["id"].as_str().unwrap()).await;
+
+    // The first retry comes within 10 s.
+    let got = rx.wait_for("api_key.revoked", 2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id, got[1].id);
+    assert_eq!(got[0].body, got[1].body, "the body never changes between attempts");
+    assert!(signature_verifies(&secret, &got[0]) && signature_verifies(&secret, &got[1]));
+
+    let log: Value = app.get_auth(&format!("/v1/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    // Newest first.
+    assert_eq!((log[0]["attempt"].as_i64(), log[0]["status"].as_str()), (Some(2), Some("delivered")));
+    assert_eq!((log[1]["attempt"].as_i64(), log[1]["status"].as_str()), (Some(1), Some("pending")));
+    assert_eq!(log[1]["response_code"], 500);
+    assert_eq!(log[0]["type"], "api_key.revoked");
+    assert_eq!(log[0]["webhook_id"], id.as_str());
+    assert_eq!(log[0]["message_id"], got[0].id.as_str());
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_retry_after_is_honoured() {
+    let app = spawn_private_ok().await;
+    let rx = Receiver::start().await;
+    rx.script(&[Reply::StatusWith(302, "location", "http://127.0.0.1:9/elsewhere"), Reply::StatusWith(503, "retry-after", "1")]);
+    let admin = app.admin_token().await;
+    endpoint(&app, &admin, &rx.url, &["webhook.test", "api_key.created"]).await;
+    let writer = app.token_with_scopes(&["keys:write"]).await;
+    new_key(&app, &writer, json!({})).await;
+    let got = rx.wait_for("api_key.created", 3, Duration::from_secs(20)).await;
+    assert!(got.iter().all(|r| r.id == got[0].id));
+    // Retry-After: 1 was honoured (not the 30 s second step of the backoff).
+    let (t2, t3): (i64, i64) = (got[1].timestamp.parse().unwrap(), got[2].timestamp.parse().unwrap());
+    assert!(t3 - t2 <= 5, "{t2} {t3}");
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint() {
+    let app = spawn_private_ok().await;
+    let rx = Receiver::start().await;
+    rx.script(&[Reply::Status(410)]);
+    let admin = app.admin_token().await;
+    let (id, _) = endpoint(&app, &admin, &rx.url, &["api_key.created"]).await;
+    let res = app.post_json(&format!("/v1/webhooks/{id}/test"), &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    rx.wait_for("webhook.test", 1, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "the endpoint is disabled", || async {
+        let ep: Value = app.get_auth(&format!("/v1/webhooks/{id}"), &admin).await.json().await.unwrap();
+        ep["enabled"] == false
+    })
+    .await;
+    // A disabled endpoint receives nothing more.
+    let writer = app.token_with_scopes(&["keys:write"]).await;
+    new_key(&app, &writer, json!({})).await;
+    let log: Value = app.get_auth(&format!("/v1/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log[0]["status"], "failed");
+    assert_eq!(log[0]["response_code"], 410);
+    assert_eq!(rx.got().len(), 1);
+}
+
+#[tokio::test]
+async fn a_developer_endpoint_receives_only_the_events_of_their_own_keys() {
+    let app = spawn_private_ok().await;
+    let mine = Receiver::start().await;
+    let all = Receiver::start().await;
+    let alice = app.token_with_scopes(&["keys:write"]).await;
+    let bob = app.token_with_scopes(&["keys:write"]).await;
+    let admin = app.admin_token().await;
+    endpoint(&app, &alice, &mine.url, &["api_key.created", "signing_key.rotated"]).await;
+    endpoint(&app, &admin, &all.url, &["api_key.created", "signing_key.rotated"]).await;
+    let bobs = new_key(&app, &bob, json!({})).await;
+    let alices = new_key(&app, &alice, json!({})).await;
+    let res = app.post_json("/v1/admin/signing-keys/rotate?force=true", &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    all.wait_for("api_key.created", 2, Duration::from_secs(10)).await;
+    let rotated = all.wait_for("signing_key.rotated", 1, Duration::from_secs(10)).await;
+    assert!(rotated[0].json()["data"]["kid"].is_string());
+    let got = mine.wait_for("api_key.created", 1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].json()["data"]["key_id"], alices["id"]);
+    // By the time the admin endpoint had all three, Alice's would have had Bob's too.
+    assert!(mine.got().iter().all(|r| r.json()["data"]["key_id"] != bobs["id"]));
+    assert!(mine.of_type("signing_key.rotated").is_empty());
+}
