@@ -10,9 +10,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// A webhook attempt's outcome: `delivered`, `retry`, `failed` (given up) or `gone` (410).
-pub fn webhook_delivery(outcome: &'static str) {
+/// A webhook attempt's outcome: `delivered`, `failed` (to be retried, or given up when
+/// `abandoned`) or `gone` (410: the endpoint is disabled).
+pub fn webhook_delivery(outcome: &'static str, abandoned: bool) {
     metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
+    if abandoned {
+        metrics::counter!("webhook_deliveries_abandoned_total").increment(1);
+    }
 }
 
 /// Webhook deliveries waiting (to enabled endpoints), and the age of the oldest, seconds.

@@ -44,10 +44,8 @@ pub struct LeakReports {
 impl LeakReports {
     /// Reports acted on through `keys`.
     pub fn new(keys: ApiKeys) -> Self {
-        let seen = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(std::time::Duration::from_secs(60))
-            .build();
+        let seen =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(std::time::Duration::from_secs(60)).build();
         Self { keys, seen }
     }
 
@@ -55,7 +53,12 @@ impl LeakReports {
     ///
     /// # Errors
     /// [`Error::TooManyAttempts`] past [`REPORTS_PER_MINUTE`] from one source.
-    pub async fn report(&self, source: std::net::IpAddr, entries: Vec<LeakEntry>, actor: &Actor) -> Result<Vec<LeakLabel>> {
+    pub async fn report(
+        &self,
+        source: std::net::IpAddr,
+        entries: Vec<LeakEntry>,
+        actor: &Actor,
+    ) -> Result<Vec<LeakLabel>> {
         let count = self.seen.get_with(source, || Arc::new(AtomicU32::new(0)));
         if count.fetch_add(1, Ordering::Relaxed) >= REPORTS_PER_MINUTE {
             return Err(Error::TooManyAttempts(60));

@@ -23,7 +23,9 @@ pub(super) fn leak_policy(v: Option<String>) -> Result<LeakPolicy, ConfigError> 
     match v.as_deref().map(str::trim) {
         None | Some("revoke") => Ok(LeakPolicy::Revoke),
         Some("notify") => Ok(LeakPolicy::Notify),
-        Some(other) => Err(ConfigError::new("TESSERA_LEAK_POLICY", format!("expected revoke or notify, got {other:?}"))),
+        Some(other) => {
+            Err(ConfigError::new("TESSERA_LEAK_POLICY", format!("expected revoke or notify, got {other:?}")))
+        }
     }
 }
 

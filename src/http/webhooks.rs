@@ -210,7 +210,9 @@ async fn report_leaks(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<Vec<LeakLabel>>, ApiError> {
     let serde_json::Value::Array(items) = body else {
-        return Err(ApiError::bad_request("the body must be a JSON array of {\"token\", \"type\", \"url\", \"source\"}"));
+        return Err(ApiError::bad_request(
+            "the body must be a JSON array of {\"token\", \"type\", \"url\", \"source\"}",
+        ));
     };
     if items.len() > MAX_ENTRIES {
         return Err(ApiError::new(

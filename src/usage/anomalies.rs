@@ -75,7 +75,10 @@ pub async fn raise(conn: &mut PgConnection, a: &NewAnomaly<'_>) -> Result<bool> 
         crate::metrics::anomaly(a.kind);
         let owner: Option<String> = match a.key_id {
             Some(k) => {
-                sqlx::query_scalar("SELECT owner FROM api_keys WHERE id = $1").bind(k).fetch_optional(&mut *conn).await?
+                sqlx::query_scalar("SELECT owner FROM api_keys WHERE id = $1")
+                    .bind(k)
+                    .fetch_optional(&mut *conn)
+                    .await?
             }
             None => None,
         };

@@ -78,10 +78,13 @@ impl Webhooks {
     }
 
     async fn attempt(&self, c: &Claimed) -> Outcome {
-        let Some(secret) =
-            crate::secrets::open(&self.seal_key, c.endpoint_id.as_bytes(), &c.secret_sealed).and_then(|b| EndpointSecret::from_bytes(&b))
+        let Some(secret) = crate::secrets::open(&self.seal_key, c.endpoint_id.as_bytes(), &c.secret_sealed)
+            .and_then(|b| EndpointSecret::from_bytes(&b))
         else {
-            return Outcome { error: Some("the endpoint secret cannot be unsealed with this master key".into()), ..Default::default() };
+            return Outcome {
+                error: Some("the endpoint secret cannot be unsealed with this master key".into()),
+                ..Default::default()
+            };
         };
         // Checked again at send time: the address written in the URL (DNS answers are checked by
         // the client's resolver).
@@ -116,7 +119,9 @@ impl Webhooks {
                 let mut excerpt = Vec::new();
                 while excerpt.len() < EXCERPT {
                     match tokio::time::timeout(Duration::from_secs(2), res.chunk()).await {
-                        Ok(Ok(Some(chunk))) => excerpt.extend_from_slice(&chunk[..chunk.len().min(EXCERPT - excerpt.len())]),
+                        Ok(Ok(Some(chunk))) => {
+                            excerpt.extend_from_slice(&chunk[..chunk.len().min(EXCERPT - excerpt.len())])
+                        }
                         _ => break,
                     }
                 }
@@ -213,7 +218,7 @@ async fn record(conn: &mut PgConnection, c: &Claimed, o: &Outcome, at: OffsetDat
         Some(200..=299) => ("delivered", "delivered"),
         Some(410) => ("failed", "gone"),
         _ if at >= c.created_at + RETRY_FOR => ("failed", "failed"),
-        _ => ("pending", "retry"),
+        _ => ("pending", "failed"),
     };
     let delay = o.retry_after.unwrap_or_else(|| backoff(attempt));
     sqlx::query(
@@ -256,7 +261,7 @@ async fn record(conn: &mut PgConnection, c: &Claimed, o: &Outcome, at: OffsetDat
     } else if outcome != "delivered" {
         tracing::info!(endpoint = %c.endpoint_id, attempt, code, error = o.error.as_deref(), "webhook attempt failed");
     }
-    crate::metrics::webhook_delivery(outcome);
+    crate::metrics::webhook_delivery(outcome, status == "failed" && outcome == "failed");
     Ok(())
 }
 

@@ -127,8 +127,9 @@ fn event_types(events: &[String]) -> Result<Vec<String>> {
     }
     let mut out: Vec<String> = Vec::with_capacity(events.len());
     for e in events {
-        let t = EventType::parse(e)
-            .ok_or_else(|| Error::invalid(format!("events: unknown event type {:?}", e.chars().take(64).collect::<String>())))?;
+        let t = EventType::parse(e).ok_or_else(|| {
+            Error::invalid(format!("events: unknown event type {:?}", e.chars().take(64).collect::<String>()))
+        })?;
         if !out.iter().any(|o| o == t.as_str()) {
             out.push(t.as_str().to_owned());
         }
@@ -162,7 +163,10 @@ impl Webhooks {
         let secret = EndpointSecret::generate();
         let sealed = crate::secrets::seal(&self.seal_key, id.as_bytes(), secret.bytes());
         let mut tx = self.db.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))").bind(who.sub).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))")
+            .bind(who.sub)
+            .execute(&mut *tx)
+            .await?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE owner = $1")
             .bind(who.sub)
             .fetch_one(&mut *tx)
@@ -184,8 +188,16 @@ impl Webhooks {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        audit::record(&mut tx, now, actor, "webhook.create", "webhook", &id.to_string(), json!({"url": url, "events": events}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            actor,
+            "webhook.create",
+            "webhook",
+            &id.to_string(),
+            json!({"url": url, "events": events}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(CreatedEndpoint { endpoint, secret: secret.display() })
     }
@@ -202,16 +214,24 @@ impl Webhooks {
 
     /// One endpoint, if the requester may see it.
     pub async fn get(&self, who: Requester<'_>, id: Uuid) -> Result<EndpointView> {
-        sqlx::query_as(&format!("SELECT {VIEW} FROM webhook_endpoints WHERE id = $1 AND ($2::text IS NULL OR owner = $2)"))
-            .bind(id)
-            .bind(who.owner_filter())
-            .fetch_optional(&self.db)
-            .await?
-            .ok_or(Error::NotFound("webhook"))
+        sqlx::query_as(&format!(
+            "SELECT {VIEW} FROM webhook_endpoints WHERE id = $1 AND ($2::text IS NULL OR owner = $2)"
+        ))
+        .bind(id)
+        .bind(who.owner_filter())
+        .fetch_optional(&self.db)
+        .await?
+        .ok_or(Error::NotFound("webhook"))
     }
 
     /// Changes an endpoint's `url`, `events`, `enabled` or `description`.
-    pub async fn update(&self, who: Requester<'_>, id: Uuid, patch: EndpointPatch, actor: &Actor) -> Result<EndpointView> {
+    pub async fn update(
+        &self,
+        who: Requester<'_>,
+        id: Uuid,
+        patch: EndpointPatch,
+        actor: &Actor,
+    ) -> Result<EndpointView> {
         let events = patch.events.as_deref().map(event_types).transpose()?;
         let url = match &patch.url {
             Some(u) => Some(self.checked_url(u).await?),

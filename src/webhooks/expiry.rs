@@ -15,17 +15,19 @@ use super::{events, EventType, Webhooks};
 use crate::error::Result;
 
 /// The notices of one expiry: kind and how long before it.
-const NOTICES: [(&str, time::Duration); 3] = [
-    ("expiring_7d", time::Duration::days(7)),
-    ("expiring_1d", time::Duration::DAY),
-    ("expired", time::Duration::ZERO),
-];
+const NOTICES: [(&str, time::Duration); 3] =
+    [("expiring_7d", time::Duration::days(7)), ("expiring_1d", time::Duration::DAY), ("expired", time::Duration::ZERO)];
 const TICK: Duration = Duration::from_secs(1);
 
 /// (Re-)arms the notices of key `id` for `expires_at`, set at `now`, inside the caller's
 /// transaction. A notice whose moment has already passed is skipped; an unchanged expiry keeps
 /// what was already sent; no expiry removes them all.
-pub async fn arm(conn: &mut PgConnection, id: Uuid, expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<()> {
+pub async fn arm(
+    conn: &mut PgConnection,
+    id: Uuid,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<()> {
     let Some(expires_at) = expires_at else {
         sqlx::query("DELETE FROM api_key_notices WHERE key_id = $1").bind(id).execute(&mut *conn).await?;
         return Ok(());

@@ -147,10 +147,8 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow = self.allow_private;
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|a| allow || is_public(a.ip()))
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.filter(|a| allow || is_public(a.ip())).collect();
             if found.is_empty() {
                 return Err("the name resolves to no address webhooks may reach".into());
             }
@@ -212,8 +210,7 @@ mod tests {
 
     #[test]
     fn only_http_and_https_are_accepted() {
-        for url in ["ftp://example.com/", "file:///etc/passwd", "gopher://example.com/", "javascript:alert(1)", "/x"]
-        {
+        for url in ["ftp://example.com/", "file:///etc/passwd", "gopher://example.com/", "javascript:alert(1)", "/x"] {
             assert!(check_url(url, true).is_err(), "{url}");
         }
         assert!(check_url("https://hooks.example.com/tessera", false).is_ok());

@@ -67,10 +67,8 @@ async fn a_delivery_cut_off_by_a_stopping_instance_is_sent_by_another() {
     assert_eq!(got[1].body, first[0].body);
     assert!(signature_verifies(&secret, &got[1]));
     eventually(Duration::from_secs(10), "the delivery is marked delivered", || async {
-        let status: String = sqlx::query_scalar("SELECT status FROM webhook_deliveries")
-            .fetch_one(&b.parts.db)
-            .await
-            .unwrap();
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM webhook_deliveries").fetch_one(&b.parts.db).await.unwrap();
         status == "delivered"
     })
     .await;

@@ -70,7 +70,10 @@ async fn a_receiver_answering_500_once_gets_the_retry_with_the_same_webhook_id()
 async fn a_redirect_is_not_followed_and_retry_after_is_honoured() {
     let app = spawn_private_ok().await;
     let rx = Receiver::start().await;
-    rx.script(&[Reply::StatusWith(302, "location", "http://127.0.0.1:9/elsewhere"), Reply::StatusWith(503, "retry-after", "1")]);
+    rx.script(&[
+        Reply::StatusWith(302, "location", "http://127.0.0.1:9/elsewhere"),
+        Reply::StatusWith(503, "retry-after", "1"),
+    ]);
     let admin = app.admin_token().await;
     endpoint(&app, &admin, &rx.url, &["webhook.test", "api_key.created"]).await;
     let writer = app.token_with_scopes(&["keys:write"]).await;

@@ -52,7 +52,13 @@ async fn bad_urls_and_unknown_events_are_400_naming_the_field() {
         assert_eq!(p["code"], "INVALID_REQUEST");
         assert!(p["detail"].as_str().unwrap().starts_with(field), "{p}");
     }
-    let res = app.post_json("/v1/webhooks", &admin, &json!({"url": "https://example.com/x", "events": ["api_key.revoked"], "secret": "mine"})).await;
+    let res = app
+        .post_json(
+            "/v1/webhooks",
+            &admin,
+            &json!({"url": "https://example.com/x", "events": ["api_key.revoked"], "secret": "mine"}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 }
 

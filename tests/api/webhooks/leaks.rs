@@ -71,7 +71,11 @@ async fn a_reported_key_is_revoked_and_announced_and_a_forged_one_is_a_false_pos
     assert_eq!(a["details"]["url"], "https://github.com/o/r/blob/main/.env");
     assert_eq!(a["details"]["source"], "github");
     let audit: Value = app.get_auth("/v1/admin/audit", &admin).await.json().await.unwrap();
-    assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "api_key.leak_reported" && e["target_id"] == key["id"]));
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "api_key.leak_reported" && e["target_id"] == key["id"]));
 
     // Reported again (already revoked): still a true positive.
     let again: Value = report(&app, &json!([{"token": plain}])).await.json().await.unwrap();
