@@ -112,6 +112,8 @@ impl LeakEntry {
 
 /// The answer for one entry.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "token_type": "tessera_api_key", "label": "true_positive"}))]
 pub struct LeakLabel {
     /// Hex SHA-256 of the token.
     pub token_hash: String,

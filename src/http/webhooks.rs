@@ -182,6 +182,8 @@ async fn list_deliveries(
 
 /// One reported token (other members are ignored).
 #[derive(utoipa::ToSchema)]
+#[schema(example = json!({"token": "tsk_live_…", "type": "tessera_api_key",
+    "url": "https://github.com/octo/app/blob/main/.env", "source": "github"}))]
 #[allow(dead_code)]
 struct LeakReportEntry {
     /// The token found.

@@ -23,6 +23,8 @@ pub const MAX_PER_OWNER: i64 = 50;
 
 /// `POST /v1/webhooks`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"url": "https://hooks.example.com/tessera", "events": ["api_key.revoked", "api_key.leaked"],
+    "description": "security team"}))]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     /// Where deliveries go: an `http` or `https` URL (at most 2 048 characters).
@@ -37,6 +39,7 @@ pub struct NewEndpoint {
 
 /// `PATCH /v1/webhooks/{id}`: only the fields given change.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"enabled": true, "events": ["api_key.revoked", "api_key.expiring", "api_key.expired"]}))]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     /// New destination.
@@ -51,6 +54,10 @@ pub struct EndpointPatch {
 
 /// An endpoint as the API shows it (never its secret).
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({"id": "01a2f3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", "url": "https://hooks.example.com/tessera",
+    "events": ["api_key.revoked", "api_key.leaked"], "description": "security team", "enabled": true,
+    "owner": "01a1f805-f370-74f8-996d-a763b7a969b1", "admin": false,
+    "created_at": "2026-11-30T09:00:00Z", "updated_at": "2026-11-30T09:00:00Z"}))]
 pub struct EndpointView {
     /// Id.
     pub id: Uuid,
@@ -80,6 +87,11 @@ pub struct EndpointView {
 
 /// A new endpoint with its secret: the only time the secret is shown.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "01a2f3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", "url": "https://hooks.example.com/tessera",
+    "events": ["api_key.revoked", "api_key.leaked"], "description": "security team", "enabled": true,
+    "owner": "01a1f805-f370-74f8-996d-a763b7a969b1", "admin": false,
+    "created_at": "2026-11-30T09:00:00Z", "updated_at": "2026-11-30T09:00:00Z",
+    "secret": "whsec_Vt0yV2qQ2vYQm4m0p4nU8a1Yx3bJ6lHc9wq5r7s8t0A="}))]
 pub struct CreatedEndpoint {
     /// The endpoint.
     #[serde(flatten)]
@@ -97,6 +109,9 @@ impl std::fmt::Debug for CreatedEndpoint {
 
 /// One line of an endpoint's delivery log, newest first.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({"id": "01a2f3d0-0c1d-7e2f-8a3b-4c5d6e7f8a9b", "webhook_id": "01a2f3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b",
+    "message_id": "msg_01a2f3cf2b1a7c3d9e8f7a6b5c4d3e2f", "type": "api_key.revoked", "attempt": 2,
+    "status": "delivered", "response_code": 204, "at": "2026-11-30T09:00:07Z"}))]
 pub struct DeliveryLogEntry {
     /// Id of this line (the cursor of the next page).
     pub id: Uuid,
