@@ -208,6 +208,16 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_delivery_resolver_drops_internal_answers() {
+        use std::str::FromStr;
+        let name = || Name::from_str("localhost").expect("name");
+        assert!(GuardedResolver { allow_private: false }.resolve(name()).await.is_err());
+        let found: Vec<SocketAddr> =
+            GuardedResolver { allow_private: true }.resolve(name()).await.expect("resolves").collect();
+        assert!(found.iter().all(|a| a.ip().is_loopback()) && !found.is_empty());
+    }
+
     #[test]
     fn only_http_and_https_are_accepted() {
         for url in ["ftp://example.com/", "file:///etc/passwd", "gopher://example.com/", "javascript:alert(1)", "/x"] {

@@ -134,3 +134,34 @@ async fn a_developer_endpoint_receives_only_the_events_of_their_own_keys() {
     assert!(mine.got().iter().all(|r| r.json()["data"]["key_id"] != bobs["id"]));
     assert!(mine.of_type("signing_key.rotated").is_empty());
 }
+
+#[tokio::test]
+async fn an_instance_that_refuses_private_destinations_does_not_connect_to_one() {
+    // `app` allows private destinations and saves the endpoint; `strict` does not, and runs an
+    // hour ahead, so the delivery of an event it makes is due only for it.
+    let app = spawn_private_ok().await;
+    let mut b = TestAppBuilder::new();
+    b.env = app.env.clone();
+    b.env.insert("TESSERA_BIND".into(), "127.0.0.1:0".into());
+    b.env.insert("TESSERA_WEBHOOK_ALLOW_PRIVATE".into(), "false".into());
+    b.db_name = Some(app.db_name.clone());
+    let strict = b.spawn().await;
+    strict.clock.advance(Duration::from_secs(3600));
+    let rx = Receiver::start().await;
+    let admin = app.admin_token().await;
+    let (id, _) = endpoint(&app, &admin, &rx.url, &["api_key.created"]).await;
+    let writer = strict.token_with_scopes(&["keys:write"]).await;
+    new_key(&strict, &writer, json!({})).await;
+    let error: String = eventually(Duration::from_secs(10), "an attempt is logged", || async {
+        sqlx::query_scalar::<_, String>("SELECT error FROM webhook_attempts WHERE endpoint_id = $1::uuid")
+            .bind(&id)
+            .fetch_optional(&strict.parts.db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(error.contains("private"), "{error}");
+    assert!(rx.got().is_empty(), "nothing reached the receiver");
+    let log: Value = app.get_auth(&format!("/v1/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
+    assert_eq!((log[0]["attempt"].as_i64(), log[0]["status"].as_str()), (Some(1), Some("pending")));
+}
