@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
+mod cli;
 mod cluster;
 mod delivery;
 mod endpoints;
