@@ -83,11 +83,13 @@ impl Tokens {
     }
 
     /// `grant_type=refresh_token`: spend the presented token, issue its successor and an access token.
+    /// `source` is the caller's address, named in the webhook when the token turns out to be reused.
     pub async fn rotate(
         &self,
         client: &Client,
         presented: &str,
         scope: Option<&str>,
+        source: std::net::IpAddr,
     ) -> Result<TokenResponse, GrantError> {
         if !client.allows_grant("refresh_token") {
             return Err(GrantError::UnauthorizedClient("this client may not use the refresh_token grant"));
@@ -147,7 +149,7 @@ impl Tokens {
             if let Some(answer) = self.retry(client, presented, &hash, asked.as_deref(), requested, now).await? {
                 return Ok(answer);
             }
-            return Err(self.refuse(client, &hash, now).await?);
+            return Err(self.refuse(client, &hash, now, source).await?);
         };
         let issued = Issued { family, user_id, token_scopes, user_scopes };
         self.answer(client, issued, requested, token)
@@ -180,7 +182,13 @@ impl Tokens {
     }
 
     /// Works out why a token was not spendable; on reuse, revokes the whole family.
-    async fn refuse(&self, client: &Client, hash: &[u8; 32], now: OffsetDateTime) -> Result<GrantError, Error> {
+    async fn refuse(
+        &self,
+        client: &Client,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+        source: std::net::IpAddr,
+    ) -> Result<GrantError, Error> {
         let found: Option<Found> = sqlx::query_as(
             "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
                 EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
@@ -217,8 +225,7 @@ impl Tokens {
         )
         .await?;
             if raised {
-                // The source address is not known this deep; the anomaly record carries the rest.
-                let data = json!({"client_id": owner, "sub": user_id, "sid": family, "source_ip": null});
+                let data = json!({"client_id": owner, "sub": user_id, "sid": family, "source_ip": source.to_string()});
                 let event = Event { kind: EventType::RefreshReuse, owner: None, at: now, data };
                 crate::webhooks::events::enqueue(&mut tx, &event).await?;
             }

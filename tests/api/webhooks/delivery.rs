@@ -165,3 +165,30 @@ async fn an_instance_that_refuses_private_destinations_does_not_connect_to_one()
     let log: Value = app.get_auth(&format!("/v1/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
     assert_eq!((log[0]["attempt"].as_i64(), log[0]["status"].as_str()), (Some(1), Some("pending")));
 }
+
+#[tokio::test]
+async fn refresh_token_reuse_reaches_admin_endpoints_with_its_source_and_anomaly() {
+    let app = TestAppBuilder::new()
+        .set("TESSERA_WEBHOOK_ALLOW_PRIVATE", "true")
+        .set("TESSERA_REFRESH_RETRY_GRACE", "0")
+        .spawn()
+        .await;
+    let rx = Receiver::start().await;
+    let admin = app.admin_token().await;
+    endpoint(&app, &admin, &rx.url, &["refresh_token.reuse_detected", "anomaly.detected"]).await;
+    let l = crate::tokens::setup_login(&app, &["a"], &["a"]).await;
+    let login: Value = crate::tokens::password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let rt = login["refresh_token"].as_str().unwrap();
+    assert_eq!(crate::tokens::refresh(&app, &l, rt, None).await.status(), StatusCode::OK);
+    assert_eq!(crate::tokens::refresh(&app, &l, rt, None).await.status(), StatusCode::BAD_REQUEST);
+
+    let got = rx.wait_for("refresh_token.reuse_detected", 1, Duration::from_secs(10)).await;
+    let data = &got[0].json()["data"];
+    assert_eq!(data["client_id"], l.client_id.as_str());
+    assert_eq!(data["sub"], l.user_id.as_str());
+    assert_eq!(data["source_ip"], "127.0.0.1");
+    assert!(data["sid"].is_string());
+    assert!(!got[0].body.contains(rt), "never the token");
+    let anomaly = rx.wait_for("anomaly.detected", 1, Duration::from_secs(10)).await;
+    assert_eq!(anomaly[0].json()["data"]["kind"], "REFRESH_TOKEN_REUSE");
+}
