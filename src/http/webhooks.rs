@@ -71,11 +71,20 @@ async fn create_webhook(
 
 /// The caller's endpoints (an admin: every endpoint), oldest first; never a secret.
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = ["keys:write"])),
-    responses((status = 200, body = [EndpointView]), (status = 401, body = Problem, content_type = "application/problem+json"),
+    params(PageQuery),
+    responses((status = 200, body = [EndpointView], headers(("Link" = String, description = "rel=\"next\" when there is more"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<EndpointView>>, ApiError> {
+async fn list_webhooks(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<(HeaderMap, Json<Vec<EndpointView>>), ApiError> {
     caller.require(SCOPE)?;
-    Ok(Json(state.webhooks.list(requester(&caller)).await?))
+    let (limit, after) = super::lookups::page(q.limit, q.after.as_deref())?;
+    let rows = state.webhooks.list(requester(&caller), after, limit + 1).await?;
+    Ok(super::lookups::paginate(rows, limit, "/v1/webhooks", &q, |r| r.id))
 }
 
 /// One endpoint.

@@ -217,12 +217,16 @@ impl Webhooks {
         Ok(CreatedEndpoint { endpoint, secret: secret.display() })
     }
 
-    /// The requester's endpoints (an admin: every endpoint), oldest first.
-    pub async fn list(&self, who: Requester<'_>) -> Result<Vec<EndpointView>> {
+    /// The requester's endpoints (an admin: every endpoint), oldest first: at most `limit`, after
+    /// the endpoint `after` (the cursor of the previous page).
+    pub async fn list(&self, who: Requester<'_>, after: Option<Uuid>, limit: i64) -> Result<Vec<EndpointView>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {VIEW} FROM webhook_endpoints WHERE $1::text IS NULL OR owner = $1 ORDER BY id"
+            "SELECT {VIEW} FROM webhook_endpoints WHERE ($1::text IS NULL OR owner = $1)
+               AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
         .bind(who.owner_filter())
+        .bind(after)
+        .bind(limit)
         .fetch_all(&self.db)
         .await?)
     }

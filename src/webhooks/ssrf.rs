@@ -118,7 +118,8 @@ fn refuse_private(ip: IpAddr, allow_private: bool) -> Result<()> {
 }
 
 /// Resolves the URL's host (at creation) and refuses it when any address it resolves to is
-/// internal. A name that does not resolve now is accepted: the delivery-time check still holds.
+/// internal. A name that does not resolve now (or within 3 s) is accepted: the delivery-time
+/// check still holds.
 pub async fn check_resolved(url: &Url, allow_private: bool) -> Result<()> {
     if allow_private {
         return Ok(());
@@ -126,7 +127,8 @@ pub async fn check_resolved(url: &Url, allow_private: bool) -> Result<()> {
     let (Some(Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) else {
         return Ok(());
     };
-    if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+    let lookup = tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::lookup_host((host, port)));
+    if let Ok(Ok(addrs)) = lookup.await {
         for a in addrs {
             refuse_private(a.ip(), false)?;
         }

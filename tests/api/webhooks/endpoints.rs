@@ -122,3 +122,23 @@ async fn developers_see_and_change_only_their_own_endpoints() {
     assert_eq!(app.delete_auth(&format!("/v1/webhooks/{id}"), &alice).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.get_auth(&format!("/v1/webhooks/{id}"), &alice).await.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn endpoints_are_listed_in_pages_with_a_next_link() {
+    let app = spawn_private_ok().await;
+    let admin = app.admin_token().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(endpoint(&app, &admin, &format!("http://127.0.0.1:9/{i}"), &["api_key.created"]).await.0);
+    }
+    let res = app.get_auth("/v1/webhooks?limit=2", &admin).await;
+    let link = res.headers()["link"].to_str().unwrap().to_owned();
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), ids[..2]);
+    let next = link.trim_start_matches('<').split('>').next().unwrap().to_owned();
+    let res = app.get_auth(&next, &admin).await;
+    assert!(res.headers().get("link").is_none());
+    let page: Value = res.json().await.unwrap();
+    assert_eq!(page[0]["id"], ids[2].as_str());
+    assert_eq!(app.get_auth("/v1/webhooks?limit=0", &admin).await.status(), StatusCode::BAD_REQUEST);
+}
