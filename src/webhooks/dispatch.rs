@@ -125,7 +125,8 @@ impl Webhooks {
                         _ => break,
                     }
                 }
-                let excerpt = (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned());
+                // Postgres text cannot hold U+0000: a receiver's bytes must not fail the record.
+                let excerpt = (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).replace('\0', ""));
                 Outcome { code: Some(code), retry_after, excerpt, error: None }
             }
         }
@@ -244,7 +245,7 @@ async fn record(conn: &mut PgConnection, c: &Claimed, o: &Outcome, at: OffsetDat
     .bind(status)
     .bind(code)
     .bind(&o.excerpt)
-    .bind(&o.error)
+    .bind(o.error.as_deref().map(|e| e.replace('\0', "")))
     .bind(at)
     .execute(&mut *conn)
     .await?;

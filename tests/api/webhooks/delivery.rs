@@ -40,7 +40,8 @@ async fn a_revocation_is_delivered_signed_with_the_endpoint_secret() {
 async fn a_receiver_answering_500_once_gets_the_retry_with_the_same_webhook_id() {
     let app = spawn_private_ok().await;
     let rx = Receiver::start().await;
-    rx.script(&[Reply::Status(500)]);
+    // Its body holds a NUL, which Postgres text cannot: the excerpt kept must still be recorded.
+    rx.script(&[Reply::StatusBody(500, "oops\0 something broke")]);
     let admin = app.admin_token().await;
     let (id, secret) = endpoint(&app, &admin, &rx.url, &["api_key.revoked"]).await;
     let writer = app.token_with_scopes(&["keys:write"]).await;
@@ -54,9 +55,17 @@ async fn a_receiver_answering_500_once_gets_the_retry_with_the_same_webhook_id()
     assert_eq!(got[0].body, got[1].body, "the body never changes between attempts");
     assert!(signature_verifies(&secret, &got[0]) && signature_verifies(&secret, &got[1]));
 
-    let log: Value = app.get_auth(&format!("/v1/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
-    let log = log.as_array().unwrap();
-    assert_eq!(log.len(), 2, "{log:?}");
+    // The attempt is recorded once the receiver has answered it.
+    let log: Vec<Value> = eventually(Duration::from_secs(10), "both attempts are logged", || async {
+        let log: Value = app.get_auth(&format!("/v1/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
+        let log = log.as_array().unwrap().clone();
+        if log.len() == 2 {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     // Newest first.
     assert_eq!((log[0]["attempt"].as_i64(), log[0]["status"].as_str()), (Some(2), Some("delivered")));
     assert_eq!((log[1]["attempt"].as_i64(), log[1]["status"].as_str()), (Some(1), Some("pending")));
@@ -64,6 +73,11 @@ async fn a_receiver_answering_500_once_gets_the_retry_with_the_same_webhook_id()
     assert_eq!(log[0]["type"], "api_key.revoked");
     assert_eq!(log[0]["webhook_id"], id.as_str());
     assert_eq!(log[0]["message_id"], got[0].id.as_str());
+    let excerpt: Option<String> = sqlx::query_scalar("SELECT excerpt FROM webhook_attempts WHERE attempt = 1")
+        .fetch_one(&app.parts.db)
+        .await
+        .unwrap();
+    assert_eq!(excerpt.as_deref(), Some("oops something broke"));
 }
 
 #[tokio::test]

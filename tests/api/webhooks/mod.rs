@@ -51,6 +51,7 @@ impl Received {
 pub enum Reply {
     Status(u16),
     StatusWith(u16, &'static str, &'static str),
+    StatusBody(u16, &'static str),
     /// Never answers (the sender's timeout or death ends it).
     Hang,
 }
@@ -84,6 +85,7 @@ async fn receive(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, bod
     match reply {
         Reply::Status(s) => AxumStatus::from_u16(s).unwrap().into_response(),
         Reply::StatusWith(s, name, value) => (AxumStatus::from_u16(s).unwrap(), [(name, value)], "").into_response(),
+        Reply::StatusBody(s, body) => (AxumStatus::from_u16(s).unwrap(), body).into_response(),
         Reply::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
