@@ -196,3 +196,12 @@ pub async fn signing_key(conn: &mut PgConnection, kind: EventType, kid: &str, at
     };
     enqueue(conn, &Event { kind, owner: None, at, data: json!({"kid": kid, "alg": alg, "state": state}) }).await
 }
+
+/// `api_key.revoked` for each of `ids`, revoked together with their owner (a user deleted, a
+/// client disabled), inside the caller's transaction.
+pub async fn api_keys_revoked(conn: &mut PgConnection, ids: &[Uuid], at: OffsetDateTime, reason: &str) -> Result<()> {
+    for id in ids {
+        api_key(conn, EventType::KeyRevoked, *id, at, json!({"reason": reason})).await?;
+    }
+    Ok(())
+}

@@ -206,3 +206,25 @@ async fn refresh_token_reuse_reaches_admin_endpoints_with_its_source_and_anomaly
     let anomaly = rx.wait_for("anomaly.detected", 1, Duration::from_secs(10)).await;
     assert_eq!(anomaly[0].json()["data"]["kind"], "REFRESH_TOKEN_REUSE");
 }
+
+#[tokio::test]
+async fn keys_revoked_with_their_owner_are_announced_one_by_one() {
+    let app = spawn_private_ok().await;
+    let rx = Receiver::start().await;
+    let admin = app.admin_token().await;
+    endpoint(&app, &admin, &rx.url, &["api_key.revoked"]).await;
+    let l = crate::tokens::setup_login(&app, &["keys:write"], &["keys:write"]).await;
+    let login: Value = crate::tokens::password_grant(&app, &l, &l.password, None).await.json().await.unwrap();
+    let dev = login["access_token"].as_str().unwrap();
+    let a = new_key(&app, dev, json!({})).await;
+    let b = new_key(&app, dev, json!({})).await;
+    let res = app.delete_auth(&format!("/v1/admin/users/{}", l.user_id), &admin).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let got = rx.wait_for("api_key.revoked", 2, Duration::from_secs(10)).await;
+    let mut ids: Vec<Value> = got.iter().map(|r| r.json()["data"]["key_id"].clone()).collect();
+    ids.sort_by_key(|v| v.to_string());
+    let mut want = vec![a["id"].clone(), b["id"].clone()];
+    want.sort_by_key(|v| v.to_string());
+    assert_eq!(ids, want);
+    assert!(got.iter().all(|r| r.json()["data"]["reason"] == "owner deleted"));
+}
