@@ -206,11 +206,9 @@ impl Tokens {
         if spent_at.is_some() {
             tracing::warn!(family_id = %family, client_id = %owner, "refresh token reuse detected: revoking the family");
             crate::metrics::refresh_reuse();
-            if revoked_at.is_none() {
-                self.revoke_family(family, now, "refresh token reuse").await?;
-            }
-            // The anomaly and its webhooks commit together.
+            // The family's revocation, the anomaly and the webhook commit together.
             let mut tx = self.db.begin().await?;
+            let revoked = revoked_at.is_none() && revoke_family_in(&mut tx, family, now, "refresh token reuse").await?;
             let raised = anomalies::raise(
             &mut tx,
             &NewAnomaly {
@@ -230,6 +228,9 @@ impl Tokens {
                 crate::webhooks::events::enqueue(&mut tx, &event).await?;
             }
             tx.commit().await?;
+            if revoked {
+                self.family_revoked_here(family, now);
+            }
             return Ok(INVALID);
         }
         if revoked_at.is_none() && expires_at > now && absolute > now && user_live {
@@ -242,29 +243,48 @@ impl Tokens {
     /// Revokes a family (idempotent): outbox event in the same transaction, and this instance at once.
     pub async fn revoke_family(&self, family: Uuid, now: OffsetDateTime, reason: &str) -> Result<bool, Error> {
         let mut tx = self.db.begin().await?;
-        let absolute: Option<OffsetDateTime> = sqlx::query_scalar(
-            "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
-         RETURNING absolute_expires_at",
-        )
-        .bind(family)
-        .bind(now)
-        .bind(reason)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(absolute) = absolute else {
+        if !revoke_family_in(&mut tx, family, now, reason).await? {
             return Ok(false);
-        };
-        revocation::record(
-            &mut tx,
-            &NewRevocation::new(Kind::RefreshFamily, family.to_string(), now).expires(absolute).reason(reason),
-        )
-        .await?;
+        }
         tx.commit().await?;
+        self.family_revoked_here(family, now);
+        Ok(true)
+    }
+
+    /// After a family's revocation committed: this instance refuses its access tokens at once.
+    fn family_revoked_here(&self, family: Uuid, now: OffsetDateTime) {
         let until = now + self.config.max_access_token_ttl();
         self.revoked.revoke_family(family, until.unix_timestamp());
         crate::metrics::revocation("refresh_family");
-        Ok(true)
     }
+}
+
+/// Marks a family revoked with its outbox event, inside the caller's transaction; false when it
+/// already was.
+async fn revoke_family_in(
+    conn: &mut sqlx::PgConnection,
+    family: Uuid,
+    now: OffsetDateTime,
+    reason: &str,
+) -> Result<bool, Error> {
+    let absolute: Option<OffsetDateTime> = sqlx::query_scalar(
+        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+         RETURNING absolute_expires_at",
+    )
+    .bind(family)
+    .bind(now)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(absolute) = absolute else {
+        return Ok(false);
+    };
+    revocation::record(
+        conn,
+        &NewRevocation::new(Kind::RefreshFamily, family.to_string(), now).expires(absolute).reason(reason),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Whether `s` looks like one of our refresh tokens.
