@@ -20,6 +20,7 @@ use crate::{
     tokens::Tokens,
     usage::{Usage, UsageRecorder},
     users::Users,
+    webhooks::Webhooks,
 };
 
 /// Why the service could not start.
@@ -94,6 +95,8 @@ pub struct Parts {
     pub housekeeping: Housekeeping,
     /// Usage service (anomaly detection and retention passes).
     pub detector: Usage,
+    /// Webhooks (the dispatcher and the expiry scheduler can be run by hand).
+    pub webhooks: Webhooks,
 }
 
 /// A built instance, bound to its port, with its background tasks running.
@@ -241,6 +244,8 @@ impl Application {
             users.clone(),
         );
         let reads = db::reads(&config, &pool)?;
+        let webhooks = Webhooks::new(pool.clone(), clock.clone(), config.clone(), keys.webhook_sealer.clone())?;
+        let leaks = crate::apikeys::leaks::LeakReports::new(apikeys.clone());
         let usage = Usage::new(pool.clone(), reads.clone(), clock.clone(), config.clone(), recorder.clone());
         let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
         // Every cache that revocation events change, in one place.
@@ -262,6 +267,8 @@ impl Application {
             revocations: Feed::new(pool.clone()),
             usage: usage.clone(),
             audit: Audit::new(reads.clone()),
+            webhooks: webhooks.clone(),
+            leaks,
             db: pool.clone(),
             bus: bus.clone(),
             metrics: crate::metrics::install(),
@@ -279,6 +286,7 @@ impl Application {
             bus: bus.clone(),
             housekeeping: housekeeping.clone(),
             detector: usage.clone(),
+            webhooks: webhooks.clone(),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = vec![
@@ -289,6 +297,8 @@ impl Application {
             tokio::spawn(housekeeping.clone().run(shutdown.clone())),
             tokio::spawn(usage.clone().run_detector(shutdown.clone())),
             tokio::spawn(usage.run_flusher(shutdown.clone())),
+            tokio::spawn(webhooks.clone().run_dispatcher(shutdown.clone())),
+            tokio::spawn(webhooks.run_scheduler(shutdown.clone())),
         ];
         if let Some(handle) = state.metrics.clone() {
             tasks.push(tokio::spawn(crate::metrics::run_upkeep(handle, shutdown.clone())));

@@ -32,6 +32,7 @@ pub mod throttle;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Config;

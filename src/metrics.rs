@@ -10,6 +10,21 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// A webhook attempt's outcome: `delivered`, `failed` (to be retried, or given up when
+/// `abandoned`) or `gone` (410: the endpoint is disabled).
+pub fn webhook_delivery(outcome: &'static str, abandoned: bool) {
+    metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
+    if abandoned {
+        metrics::counter!("webhook_deliveries_abandoned_total").increment(1);
+    }
+}
+
+/// Webhook deliveries waiting (to enabled endpoints), and the age of the oldest, seconds.
+pub fn webhook_backlog(pending: i64, oldest_age_secs: f64) {
+    metrics::gauge!("webhook_outbox_pending").set(pending as f64);
+    metrics::gauge!("webhook_outbox_oldest_pending_age_seconds").set(oldest_age_secs);
+}
+
 /// Installs the recorder once per process (several test applications share it) and returns its handle.
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE

@@ -1,6 +1,6 @@
 //! Replacing the master key and the HMAC secret without downtime.
 //!
-//! Sealed material (signing keys) opens under the current or the previous master key
+//! Sealed material (signing keys, webhook secrets) opens under the current or the previous master key
 //! ([`crate::secrets::Sealer`]); [`reseal`] moves it to the current one. Keyed hashes (API keys,
 //! refresh tokens, generated client secrets) verify under the current or the previous HMAC key
 //! ([`crate::secrets::Keyring`]); each stored hash records its key's id, API keys move to the
@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct KeyCount {
     /// `api_keys` (not revoked), `refresh_tokens` (live), `client_secrets` (generated, enabled
-    /// clients) or `signing_keys` (sealed private keys).
+    /// clients), `signing_keys` (sealed private keys) or `webhook_secrets` (sealed endpoint secrets).
     pub what: &'static str,
     /// `current`, `previous`, `retired` (no longer accepted: these no longer verify or open),
     /// or `unlabelled` (stored before key ids were recorded).
@@ -106,33 +106,69 @@ pub async fn report(db: &PgPool, keys: &DerivedKeys, now: OffsetDateTime) -> Res
         }
     }
     counts.extend(per_key);
-    let sealed = sealed_counts(db, &keys.sealer).await?;
+    let sealed = sealed_counts(db, keys).await?;
     counts.extend(sealed);
     let previous_in_use = counts.iter().any(|c| c.version == "previous" && c.count > 0);
     Ok(Report { counts, previous_in_use })
 }
 
-async fn sealed_counts(db: &PgPool, sealer: &Sealer) -> Result<Vec<KeyCount>> {
-    let rows: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT kid, private_key_enc FROM signing_keys").fetch_all(db).await?;
-    let (mut current, mut previous, mut unreadable) = (0, 0, 0);
-    for (kid, sealed) in rows {
-        match sealer.open(kid.as_bytes(), &sealed) {
-            Some(o) if o.under_previous => previous += 1,
-            Some(_) => current += 1,
-            None => unreadable += 1,
-        }
+/// A table holding sealed material: how to read each row's associated data (what the seal is
+/// bound to), its sealed bytes and its key, and how to replace the sealed bytes of one row.
+struct SealedTable {
+    what: &'static str,
+    select: &'static str,
+    update: &'static str,
+}
+
+const SEALED: [SealedTable; 2] = [
+    SealedTable {
+        what: "signing_keys",
+        select: "SELECT convert_to(kid, 'UTF8'), private_key_enc, kid FROM signing_keys ORDER BY created_at",
+        update: "UPDATE signing_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2",
+    },
+    SealedTable {
+        what: "webhook_secrets",
+        select: "SELECT uuid_send(id), secret_sealed, id::text FROM webhook_endpoints ORDER BY created_at",
+        update: "UPDATE webhook_endpoints SET secret_sealed = $3 WHERE id = $1::uuid AND secret_sealed = $2",
+    },
+];
+
+fn sealer_for<'a>(keys: &'a DerivedKeys, what: &str) -> &'a Sealer {
+    if what == "webhook_secrets" {
+        &keys.webhook_sealer
+    } else {
+        &keys.sealer
     }
-    let line = |version, count| KeyCount { what: "signing_keys", version, key_id: None, count };
-    Ok([line("current", current), line("previous", previous), line("retired", unreadable)]
-        .into_iter()
-        .filter(|c| c.count > 0)
-        .collect())
+}
+
+async fn sealed_counts(db: &PgPool, keys: &DerivedKeys) -> Result<Vec<KeyCount>> {
+    let mut out = Vec::new();
+    for table in &SEALED {
+        let sealer = sealer_for(keys, table.what);
+        let rows: Vec<(Vec<u8>, Vec<u8>, String)> = sqlx::query_as(table.select).fetch_all(db).await?;
+        let (mut current, mut previous, mut unreadable) = (0, 0, 0);
+        for (aad, sealed, _) in rows {
+            match sealer.open(&aad, &sealed) {
+                Some(o) if o.under_previous => previous += 1,
+                Some(_) => current += 1,
+                None => unreadable += 1,
+            }
+        }
+        let line = |version, count| KeyCount { what: table.what, version, key_id: None, count };
+        out.extend(
+            [line("current", current), line("previous", previous), line("retired", unreadable)]
+                .into_iter()
+                .filter(|c| c.count > 0),
+        );
+    }
+    Ok(out)
 }
 
 /// What [`reseal`] did.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Resealed {
+    /// `signing_keys` or `webhook_secrets`.
+    pub what: &'static str,
     /// Rows seen.
     pub total: u64,
     /// Moved from the previous master key to the current one.
@@ -143,32 +179,32 @@ pub struct Resealed {
     pub unreadable: u64,
 }
 
-/// Re-seals every signing key that opens only under the previous master key under the current
-/// one, row by row (a row another process changed meanwhile is left to it). `progress` is called
-/// after each row with the counts so far. Run it once every instance has the new master key
-/// (with the old one as `TESSERA_MASTER_KEY_PREVIOUS`); then the previous key may be removed.
-pub async fn reseal(db: &PgPool, sealer: &Sealer, mut progress: impl FnMut(&Resealed)) -> Result<Resealed> {
-    let rows: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT kid, private_key_enc FROM signing_keys ORDER BY created_at").fetch_all(db).await?;
-    let mut done = Resealed { total: rows.len() as u64, ..Resealed::default() };
-    for (kid, sealed) in rows {
-        match sealer.open(kid.as_bytes(), &sealed) {
-            Some(o) if o.under_previous => {
-                let fresh = sealer.seal(kid.as_bytes(), &o.plaintext);
-                sqlx::query("UPDATE signing_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2")
-                    .bind(&kid)
-                    .bind(&sealed)
-                    .bind(&fresh)
-                    .execute(db)
-                    .await?;
-                done.resealed += 1;
+/// Re-seals everything sealed under the previous master key (signing keys, webhook secrets) under
+/// the current one, row by row (a row another process changed meanwhile is left to it).
+/// `progress` is called after each row with the counts so far of its table. Run it once every
+/// instance has the new master key (with the old one as `TESSERA_MASTER_KEY_PREVIOUS`); then the
+/// previous key may be removed. One [`Resealed`] per table.
+pub async fn reseal(db: &PgPool, keys: &DerivedKeys, mut progress: impl FnMut(&Resealed)) -> Result<Vec<Resealed>> {
+    let mut all = Vec::new();
+    for table in &SEALED {
+        let sealer = sealer_for(keys, table.what);
+        let rows: Vec<(Vec<u8>, Vec<u8>, String)> = sqlx::query_as(table.select).fetch_all(db).await?;
+        let mut done = Resealed { what: table.what, total: rows.len() as u64, ..Resealed::default() };
+        for (aad, sealed, key) in rows {
+            match sealer.open(&aad, &sealed) {
+                Some(o) if o.under_previous => {
+                    let fresh = sealer.seal(&aad, &o.plaintext);
+                    sqlx::query(table.update).bind(&key).bind(&sealed).bind(&fresh).execute(db).await?;
+                    done.resealed += 1;
+                }
+                Some(_) => done.already_current += 1,
+                None => done.unreadable += 1,
             }
-            Some(_) => done.already_current += 1,
-            None => done.unreadable += 1,
+            progress(&done);
         }
-        progress(&done);
+        all.push(done);
     }
-    Ok(done)
+    Ok(all)
 }
 
 /// Labels hashes stored before key ids existed with the current key's id. Only when no previous

@@ -18,6 +18,7 @@ use crate::{
     audit::{self, Actor},
     error::{Error, Result},
     revocation::{self, Kind, NewRevocation},
+    webhooks::{events, expiry, EventType},
 };
 
 /// Who is asking: their token's subject, and whether they may act on anyone's keys.
@@ -31,7 +32,7 @@ pub struct Requester<'a> {
 
 impl<'a> Requester<'a> {
     /// The owner a change is restricted to (none for an admin).
-    pub(super) fn owner_filter(&self) -> Option<&'a str> {
+    pub(crate) fn owner_filter(&self) -> Option<&'a str> {
         (!self.admin).then_some(self.sub)
     }
 
@@ -94,6 +95,8 @@ impl ApiKeys {
             }
         }
         audit::record(&mut tx, now, actor, "api_key.create", "api_key", &id.to_string(), details).await?;
+        expiry::arm(&mut tx, id, valid.expires_at, now).await?;
+        events::api_key(&mut tx, EventType::KeyCreated, id, now, json!({})).await?;
         tx.commit().await?;
         Ok(CreatedKey { key: secret, view })
     }
@@ -185,6 +188,10 @@ impl ApiKeys {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        // The old key now expires at the end of its grace; the successor inherits the expiry.
+        expiry::arm(&mut tx, id, Some(old_until), now).await?;
+        expiry::arm(&mut tx, new_id, old.expires_at, now).await?;
+        events::api_key(&mut tx, EventType::KeyRotated, id, now, json!({"rotated_to": new_id})).await?;
         tx.commit().await?;
         self.cache.forget(&id);
         Ok(CreatedKey { key: secret, view })
@@ -202,6 +209,7 @@ impl ApiKeys {
             revocation::record(&mut tx, &event).await?;
             audit::record(&mut tx, now, actor, "api_key.revoke", "api_key", &id.to_string(), json!({"reason": reason}))
                 .await?;
+            events::api_key(&mut tx, EventType::KeyRevoked, id, now, json!({"reason": reason})).await?;
             tx.commit().await?;
             crate::metrics::revocation("api_key");
             self.cache.forget(&id);

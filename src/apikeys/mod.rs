@@ -8,6 +8,7 @@ pub mod answer;
 pub mod cache;
 pub mod credits;
 pub mod format;
+pub mod leaks;
 pub mod limits;
 pub mod lookup;
 pub mod manage;

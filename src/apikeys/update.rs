@@ -192,6 +192,9 @@ impl ApiKeys {
         )
         .await?;
         credits::set_limits(&mut tx, old.limit_group, &change.limits, now).await?;
+        if let Some(expires_at) = change.expires_at {
+            crate::webhooks::expiry::arm(&mut tx, id, expires_at, now).await?;
+        }
         // The limits belong to the group: every key of it changes.
         let keys = if change.limits.is_empty() {
             vec![(id, change.expires_at.unwrap_or(old.expires_at))]

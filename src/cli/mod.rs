@@ -7,6 +7,7 @@
 pub mod client;
 pub mod secrets;
 pub mod table;
+pub mod webhooks;
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -49,6 +50,9 @@ pub enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Webhook endpoints.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 /// `tessera admin keys …`
@@ -327,6 +331,7 @@ async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&
         A::Audit(AuditCommand::Tail { since, limit }) => {
             (audit_tail(s, since, limit).await?, Some(&["at", "actor", "action", "target_type", "target_id", "ip"]))
         }
+        A::Webhooks(command) => webhooks::dispatch(s, command).await?,
     })
 }
 

@@ -16,7 +16,7 @@ pub enum SecretsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Re-seal every signing key sealed under TESSERA_MASTER_KEY_PREVIOUS under TESSERA_MASTER_KEY,
+    /// Re-seal every signing key and webhook secret sealed under TESSERA_MASTER_KEY_PREVIOUS under TESSERA_MASTER_KEY,
     /// printing progress. Run once every instance runs with both keys.
     Reseal,
 }
@@ -54,9 +54,10 @@ pub async fn run(config: &Config, cmd: SecretsCommand) -> Result<String, String>
             if !keys.sealer.has_previous() {
                 return Err("TESSERA_MASTER_KEY_PREVIOUS is not set: there is nothing to re-seal from".into());
             }
-            let done = rekey::reseal(&pool, &keys.sealer, |p| {
+            let done = rekey::reseal(&pool, &keys, |p| {
                 eprintln!(
-                    "signing_keys: {} of {} seen, {} re-sealed, {} already current, {} unreadable",
+                    "{}: {} of {} seen, {} re-sealed, {} already current, {} unreadable",
+                    p.what,
                     p.resealed + p.already_current + p.unreadable,
                     p.total,
                     p.resealed,
@@ -66,16 +67,21 @@ pub async fn run(config: &Config, cmd: SecretsCommand) -> Result<String, String>
             })
             .await
             .map_err(|e| e.to_string())?;
-            if done.unreadable > 0 {
+            let unreadable: u64 = done.iter().map(|d| d.unreadable).sum();
+            if unreadable > 0 {
                 return Err(format!(
-                    "{} signing key(s) open under neither master key: they were sealed under another one",
-                    done.unreadable
+                    "{unreadable} sealed item(s) open under neither master key: they were sealed under another one"
                 ));
             }
-            Ok(format!(
-                "signing_keys: {} re-sealed, {} already under the current master key\n",
-                done.resealed, done.already_current
-            ))
+            Ok(done
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}: {} re-sealed, {} already under the current master key\n",
+                        d.what, d.resealed, d.already_current
+                    )
+                })
+                .collect())
         }
     }
 }

@@ -353,6 +353,8 @@ pub async fn disable(db: &PgPool, client_id: &str, now: OffsetDateTime, actor: &
     let keys = apikeys::store::revoke_owned(&mut tx, client_id, now, "owner disabled").await?;
     let events: Vec<(String, Option<OffsetDateTime>)> = keys.iter().map(|(id, exp)| (id.to_string(), *exp)).collect();
     revocation::record_all(&mut tx, Kind::ApiKey, &events, now, "owner disabled").await?;
+    let ids: Vec<uuid::Uuid> = keys.iter().map(|(id, _)| *id).collect();
+    crate::webhooks::events::api_keys_revoked(&mut tx, &ids, now, "owner disabled").await?;
     let details = json!({"refresh_families_revoked": families.len(), "api_keys_revoked": keys.len()});
     audit::record(&mut tx, now, actor, "client.disable", "client", client_id, details).await?;
     tx.commit().await?;

@@ -8,6 +8,9 @@ use ipnet::IpNet;
 
 use crate::secrets::{HmacSecret, MasterKey, PreviousHmac, RedactedUrl, Secret};
 
+mod webhooks;
+pub use webhooks::{LeakPolicy, WebhookConfig};
+
 /// Longest access-token lifetime a client may be configured with (seconds, one day).
 pub const MAX_CLIENT_ACCESS_TTL: u64 = 86_400;
 
@@ -157,6 +160,10 @@ pub struct Config {
     pub source_max_failures: u32,
     /// Connection limits (slow or idle clients, open connections).
     pub connections: ConnectionLimits,
+    /// What a reported leak of a real key does.
+    pub leak_policy: LeakPolicy,
+    /// Webhook delivery settings.
+    pub webhooks: WebhookConfig,
 }
 
 /// What one client connection may hold: time to send headers and a body, time left idle, and how
@@ -384,6 +391,8 @@ impl Config {
         let cores = std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2));
 
         Ok(Self {
+            leak_policy: webhooks::leak_policy(var("TESSERA_LEAK_POLICY"))?,
+            webhooks: webhooks::webhooks(var("TESSERA_WEBHOOK_ALLOW_PRIVATE"))?,
             trusted_proxies,
             argon2_workers: num("TESSERA_ARGON2_WORKERS", cores, 1, 1024)?,
             source_max_failures: num("TESSERA_SOURCE_MAX_FAILURES", 30, 1, 1_000_000)?,

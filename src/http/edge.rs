@@ -35,6 +35,18 @@ use crate::http::{oauth_error::OAuthError, problem::ApiError};
 
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest body of a leak report (`POST /v1/keys/leaks`), the one exception to [`BODY_LIMIT`]:
+/// scanners send up to a thousand findings at once.
+pub const LEAK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The body limit of a path.
+fn body_limit(path: &str) -> usize {
+    if path == "/v1/keys/leaks" {
+        LEAK_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    }
+}
 
 pub use super::request_id::{current_request_id, REQUEST_ID};
 use super::request_id::{RequestIds, CURRENT_REQUEST_ID};
@@ -106,12 +118,13 @@ where
             request_id = ?id,
             status = tracing::field::Empty
         );
+        let limit = body_limit(req.uri().path());
         let too_large = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > BODY_LIMIT as u64);
+            .is_some_and(|n| n > limit as u64);
         let inner = self.inner.clone();
         let timeout = self.timeout;
         let body_deadline = started + self.body_timeout;
@@ -126,7 +139,7 @@ where
                     let flag = Arc::clone(&late);
                     req = req.map(|b| {
                         let timed = super::deadline::DeadlineBody::new(b, body_deadline, flag);
-                        Body::new(http_body_util::Limited::new(timed, BODY_LIMIT))
+                        Body::new(http_body_util::Limited::new(timed, limit))
                     });
                     body_late = Some(late);
                 }

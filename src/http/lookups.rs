@@ -35,7 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// `limit` and `after` of a list, checked: a page size of 1–1 000 (default 100) and a cursor that
 /// is an id this service gave out.
-fn page(limit: Option<i64>, after: Option<&str>) -> Result<(i64, Option<Uuid>), ApiError> {
+pub(crate) fn page(limit: Option<i64>, after: Option<&str>) -> Result<(i64, Option<Uuid>), ApiError> {
     let limit = super::extract::page_limit(limit)?;
     let after = match after {
         None => None,
@@ -47,7 +47,7 @@ fn page(limit: Option<i64>, after: Option<&str>) -> Result<(i64, Option<Uuid>), 
 }
 
 /// Cuts the extra row a query fetched and, when there was one, says where the next page starts.
-fn paginate<T, Q: Serialize>(
+pub(crate) fn paginate<T, Q: Serialize>(
     mut rows: Vec<T>,
     limit: i64,
     path: &str,

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod server;
 pub mod source;
 pub mod state;
+pub mod webhooks;
 pub mod wellknown;
 
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(lookups::routes())
         .merge(revocations::routes())
+        .merge(webhooks::routes())
 }
 
 /// The application as one service: the router inside the edge (see [`edge`]), which labels

@@ -63,6 +63,7 @@ pub struct OAuthErrorBody {
         (name = "admin", description = "Clients, users, signing keys, audit and anomalies"),
         (name = "keys", description = "API keys"),
         (name = "revocations", description = "Revocation event catch-up"),
+        (name = "webhooks", description = "Signed notices of what happens to keys, and leak reports"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]

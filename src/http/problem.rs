@@ -98,9 +98,11 @@ impl ApiError {
             StatusCode::METHOD_NOT_ALLOWED => {
                 Self::new(status, "METHOD_NOT_ALLOWED", "this method is not allowed on this resource")
             }
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(status, "PAYLOAD_TOO_LARGE", "the request body is larger than 64 KiB")
-            }
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                status,
+                "PAYLOAD_TOO_LARGE",
+                "the request body is too large (at most 64 KiB; 1 MiB for leak reports)",
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 Self::new(status, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json")
             }

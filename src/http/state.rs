@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use crate::{
     apikeys::ApiKeys, audit::Audit, clients::Clients, config::Config, revocation::bus::Bus, revocation::Feed,
-    signing::Signing, tokens::Tokens, usage::Usage, users::Users,
+    signing::Signing, tokens::Tokens, usage::Usage, users::Users, webhooks::Webhooks,
 };
 
 /// Cheaply clonable handle to the services.
@@ -36,6 +36,10 @@ pub struct Services {
     pub usage: Usage,
     /// The audit log.
     pub audit: Audit,
+    /// Webhook endpoints and their delivery logs.
+    pub webhooks: Webhooks,
+    /// Leak reports.
+    pub leaks: crate::apikeys::leaks::LeakReports,
     /// Postgres, for `/readyz` and the pool gauges only.
     pub db: PgPool,
     /// The revocation bus, for `/readyz` only.

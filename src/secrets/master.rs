@@ -160,6 +160,10 @@ pub fn derive_keys(src: KeySources<'_>) -> DerivedKeys {
             hkdf32(src.master.material(), b"signing-key-wrap"),
             src.master_previous.map(|p| hkdf32(p.material(), b"signing-key-wrap")),
         ),
+        webhook_sealer: Sealer::new(
+            hkdf32(src.master.material(), b"webhook-secret-wrap"),
+            src.master_previous.map(|p| hkdf32(p.material(), b"webhook-secret-wrap")),
+        ),
     }
 }
 
@@ -186,6 +190,8 @@ pub struct DerivedKeys {
     pub client_secret: Keyring,
     /// AES-256-GCM sealing of private material at rest (signing keys).
     pub sealer: Sealer,
+    /// AES-256-GCM sealing of webhook endpoint secrets (they must be recoverable to sign).
+    pub webhook_sealer: Sealer,
 }
 
 impl fmt::Debug for DerivedKeys {

@@ -15,6 +15,7 @@ use crate::{
     error::{Error, Result},
     revocation::{self, Kind, NewRevocation},
     secrets::Sealer,
+    webhooks::{events, EventType},
 };
 
 /// Advisory lock key for signing-key changes ("tesssig").
@@ -148,6 +149,7 @@ pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String>
     }
     let kid = rotate_locked(&mut tx, ctx).await?;
     audit::record(&mut tx, ctx.now, actor, "signing_key.rotate", "signing_key", &kid, json!({"force": force})).await?;
+    events::signing_key(&mut tx, EventType::SigningKeyRotated, &kid, ctx.now).await?;
     tx.commit().await?;
     Ok(kid)
 }
@@ -223,6 +225,7 @@ pub async fn rotate_if_due(ctx: &Ctx<'_>) -> Result<Option<String>> {
         json!({"scheduled": true}),
     )
     .await?;
+    events::signing_key(&mut tx, EventType::SigningKeyRotated, &kid, ctx.now).await?;
     tx.commit().await?;
     Ok(Some(kid))
 }
@@ -250,6 +253,7 @@ pub async fn revoke(ctx: &Ctx<'_>, kid: &str, actor: &Actor) -> Result<()> {
     revocation::record(&mut tx, &ev).await?;
     audit::record(&mut tx, ctx.now, actor, "signing_key.revoke", "signing_key", kid, json!({"previous_state": state}))
         .await?;
+    events::signing_key(&mut tx, EventType::SigningKeyRevoked, kid, ctx.now).await?;
     tx.commit().await?;
     crate::metrics::revocation("signing_key");
     Ok(())

@@ -15,6 +15,7 @@ use crate::{
     scopes, secrets,
     tokens::{Grant, TokenResponse, Tokens},
     usage::anomalies::{self, NewAnomaly},
+    webhooks::{Event, EventType},
 };
 
 /// Prefix of every refresh token.
@@ -84,11 +85,13 @@ impl Tokens {
     }
 
     /// `grant_type=refresh_token`: spend the presented token, issue its successor and an access token.
+    /// `source` is the caller's address, named in the webhook when the token turns out to be reused.
     pub async fn rotate(
         &self,
         client: &Client,
         presented: &str,
         scope: Option<&str>,
+        source: std::net::IpAddr,
     ) -> Result<TokenResponse, GrantError> {
         if !client.allows_grant("refresh_token") {
             return Err(GrantError::UnauthorizedClient("this client may not use the refresh_token grant"));
@@ -149,7 +152,7 @@ impl Tokens {
             if let Some(answer) = self.retry(client, presented, &hash, asked.as_deref(), requested, now).await? {
                 return Ok(answer);
             }
-            return Err(self.refuse(client, &hash, now).await?);
+            return Err(self.refuse(client, &hash, now, source).await?);
         };
         let issued = Issued { family, user_id, token_scopes, user_scopes };
         self.answer(client, issued, requested, token)
@@ -182,7 +185,13 @@ impl Tokens {
     }
 
     /// Works out why a token was not spendable; on reuse, revokes the whole family.
-    async fn refuse(&self, client: &Client, hash: &[Vec<u8>], now: OffsetDateTime) -> Result<GrantError, Error> {
+    async fn refuse(
+        &self,
+        client: &Client,
+        hash: &[Vec<u8>],
+        now: OffsetDateTime,
+        source: std::net::IpAddr,
+    ) -> Result<GrantError, Error> {
         let found: Option<Found> = sqlx::query_as(
             "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
                 EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
@@ -200,12 +209,11 @@ impl Tokens {
         if spent_at.is_some() {
             tracing::warn!(family_id = %family, client_id = %owner, "refresh token reuse detected: revoking the family");
             crate::metrics::refresh_reuse();
-            if revoked_at.is_none() {
-                self.revoke_family(family, now, "refresh token reuse").await?;
-            }
-            let mut conn = self.db.acquire().await?;
-            anomalies::raise(
-            &mut conn,
+            // The family's revocation, the anomaly and the webhook commit together.
+            let mut tx = self.db.begin().await?;
+            let revoked = revoked_at.is_none() && revoke_family_in(&mut tx, family, now, "refresh token reuse").await?;
+            let raised = anomalies::raise(
+            &mut tx,
             &NewAnomaly {
                 kind: anomalies::kind::REFRESH_TOKEN_REUSE,
                 key_id: None,
@@ -217,6 +225,15 @@ impl Tokens {
             },
         )
         .await?;
+            if raised {
+                let data = json!({"client_id": owner, "sub": user_id, "sid": family, "source_ip": source.to_string()});
+                let event = Event { kind: EventType::RefreshReuse, owner: None, at: now, data };
+                crate::webhooks::events::enqueue(&mut tx, &event).await?;
+            }
+            tx.commit().await?;
+            if revoked {
+                self.family_revoked_here(family, now);
+            }
             return Ok(INVALID);
         }
         if revoked_at.is_none() && expires_at > now && absolute > now && user_live {
@@ -229,29 +246,48 @@ impl Tokens {
     /// Revokes a family (idempotent): outbox event in the same transaction, and this instance at once.
     pub async fn revoke_family(&self, family: Uuid, now: OffsetDateTime, reason: &str) -> Result<bool, Error> {
         let mut tx = self.db.begin().await?;
-        let absolute: Option<OffsetDateTime> = sqlx::query_scalar(
-            "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
-         RETURNING absolute_expires_at",
-        )
-        .bind(family)
-        .bind(now)
-        .bind(reason)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(absolute) = absolute else {
+        if !revoke_family_in(&mut tx, family, now, reason).await? {
             return Ok(false);
-        };
-        revocation::record(
-            &mut tx,
-            &NewRevocation::new(Kind::RefreshFamily, family.to_string(), now).expires(absolute).reason(reason),
-        )
-        .await?;
+        }
         tx.commit().await?;
+        self.family_revoked_here(family, now);
+        Ok(true)
+    }
+
+    /// After a family's revocation committed: this instance refuses its access tokens at once.
+    fn family_revoked_here(&self, family: Uuid, now: OffsetDateTime) {
         let until = now + self.config.max_access_token_ttl();
         self.revoked.revoke_family(family, until.unix_timestamp());
         crate::metrics::revocation("refresh_family");
-        Ok(true)
     }
+}
+
+/// Marks a family revoked with its outbox event, inside the caller's transaction; false when it
+/// already was.
+async fn revoke_family_in(
+    conn: &mut sqlx::PgConnection,
+    family: Uuid,
+    now: OffsetDateTime,
+    reason: &str,
+) -> Result<bool, Error> {
+    let absolute: Option<OffsetDateTime> = sqlx::query_scalar(
+        "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+         RETURNING absolute_expires_at",
+    )
+    .bind(family)
+    .bind(now)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(absolute) = absolute else {
+        return Ok(false);
+    };
+    revocation::record(
+        conn,
+        &NewRevocation::new(Kind::RefreshFamily, family.to_string(), now).expires(absolute).reason(reason),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Whether `s` looks like one of our refresh tokens.

@@ -112,7 +112,7 @@ impl Tokens {
                 let user = self.password_user(&client, username, password, source).await?;
                 self.password_tokens(&client, &user, req.scope).await
             }
-            _ => self.rotate(&client, require(req.refresh_token, "refresh_token")?, req.scope).await,
+            _ => self.rotate(&client, require(req.refresh_token, "refresh_token")?, req.scope, source).await,
         }
     }
 

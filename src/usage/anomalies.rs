@@ -7,7 +7,10 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::{
+    error::Result,
+    webhooks::{Event, EventType},
+};
 
 /// Kinds of anomaly.
 pub mod kind {
@@ -25,6 +28,8 @@ pub mod kind {
     pub const BRUTE_FORCE: &str = "BRUTE_FORCE";
     /// A spent refresh token was presented again.
     pub const REFRESH_TOKEN_REUSE: &str = "REFRESH_TOKEN_REUSE";
+    /// The key was reported found in public (a leak report).
+    pub const KEY_LEAKED: &str = "KEY_LEAKED";
 }
 
 /// A new anomaly.
@@ -45,14 +50,16 @@ pub struct NewAnomaly<'a> {
     pub details: Value,
 }
 
-/// Records an anomaly unless one is already open for the same kind, subject and window.
-/// Returns whether a new record was made.
+/// Records an anomaly unless one is already open for the same kind, subject and window, and with
+/// it (same transaction, when the caller has one) the `anomaly.detected` webhook: admin endpoints,
+/// and the endpoints of the key's owner. Returns whether a new record was made.
 pub async fn raise(conn: &mut PgConnection, a: &NewAnomaly<'_>) -> Result<bool> {
+    let id = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO anomalies (id, kind, key_id, client_id, subject, window_start, detected_at, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (kind, subject, window_start) DO NOTHING",
     )
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(a.kind)
     .bind(a.key_id)
     .bind(a.client_id)
@@ -60,12 +67,26 @@ pub async fn raise(conn: &mut PgConnection, a: &NewAnomaly<'_>) -> Result<bool> 
     .bind(a.window_start)
     .bind(a.detected_at)
     .bind(&a.details)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?
     .rows_affected()
         > 0;
     if inserted {
         crate::metrics::anomaly(a.kind);
+        let owner: Option<String> = match a.key_id {
+            Some(k) => {
+                sqlx::query_scalar("SELECT owner FROM api_keys WHERE id = $1")
+                    .bind(k)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+            None => None,
+        };
+        let data = serde_json::json!({"id": id, "kind": a.kind, "key_id": a.key_id, "client_id": a.client_id,
+            "detected_at": a.detected_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            "details": a.details});
+        let event = Event { kind: EventType::AnomalyDetected, owner, at: a.detected_at, data };
+        crate::webhooks::events::enqueue(conn, &event).await?;
     }
     Ok(inserted)
 }

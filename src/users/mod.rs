@@ -212,6 +212,7 @@ pub async fn delete(db: &PgPool, id: Uuid, now: OffsetDateTime, actor: &Actor) -
         revocation::record(&mut tx, &NewRevocation::new(Kind::ApiKey, key.to_string(), now).reason("owner deleted"))
             .await?;
     }
+    crate::webhooks::events::api_keys_revoked(&mut tx, &keys, now, "owner deleted").await?;
     audit::record(
         &mut tx,
         now,

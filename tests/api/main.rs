@@ -26,3 +26,4 @@ mod rekey;
 mod revocations;
 mod signing;
 mod tokens;
+mod webhooks;

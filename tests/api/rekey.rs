@@ -1,6 +1,6 @@
 //! Replacing the master key and the HMAC secret on a live database: every signing key, API key,
 //! refresh token and client secret keeps working through the change, `tessera secrets status`
-//! counts what still needs the previous key, and re-sealing moves the signing keys.
+//! counts what still needs the previous key, and re-sealing moves the signing keys and webhook secrets.
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use reqwest::StatusCode;
@@ -67,7 +67,7 @@ async fn introspect_active(app: &TestApp, id: &str, secret: &str, token: &str) -
 
 #[tokio::test]
 async fn the_master_key_is_replaced_without_downtime_and_resealed() {
-    let old = spawn_app().await;
+    let old = TestAppBuilder::new().set("TESSERA_WEBHOOK_ALLOW_PRIVATE", "true").spawn().await;
     let old_master = old.env["TESSERA_MASTER_KEY"].clone();
     let new_master = STANDARD.encode([7u8; 32]);
     // Under the old master key: a developer with a refresh token, an API key, a verifying client,
@@ -77,6 +77,9 @@ async fn the_master_key_is_replaced_without_downtime_and_resealed() {
     let key = create_key(&old, &access).await;
     let verifier = old.token_with_scopes(&["keys:verify"]).await;
     let (intro_id, intro_secret) = old.create_client(&["client_credentials"], &["introspect"]).await;
+    let admin = old.admin_token().await;
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "events": ["webhook.test"]});
+    assert_eq!(old.post_json("/v1/webhooks", &admin, &hook).await.status(), StatusCode::CREATED);
 
     // The new master key, the old one as previous: everything made before still works.
     let new = instance_with(
@@ -87,6 +90,7 @@ async fn the_master_key_is_replaced_without_downtime_and_resealed() {
     let before = report(&new).await;
     assert!(count(&before, "signing_keys", "previous") >= 2, "{before:?}");
     assert_eq!(count(&before, "api_keys", "previous"), 1, "{before:?}");
+    assert_eq!(count(&before, "webhook_secrets", "previous"), 1, "{before:?}");
     assert!(before.previous_in_use);
     assert_eq!(verify(&new, &verifier, &key).await["valid"], true, "a key hashed under the old master key");
     let res = refresh(&new, &l, &refresh_token, None).await;
@@ -102,9 +106,12 @@ async fn the_master_key_is_replaced_without_downtime_and_resealed() {
     assert_eq!(count(&moved, "api_keys", "current"), 2, "{moved:?}");
     let keys = tessera::app::derived_keys(&Config::from_map(&new.env).unwrap()).unwrap();
     let mut seen = Vec::new();
-    let done = rekey::reseal(&new.parts.db, &keys.sealer, |p| seen.push(*p)).await.unwrap();
-    assert!(done.resealed >= 2 && done.unreadable == 0, "{done:?}");
-    assert_eq!(seen.len() as u64, done.total, "progress after every row");
+    let done = rekey::reseal(&new.parts.db, &keys, |p| seen.push(*p)).await.unwrap();
+    let signing = done.iter().find(|d| d.what == "signing_keys").unwrap();
+    assert!(signing.resealed >= 2 && signing.unreadable == 0, "{done:?}");
+    let hooks = done.iter().find(|d| d.what == "webhook_secrets").unwrap();
+    assert_eq!((hooks.resealed, hooks.unreadable), (1, 0), "{done:?}");
+    assert_eq!(seen.len() as u64, done.iter().map(|d| d.total).sum::<u64>(), "progress after every row");
     assert_eq!(count(&report(&new).await, "signing_keys", "previous"), 0);
     old.admin_token().await; // the old instance keeps serving until it is replaced
 
@@ -113,6 +120,7 @@ async fn the_master_key_is_replaced_without_downtime_and_resealed() {
     let after = instance_with(&new, &[("TESSERA_MASTER_KEY_PREVIOUS", None)]).await;
     let remaining = report(&after).await;
     assert_eq!(count(&remaining, "signing_keys", "current"), count(&before, "signing_keys", "previous"));
+    assert_eq!(count(&remaining, "webhook_secrets", "current"), 1, "the endpoint's secret opens under the new key");
     assert_eq!(verify(&after, &verifier, &key).await["valid"], true);
     assert_eq!(verify(&after, &verifier, &fresh).await["valid"], true);
     let res = refresh(&after, &l, rotated["refresh_token"].as_str().unwrap(), None);
