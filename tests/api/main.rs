@@ -19,6 +19,7 @@ mod keys;
 mod openapi;
 mod redis_proxy;
 mod refresh_retry;
+mod revocation_stream;
 mod revocations;
 mod signing;
 mod tokens;
