@@ -23,3 +23,4 @@ mod revocation_stream;
 mod revocations;
 mod signing;
 mod tokens;
+mod verifier;
