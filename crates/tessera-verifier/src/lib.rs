@@ -1,4 +1,4 @@
-//! Check [Tessera](https://github.com/) access tokens and API keys inside a resource service,
+//! Check Tessera access tokens and API keys inside a resource service,
 //! without a call to Tessera per request, and refuse revoked credentials within a second.
 //!
 //! A [`Verifier`] loads Tessera's discovery document and JWKS, validates RFC 9068 access tokens

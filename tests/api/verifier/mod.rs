@@ -45,8 +45,20 @@ impl Setup {
 
     /// With the verifier's builder adjusted by `tune`.
     pub async fn with(tune: impl FnOnce(tessera_verifier::Builder) -> tessera_verifier::Builder) -> Self {
+        Self::with_tessera(&[], tune).await
+    }
+
+    /// With Tessera's settings `env` and the verifier's builder adjusted by `tune`.
+    pub async fn with_tessera(
+        env: &[(&str, &str)],
+        tune: impl FnOnce(tessera_verifier::Builder) -> tessera_verifier::Builder,
+    ) -> Self {
         let mut proxy = Proxy::bind().await;
-        let app = TestAppBuilder::new().set("TESSERA_ISSUER", &proxy.url()).spawn().await;
+        let mut builder = TestAppBuilder::new().set("TESSERA_ISSUER", &proxy.url());
+        for (k, v) in env {
+            builder = builder.set(k, v);
+        }
+        let app = builder.spawn().await;
         proxy.start(app.addr.trim_start_matches("http://"));
         let (id, secret) = app.create_client(&["client_credentials"], &["keys:verify", "revocations:read"]).await;
         let verifier = tune(Verifier::builder(&proxy.url()).client_credentials(id, secret)).build().await.unwrap();

@@ -95,3 +95,28 @@ async fn an_unknown_kid_triggers_one_jwks_refetch_not_one_per_request() {
     assert_eq!(s.verifier.status().jwks_fetches, before + 1, "one refetch for forty requests");
     assert_eq!(s.status(&token).await, 200, "known keys are unaffected");
 }
+
+#[tokio::test]
+async fn the_jwks_is_refetched_only_once_its_max_age_has_passed() {
+    let s = Setup::with_tessera(&[("TESSERA_JWKS_MAX_AGE", "2")], |b| b).await;
+    let (token, _, _) = s.token(&["hello:read"]).await;
+    let started = std::time::Instant::now();
+    let first = s.verifier.status().jwks_fetches;
+    assert_eq!(first, 1, "loaded once at start");
+    for _ in 0..3 {
+        let (fresh, _, _) = s.token(&["hello:read"]).await;
+        assert_eq!(s.status(&fresh).await, 200);
+    }
+    assert_eq!(s.status(&token).await, 200);
+    if started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(s.verifier.status().jwks_fetches, first, "fresh for max-age=2: not fetched again");
+    }
+    // A token seen before is served from the verified-token cache without the key set; a new one
+    // looks its key up, which refreshes a stale set (in the background).
+    eventually(Duration::from_secs(10), "refreshed once stale", || async {
+        let (fresh, _, _) = s.token(&["hello:read"]).await;
+        assert_eq!(s.status(&fresh).await, 200);
+        s.verifier.status().jwks_fetches > first
+    })
+    .await;
+}
