@@ -38,7 +38,8 @@ pub(crate) struct Tessera {
 #[derive(Debug, Clone)]
 pub(crate) struct CachedToken {
     pub value: String,
-    /// When a fresh one should be fetched: a quarter of its lifetime (at most 60 s) before expiry.
+    /// When a fresh one should be fetched: a quarter of its lifetime (at most 60 s) and a second
+    /// before expiry.
     pub renew_at: Instant,
 }
 
@@ -102,9 +103,13 @@ impl Tessera {
             return Err(Error::http(url, format!("status {}", res.status())));
         }
         let body: TokenResponse = res.json().await.map_err(|e| Error::http(url, e))?;
+        // A quarter of the lifetime (at most a minute) before expiry, plus a second: `exp` is in
+        // whole seconds, so the token may end up to a second sooner than `expires_in` says. Never
+        // sooner than half its lifetime, so a very short one is not renewed in a loop.
         let lifetime = Duration::from_secs(body.expires_in);
-        let margin = (lifetime / 4).min(Duration::from_secs(60));
-        let token = CachedToken { value: body.access_token, renew_at: Instant::now() + lifetime - margin };
+        let margin = (lifetime / 4).min(Duration::from_secs(60)) + Duration::from_secs(1);
+        let usable = lifetime.saturating_sub(margin).max(lifetime / 2);
+        let token = CachedToken { value: body.access_token, renew_at: Instant::now() + usable };
         *cached = Some(token.clone());
         Ok(token)
     }

@@ -115,6 +115,7 @@ async fn follow_once(sinks: &Sinks, prune: &mut tokio::time::Interval) -> Outcom
         Ok(r) if r.status().is_success() => r,
         Ok(r) => {
             if r.status() == http::StatusCode::UNAUTHORIZED {
+                sinks.revoked.count_refusal();
                 sinks.tessera.drop_token().await;
             }
             return Outcome::Failed(format!("stream answered {}", r.status()));

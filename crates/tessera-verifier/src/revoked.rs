@@ -4,7 +4,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         RwLock,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -63,6 +63,8 @@ pub(crate) struct Revoked {
     /// Milliseconds since `epoch` when the stream went down, or -1 while it is up.
     down_since_ms: AtomicI64,
     epoch: Instant,
+    /// Times the stream refused the verifier's token.
+    refused: AtomicU64,
 }
 
 impl Revoked {
@@ -73,6 +75,7 @@ impl Revoked {
             applied: AtomicI64::new(0),
             down_since_ms: AtomicI64::new(0),
             epoch: Instant::now(),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -144,6 +147,16 @@ impl Revoked {
     pub fn mark_down(&self) {
         let now = self.epoch.elapsed().as_millis() as i64;
         let _ = self.down_since_ms.compare_exchange(-1, now, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The stream refused the verifier's token (401).
+    pub fn count_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the stream refused the verifier's token.
+    pub fn refusals(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// How long the stream has been down (zero while it is up).

@@ -48,6 +48,9 @@ pub struct Status {
     pub failing_closed: bool,
     /// How many times the JWKS has been fetched.
     pub jwks_fetches: u64,
+    /// How many times Tessera refused the verifier's own token on the stream (its client was
+    /// disabled, or a renewal came too late: it should stay 0).
+    pub stream_token_refusals: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -134,6 +137,7 @@ impl Verifier {
             stream_down_for: self.inner.revoked.down_for(),
             failing_closed: self.current().is_err(),
             jwks_fetches: self.inner.jwks.fetches(),
+            stream_token_refusals: self.inner.revoked.refusals(),
         }
     }
 

@@ -63,3 +63,21 @@ async fn a_fail_open_verifier_keeps_accepting_valid_tokens_while_cut_off() {
     .await;
     assert_eq!(s.status(&token).await, 200);
 }
+
+#[tokio::test]
+async fn the_verifier_keeps_hearing_revocations_past_its_own_tokens_lifetime() {
+    // Every token lives 3 s: the verifier must renew its own and reconnect before Tessera closes
+    // the stream at its expiry, and resume where it was.
+    let s =
+        Setup::with_tessera(&[("TESSERA_ACCESS_TOKEN_TTL", "3")], |b| b.max_staleness(Duration::from_secs(1))).await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        let (token, id, secret) = s.token(&["hello:read"]).await;
+        assert_eq!(s.status(&token).await, 200, "not failing closed at {:?}", started.elapsed());
+        s.revoke_token(&token, &id, &secret).await;
+        eventually(WITHIN, "a revocation heard", || async { s.status(&token).await == 401 }).await;
+    }
+    let status = s.verifier.status();
+    assert!(!status.failing_closed);
+    assert_eq!(status.stream_token_refusals, 0, "renewed before Tessera could refuse it");
+}
