@@ -248,6 +248,8 @@ impl Application {
         let leaks = crate::apikeys::leaks::LeakReports::new(apikeys.clone());
         let usage = Usage::new(pool.clone(), reads.clone(), clock.clone(), config.clone(), recorder.clone());
         let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
+        // Open revocation streams end with the server, so a graceful stop is not held by them.
+        let shutdown = CancellationToken::new();
         // Every cache that revocation events change, in one place.
         let consumer = Consumer::new(
             pool.clone(),
@@ -264,7 +266,7 @@ impl Application {
             users,
             apikeys,
             signing: signing.clone(),
-            revocations: Feed::new(pool.clone()),
+            revocations: Feed::new(pool.clone(), revoked.clone(), config.revocation_stream_heartbeat, shutdown.clone()),
             usage: usage.clone(),
             audit: Audit::new(reads.clone()),
             webhooks: webhooks.clone(),
@@ -288,7 +290,6 @@ impl Application {
             detector: usage.clone(),
             webhooks: webhooks.clone(),
         };
-        let shutdown = CancellationToken::new();
         let mut tasks = vec![
             tokio::spawn(relay::run(pool.clone(), bus.clone(), shutdown.clone())),
             tokio::spawn(consumer.run(shutdown.clone())),

@@ -50,6 +50,13 @@ pub enum Error {
     /// No password-hashing worker came free in time: try again after this many seconds (503).
     #[error("password hashing is saturated; retry after {0} s")]
     Saturated(u64),
+    /// A revocation-log cursor older than what is kept: resuming there would skip events
+    /// (410 `CURSOR_EXPIRED`). Start again from the current state.
+    #[error("events after this cursor are no longer kept; the oldest is {oldest_seq}")]
+    CursorExpired {
+        /// The oldest `seq` still kept.
+        oldest_seq: i64,
+    },
     /// A signing-key rotation would activate a next key published for less than the JWKS max-age:
     /// verifiers holding a cached JWKS would meet an unknown `kid`.
     #[error("the next signing key may not sign before {not_before}")]

@@ -128,6 +128,9 @@ pub struct Config {
     pub jwks_max_age: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Longest silence on `GET /v1/revocations/stream` before a comment line is sent (1 to 15 s;
+    /// the contract promises one at least every 15 s, tests shorten it).
+    pub revocation_stream_heartbeat: Duration,
     /// Failed password attempts within `login_failure_window` that lock an account.
     pub login_max_failures: u32,
     /// Window over which failed logins are counted.
@@ -422,6 +425,7 @@ impl Config {
             signing_key_rotation: secs("TESSERA_SIGNING_KEY_ROTATION", 2_592_000, 60, 31_536_000)?,
             jwks_max_age: secs("TESSERA_JWKS_MAX_AGE", 300, 0, 86_400)?,
             request_timeout: secs("TESSERA_REQUEST_TIMEOUT", 30, 1, 600)?,
+            revocation_stream_heartbeat: secs("TESSERA_REVOCATION_STREAM_HEARTBEAT", 15, 1, 15)?,
             login_max_failures: num("TESSERA_LOGIN_MAX_FAILURES", 5, 1, 1000)?,
             login_failure_window: secs("TESSERA_LOGIN_FAILURE_WINDOW", 900, 1, 86_400)?,
             login_lockout: secs("TESSERA_LOGIN_LOCKOUT", 900, 1, 86_400)?,

@@ -190,6 +190,15 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the service is busy, try again")
                     .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
             }
+            Error::CursorExpired { oldest_seq } => Self::new(
+                StatusCode::GONE,
+                "CURSOR_EXPIRED",
+                format!(
+                    "events after this cursor are no longer kept (the oldest is {oldest_seq}); \
+                     rebuild what you hold from the current state and follow from there"
+                ),
+            )
+            .with_member("oldest_seq", serde_json::Value::from(oldest_seq)),
             Error::NextKeyTooNew { not_before, retry_after } => {
                 let at = not_before.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
                 Self::new(

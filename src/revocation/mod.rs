@@ -6,8 +6,9 @@ pub mod consumer;
 mod feed;
 pub mod relay;
 mod revoked;
+pub mod stream;
 
-pub use feed::Feed;
+pub use feed::{Cursor, Feed};
 pub use revoked::RevokedSet;
 
 /// Notified (payload: the key id) in the transaction that changes an API key in a way that is not a

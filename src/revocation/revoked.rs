@@ -24,6 +24,9 @@ pub struct RevokedSet {
     clients: RwLock<HashSet<String>>,
     users: RwLock<HashSet<String>>,
     applied_seq: AtomicI64,
+    /// Wakes the revocation streams (`GET /v1/revocations/stream`) when `applied_seq` moves, so
+    /// they follow exactly what this instance has applied.
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl RevokedSet {
@@ -75,7 +78,14 @@ impl RevokedSet {
     }
     /// Records that events up to `seq` are applied (never moves backwards).
     pub fn set_applied_seq(&self, seq: i64) {
-        self.applied_seq.fetch_max(seq, Ordering::AcqRel);
+        let before = self.applied_seq.fetch_max(seq, Ordering::AcqRel);
+        if seq > before {
+            self.applied.send_replace(seq);
+        }
+    }
+    /// A receiver that changes whenever [`Self::applied_seq`] moves forward.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied.subscribe()
     }
 
     /// Drops entries for tokens that have expired anyway.
