@@ -16,6 +16,7 @@ use crate::{
     maintenance::Housekeeping,
     revocation::{bus::Bus, consumer::Consumer, relay, Feed, RevokedSet},
     secrets::MasterKey,
+    signin::SignIn,
     signing::{KeyStore, Signing},
     tokens::Tokens,
     usage::{Usage, UsageRecorder},
@@ -222,11 +223,21 @@ impl Application {
             pool.clone(),
             clock.clone(),
             config.clone(),
-            (keys.refresh_token_hmac.clone(), keys.refresh_successor.clone()),
+            (keys.refresh_token_hmac.clone(), keys.refresh_successor.clone(), keys.authorization_code_hmac.clone()),
             signing.clone(),
             revoked.clone(),
             clients.clone(),
             users.clone(),
+        );
+        let signin = SignIn::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            clients.clone(),
+            users.clone(),
+            tokens.clone(),
+            keys.session_hmac.clone(),
+            keys.csrf_hmac.clone(),
         );
         let usage = Usage::new(pool.clone(), clock.clone(), config.clone(), recorder.clone());
         let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
@@ -242,6 +253,7 @@ impl Application {
         let state = AppState::new(Services {
             config: config.clone(),
             tokens,
+            signin,
             clients,
             users,
             apikeys,

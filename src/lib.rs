@@ -24,6 +24,7 @@ pub mod redis_conn;
 pub mod revocation;
 pub mod scopes;
 pub mod secrets;
+pub mod signin;
 pub mod signing;
 
 pub mod telemetry;

@@ -81,6 +81,9 @@ impl MasterKey {
             client_secret_cache: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-cache")),
             client_secret_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"client-secret-hmac")),
             signing_key_wrap: self.derive(b"signing-key-wrap"),
+            authorization_code_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"authorization-code-hmac")),
+            session_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"signin-session-hmac")),
+            csrf_hmac: hmac::Key::new(hmac::HMAC_SHA256, &self.derive(b"signin-csrf-hmac")),
         }
     }
 }
@@ -108,6 +111,12 @@ pub struct DerivedKeys {
     pub client_secret_hmac: hmac::Key,
     /// AES-256-GCM key that wraps signing keys at rest.
     pub signing_key_wrap: [u8; 32],
+    /// Keyed hash of authorization codes (stored instead of the codes).
+    pub authorization_code_hmac: hmac::Key,
+    /// Keyed hash of browser sign-in session cookies (stored instead of the cookies).
+    pub session_hmac: hmac::Key,
+    /// Derives the sign-in form's CSRF token from the browser's CSRF cookie.
+    pub csrf_hmac: hmac::Key,
 }
 
 impl fmt::Debug for DerivedKeys {
