@@ -20,5 +20,6 @@ mod openapi;
 mod redis_proxy;
 mod refresh_retry;
 mod revocations;
+mod signin;
 mod signing;
 mod tokens;
