@@ -32,13 +32,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stylesheet))
 }
 
-async fn page_headers(req: Request<Body>, next: Next) -> Response {
+/// Adds the HTML pages' security headers (CSP, `X-Frame-Options: DENY`, `nosniff`, no referrer) to
+/// every response of a router (the sign-in pages' and the API reference's).
+pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    res
+}
+
+/// The security headers, and `no-store`: the sign-in pages carry CSRF tokens, codes in redirects,
+/// and session cookies, none of which any cache should keep.
+async fn page_headers(req: Request<Body>, next: Next) -> Response {
+    let mut res = security_headers(req, next).await;
+    let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res

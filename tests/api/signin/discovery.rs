@@ -70,3 +70,16 @@ async fn an_issuer_with_a_path_serves_the_openid_configuration_under_it() {
     let css = app.http.get(app.url("/tenant/assets/tessera.css")).send().await.unwrap();
     assert_eq!(css.status(), StatusCode::OK, "the page's stylesheet resolves under the issuer's path");
 }
+
+#[tokio::test]
+async fn the_api_reference_is_an_html_page_with_the_same_policy_and_no_framing() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(
+        res.headers()["content-security-policy"],
+        "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    assert_eq!(res.headers()["x-frame-options"], "DENY");
+}
