@@ -26,6 +26,7 @@ pub use auth::{ClientAuth, Credentials};
 pub use bootstrap::ensure_admin;
 pub use service::Clients;
 pub use update::ClientPatch;
+pub use validate::valid_client_id;
 use validate::{refuse_user_id, validate};
 
 pub use crate::config::MAX_CLIENT_ACCESS_TTL;

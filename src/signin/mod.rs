@@ -189,7 +189,7 @@ impl SignIn {
 
     async fn checked(&self, params: &AuthorizeParams) -> Result<request::Checked, Failure> {
         let client = match params.client_id.as_deref() {
-            Some(id) if id.len() <= 128 => self.clients.get_live(id).await?,
+            Some(id) if crate::clients::valid_client_id(id) => self.clients.get_live(id).await?,
             _ => None,
         };
         request::check_redirect(client, params).map_err(Failure::Page)
@@ -325,7 +325,7 @@ impl SignIn {
             (None, c) => c.map(str::to_owned),
         };
         let client = match client_id.as_deref() {
-            Some(id) if id.len() <= 128 => self.clients.get_live(id).await?,
+            Some(id) if crate::clients::valid_client_id(id) => self.clients.get_live(id).await?,
             _ => None,
         };
         let registered = client.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == target));

@@ -77,9 +77,14 @@ pub struct Valid {
 const MAX_OPAQUE: usize = 1024;
 
 /// Whether `requested` names `registered`: exactly, or — for an http loopback IP literal — on any
-/// port (RFC 8252 §7.3). Both are compared in the WHATWG-normalised form registration stores.
+/// port (RFC 8252 §7.3). The request is first held to the rules registration applies (no spaces or
+/// control characters, which the WHATWG parser would quietly drop; no fragment, no user
+/// information) and compared in the normalised form registration stores.
 pub fn redirect_matches(registered: &str, requested: &str) -> bool {
-    let Ok(req) = Url::parse(requested) else {
+    let Ok(normalised) = crate::clients::redirects::validate("redirect_uri", &[requested.to_owned()]) else {
+        return false;
+    };
+    let Some(Ok(req)) = normalised.first().map(|u| Url::parse(u)) else {
         return false;
     };
     if req.as_str() == registered {
@@ -148,8 +153,9 @@ pub fn check_rest(checked: &Checked, params: &AuthorizeParams) -> Result<Valid, 
             s
         }
     };
-    if params.nonce.as_ref().is_some_and(|n| n.len() > MAX_OPAQUE) {
-        return Err(refuse("invalid_request", "nonce is longer than 1024 characters"));
+    // The nonce is stored with the code until it is exchanged: text Postgres can hold.
+    if params.nonce.as_ref().is_some_and(|n| n.len() > MAX_OPAQUE || n.chars().any(char::is_control)) {
+        return Err(refuse("invalid_request", "nonce must be at most 1024 characters, without control characters"));
     }
     let prompts: Vec<&str> = params.prompt.as_deref().unwrap_or("").split_ascii_whitespace().collect();
     let prompt_none = prompts.contains(&"none");
@@ -210,6 +216,13 @@ mod tests {
         assert!(!redirect_matches("http://127.0.0.1:8400/cb", "http://127.0.0.1:9/other"));
         assert!(!redirect_matches("http://localhost:8400/cb", "http://localhost:9/cb"));
         assert!(!redirect_matches("http://127.0.0.1:8400/cb", "https://127.0.0.1:8400/cb"));
+        // What the WHATWG parser would quietly clean up is not the registered URI.
+        assert!(!redirect_matches("https://app.example.com/cb", "https://app.example.com/c\tb"));
+        assert!(!redirect_matches("https://app.example.com/cb", " https://app.example.com/cb"));
+        assert!(!redirect_matches("https://app.example.com/cb", "https://app.example.com/cb#x"));
+        assert!(!redirect_matches("https://app.example.com/cb", "https://u@app.example.com/cb"));
+        // Normalisation registration applied too is fine: the same URI.
+        assert!(redirect_matches("https://app.example.com/", "https://APP.example.com"));
     }
 
     #[test]

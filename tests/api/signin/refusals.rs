@@ -260,3 +260,32 @@ async fn redirect_uris_are_validated_at_registration_and_editable() {
         browser().get(authorize_url(&app, &s, &challenge, "https://new.example.com/cb", &[])).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn malformed_parameters_never_fail_the_service() {
+    let app = spawn_app().await;
+    let s = setup(&app, &[], &["openid"], true).await;
+    let (verifier, challenge) = pkce();
+    // Text Postgres cannot store, in every parameter that reaches it.
+    for (name, value) in [
+        ("client_id", "a\u{0}b"),
+        ("nonce", "n\u{0}"),
+        ("scope", "openid\u{0}"),
+        ("redirect_uri", "https://app.example.com/c\u{0}b"),
+    ] {
+        let res = browser().get(authorize_url(&app, &s, &challenge, REDIRECT, &[(name, value)])).send().await.unwrap();
+        assert!(res.status().is_client_error() || res.status() == StatusCode::SEE_OTHER, "{name}: {}", res.status());
+    }
+    let res = app
+        .http
+        .get(app.url("/oauth/logout"))
+        .query(&[("client_id", "a\u{0}b"), ("post_logout_redirect_uri", AFTER_LOGOUT)]);
+    assert_eq!(res.send().await.unwrap().status(), StatusCode::OK);
+    let res =
+        app.http.get(app.url("/oauth/authorize")).header("cookie", "tessera_session=%00\"x; tessera_csrf=;; =").send();
+    assert_eq!(res.await.unwrap().status(), StatusCode::BAD_REQUEST);
+    for code in ["tsc_\u{0}", "nope", &"x".repeat(5000)] {
+        assert_oauth_error(exchange(&app, &s, code, REDIRECT, &verifier).await, 400, "invalid_grant").await;
+    }
+    assert_oauth_error(exchange(&app, &s, "tsc_x", REDIRECT, "short").await, 400, "invalid_grant").await;
+}
