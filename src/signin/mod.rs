@@ -42,8 +42,8 @@ pub struct SignIn {
 /// What the browser gets next.
 #[derive(Debug)]
 pub enum Step {
-    /// The sign-in page.
-    Form(Form),
+    /// The sign-in page (boxed: it carries the whole request).
+    Form(Box<Form>),
     /// A 303 to `location` (the client's redirect URI with a code or an error), starting
     /// `session` when the password was just checked.
     Redirect {
@@ -224,12 +224,12 @@ impl SignIn {
                 &checked,
                 &request::Refusal { error: "login_required", description: "the user is not signed in".into() },
             )),
-            None => Ok(Step::Form(Form {
+            None => Ok(Step::Form(Box::new(Form {
                 client_name: checked.client.name.clone(),
                 params,
                 error: None,
                 username: String::new(),
-            })),
+            }))),
         }
     }
 
@@ -249,12 +249,12 @@ impl SignIn {
             Err(r) => return Ok(self.refused(&checked, &r)),
         };
         let form = |error, username: &str| {
-            Step::Form(Form {
+            Step::Form(Box::new(Form {
                 client_name: checked.client.name.clone(),
                 params: params.clone(),
                 error: Some(error),
                 username: username.chars().take(128).collect(),
-            })
+            }))
         };
         let csrf_ok = match csrf {
             (Some(cookie), Some(token)) => csrf::check(&self.csrf_hmac, cookie, token),

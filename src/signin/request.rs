@@ -30,6 +30,12 @@ pub struct AuthorizeParams {
     pub prompt: Option<String>,
     /// OpenID Connect `max_age`, seconds since the password was entered.
     pub max_age: Option<String>,
+    /// Names of the parameters above that were sent more than once (RFC 6749 §3.1 forbids it).
+    pub repeated: Vec<String>,
+    /// Whether an OpenID `request` object was sent (not supported).
+    pub request_object: bool,
+    /// Whether an OpenID `request_uri` was sent (not supported).
+    pub request_uri: bool,
 }
 
 /// An authorization error sent back to the client (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
@@ -108,6 +114,9 @@ pub fn redirect_matches(registered: &str, requested: &str) -> bool {
 /// Checks that the redirect URI is registered for `client` (an enabled client allowed the
 /// authorization-code grant is checked later, with a redirect). `Err` is the text of the error page.
 pub fn check_redirect(client: Option<Client>, params: &AuthorizeParams) -> Result<Checked, String> {
+    if params.repeated.iter().any(|p| p == "client_id" || p == "redirect_uri") {
+        return Err("The application sent its name or return address more than once.".into());
+    }
     let Some(client) = client.filter(|c| c.disabled_at.is_none()) else {
         return Err("The application that sent you here is not known to this service.".into());
     };
@@ -122,6 +131,15 @@ pub fn check_redirect(client: Option<Client>, params: &AuthorizeParams) -> Resul
 
 /// Checks everything else about the request.
 pub fn check_rest(checked: &Checked, params: &AuthorizeParams) -> Result<Valid, Refusal> {
+    if let Some(p) = params.repeated.first() {
+        return Err(refuse("invalid_request", format!("{p} was sent more than once")));
+    }
+    if params.request_object {
+        return Err(refuse("request_not_supported", "request objects are not supported"));
+    }
+    if params.request_uri {
+        return Err(refuse("request_uri_not_supported", "request_uri is not supported"));
+    }
     if params.state.as_ref().is_some_and(|s| s.len() > MAX_OPAQUE) {
         return Err(refuse("invalid_request", "state is longer than 1024 characters"));
     }

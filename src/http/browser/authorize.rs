@@ -13,8 +13,27 @@ use crate::{
     signin::{AuthorizeParams, Failure, FormError, Step},
 };
 
+/// The authorization request's parameters (the form's own fields are not among them).
+const NAMES: [&str; 10] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "prompt",
+    "max_age",
+];
+
 fn params(pairs: &[(String, String)]) -> AuthorizeParams {
+    let repeated =
+        NAMES.iter().filter(|n| pairs.iter().filter(|(k, _)| k == *n).count() > 1).map(|n| (*n).to_owned()).collect();
     AuthorizeParams {
+        repeated,
+        request_object: param(pairs, "request").is_some(),
+        request_uri: param(pairs, "request_uri").is_some(),
         response_type: param(pairs, "response_type"),
         client_id: param(pairs, "client_id"),
         redirect_uri: param(pairs, "redirect_uri"),

@@ -59,6 +59,19 @@ async fn a_missing_or_plain_challenge_and_other_bad_requests_go_back_as_errors_w
         assert_eq!(get(&q, "iss"), Some("http://127.0.0.1:8080"), "{extra:?}");
         assert!(get(&q, "code").is_none());
     }
+    // A parameter sent twice (RFC 6749 §3.1), and OpenID request objects, which are not supported.
+    let base = authorize_url(&app, &s, &challenge, REDIRECT, &[]);
+    for (extra, error) in [
+        ("&scope=openid&scope=openid", "invalid_request"),
+        ("&request=eyJ", "request_not_supported"),
+        ("&request_uri=urn:x", "request_uri_not_supported"),
+    ] {
+        let res = browser().get(format!("{base}{extra}")).send().await.unwrap();
+        assert_eq!(get(&query_of(&res), "error"), Some(error), "{extra}");
+    }
+    let res = browser().get(format!("{base}&redirect_uri={LOOPBACK}")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "which of two redirect URIs? neither");
+    assert!(res.headers().get("location").is_none());
     // A client without the grant is unauthorized_client.
     let admin = app.admin_token().await;
     let patch = serde_json::json!({"redirect_uris": [REDIRECT]});
