@@ -92,6 +92,27 @@ pub enum Failure {
     Failed(#[from] Error),
 }
 
+/// A submitted sign-in form, with the cookies that came with it. `Debug` does not show the password.
+#[derive(Clone, Copy)]
+pub struct Submission<'a> {
+    /// The browser's CSRF cookie.
+    pub csrf_cookie: Option<&'a str>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<&'a str>,
+    /// The browser's current sign-in session cookie, if any (ended by a new sign-in).
+    pub session_cookie: Option<&'a str>,
+    /// Username as typed.
+    pub username: &'a str,
+    /// Password as typed.
+    pub password: &'a str,
+}
+
+impl std::fmt::Debug for Submission<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission").field("username", &self.username).field("password", &"[redacted]").finish()
+    }
+}
+
 /// The RP-initiated logout parameters (OpenID RP-Initiated Logout 1.0 §2).
 #[derive(Debug, Default, Clone)]
 pub struct LogoutParams {
@@ -239,10 +260,10 @@ impl SignIn {
     pub async fn sign_in(
         &self,
         params: AuthorizeParams,
-        csrf: (Option<&str>, Option<&str>),
-        (username, password): (&str, &str),
+        form: &Submission<'_>,
         source: IpAddr,
     ) -> Result<Step, Failure> {
+        let Submission { csrf_cookie, csrf_token, session_cookie, username, password } = *form;
         let checked = self.checked(&params).await?;
         let valid = match request::check_rest(&checked, &params) {
             Ok(v) => v,
@@ -256,7 +277,7 @@ impl SignIn {
                 username: username.chars().take(128).collect(),
             }))
         };
-        let csrf_ok = match csrf {
+        let csrf_ok = match (csrf_cookie, csrf_token) {
             (Some(cookie), Some(token)) => csrf::check(&self.csrf_hmac, cookie, token),
             _ => false,
         };
@@ -271,6 +292,11 @@ impl SignIn {
             Err(e) => return Err(e.into()),
         };
         let now = self.clock.now();
+        // A new session for every sign-in (a cookie planted before it is worth nothing after), and
+        // the one it replaces in this browser ends.
+        if let Some(old) = session_cookie {
+            session::end(&self.db, &self.session_hmac, old, now).await?;
+        }
         let new = session::create(&self.db, &self.session_hmac, user.id, now, self.config.session_absolute_ttl).await?;
         let s = new.session;
         self.code_redirect(&checked, &valid, s, Some(new)).await

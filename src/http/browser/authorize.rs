@@ -10,7 +10,7 @@ use axum::{
 use super::{cookie, failure_page, html, pages, param, parse_pairs, see_other, CookieNames};
 use crate::{
     http::{source::SourceIp, state::AppState},
-    signin::{AuthorizeParams, Failure, FormError, Step},
+    signin::{AuthorizeParams, Failure, FormError, Step, Submission},
 };
 
 /// The authorization request's parameters (the form's own fields are not among them).
@@ -108,8 +108,14 @@ pub(super) async fn authorize_post(
     let token = param(&pairs, "csrf_token");
     let username = param(&pairs, "username").unwrap_or_default();
     let password = param(&pairs, "password").unwrap_or_default();
-    let step =
-        state.signin.sign_in(params(&pairs), (csrf_cookie, token.as_deref()), (&username, &password), source.0).await;
+    let form = Submission {
+        csrf_cookie,
+        csrf_token: token.as_deref(),
+        session_cookie: cookie(&headers, names.session()),
+        username: &username,
+        password: &password,
+    };
+    let step = state.signin.sign_in(params(&pairs), &form, source.0).await;
     respond(&state, &names, &headers, step)
 }
 

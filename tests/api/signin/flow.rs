@@ -235,3 +235,28 @@ async fn the_service_name_is_configurable() {
     let page = page.unwrap();
     assert!(page.contains("Acme &lt;ID&gt;") && !page.contains("Acme <ID>"), "named, and escaped");
 }
+
+#[tokio::test]
+async fn signing_in_again_replaces_the_session_and_ends_the_old_one() {
+    let app = spawn_app().await;
+    let s = setup(&app, &[], &["openid"], true).await;
+    let (_, challenge) = pkce();
+    let b = browser();
+    let page = b.get(authorize_url(&app, &s, &challenge, REDIRECT, &[])).send().await.unwrap().text().await.unwrap();
+    let res = submit(&app, &b, &page, &s.username, &s.password).await;
+    let first = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let with_cookie = |cookie: String| {
+        app.http
+            .get(authorize_url(&app, &s, &challenge, REDIRECT, &[("prompt", "none")]))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert!(get(&query_of(&with_cookie(first.clone()).await.unwrap()), "code").is_some());
+
+    let page = b.get(authorize_url(&app, &s, &challenge, REDIRECT, &[("prompt", "login")])).send().await.unwrap();
+    let res = submit(&app, &b, &page.text().await.unwrap(), &s.username, &s.password).await;
+    let second = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_ne!(first, second, "a new session for a new sign-in");
+    assert_eq!(get(&query_of(&with_cookie(first).await.unwrap()), "error"), Some("login_required"));
+    assert!(get(&query_of(&with_cookie(second).await.unwrap()), "code").is_some());
+}
