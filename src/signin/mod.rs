@@ -70,6 +70,8 @@ pub struct Form {
 /// Why a submitted sign-in form was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormError {
+    /// The username or the password was left empty (nothing was checked or counted).
+    Missing,
     /// Wrong username or password, or a locked account (which look the same).
     WrongCredentials,
     /// The form's CSRF token was missing or did not match this browser.
@@ -283,6 +285,9 @@ impl SignIn {
         };
         if !csrf_ok {
             return Ok(form(FormError::Expired, username));
+        }
+        if username.is_empty() || password.is_empty() {
+            return Ok(form(FormError::Missing, username));
         }
         let user = match self.users.sign_in(source, username, password).await {
             Ok(Some(user)) => user,

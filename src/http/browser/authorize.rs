@@ -137,7 +137,7 @@ fn respond(state: &AppState, names: &CookieNames, headers: &HeaderMap, step: Res
             let csrf_cookie = existing.map_or_else(|| state.signin.new_csrf_cookie(), str::to_owned);
             let status = match form.error {
                 None => StatusCode::OK,
-                Some(FormError::WrongCredentials) => StatusCode::BAD_REQUEST,
+                Some(FormError::WrongCredentials | FormError::Missing) => StatusCode::BAD_REQUEST,
                 Some(FormError::Expired) => StatusCode::FORBIDDEN,
                 Some(FormError::TooManyAttempts(_)) => StatusCode::TOO_MANY_REQUESTS,
                 Some(FormError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,

@@ -46,6 +46,7 @@ fn hidden(name: &str, value: Option<&String>) -> Markup {
 
 fn message(error: FormError) -> &'static str {
     match error {
+        FormError::Missing => "Enter your username and password.",
         FormError::WrongCredentials => "Incorrect username or password.",
         FormError::Expired => "This sign-in form has expired. Please sign in again.",
         FormError::TooManyAttempts(_) => "Too many sign-in attempts. Please wait a few minutes and try again.",

@@ -229,6 +229,10 @@ async fn a_wrong_password_is_refused_on_the_page_and_locks_like_the_password_gra
     assert!(again.contains("Incorrect username or password."), "{again}");
     assert!(again.contains(&format!(r#"value="{}""#, s.username)), "the username is kept");
     assert!(!again.contains("wrong password"), "the password is never echoed");
+    // Empty fields are pointed out, and cost no attempt.
+    let res = submit(&app, &b, &page, "", "").await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.unwrap().contains("Enter your username and password."));
     // An unknown user reads the same.
     let res = submit(&app, &b, &page, "nobody-here", "wrong password").await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
