@@ -70,6 +70,8 @@ fn main() {
         jwks: Default::default(),
         etag: bytes::Bytes::from_static(b"\"bench\""),
         fingerprint: String::new(),
+        id_token: None,
+        id_token_verifier: None,
     };
     jwt::verify(&set, &sample, ISSUER, now).expect("the benchmark's token must verify");
 

@@ -16,6 +16,7 @@ use crate::{
     maintenance::Housekeeping,
     revocation::{bus::Bus, consumer::Consumer, relay, Feed, RevokedSet},
     secrets::MasterKey,
+    signin::SignIn,
     signing::{KeyStore, Signing},
     tokens::Tokens,
     usage::{Usage, UsageRecorder},
@@ -237,7 +238,7 @@ impl Application {
             pool.clone(),
             clock.clone(),
             config.clone(),
-            (keys.refresh_token.clone(), keys.refresh_successor.clone()),
+            (keys.refresh_token.clone(), keys.refresh_successor.clone(), keys.authorization_code_hmac.clone()),
             signing.clone(),
             revoked.clone(),
             clients.clone(),
@@ -246,6 +247,16 @@ impl Application {
         let reads = db::reads(&config, &pool)?;
         let webhooks = Webhooks::new(pool.clone(), clock.clone(), config.clone(), keys.webhook_sealer.clone())?;
         let leaks = crate::apikeys::leaks::LeakReports::new(apikeys.clone());
+        let signin = SignIn::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            clients.clone(),
+            users.clone(),
+            tokens.clone(),
+            keys.session_hmac.clone(),
+            keys.csrf_hmac.clone(),
+        );
         let usage = Usage::new(pool.clone(), reads.clone(), clock.clone(), config.clone(), recorder.clone());
         let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
         // Open revocation streams end with the server, so a graceful stop is not held by them.
@@ -262,6 +273,7 @@ impl Application {
         let state = AppState::new(Services {
             config: config.clone(),
             tokens,
+            signin,
             clients,
             users,
             apikeys,

@@ -25,6 +25,7 @@ pub mod rekey;
 pub mod revocation;
 pub mod scopes;
 pub mod secrets;
+pub mod signin;
 pub mod signing;
 
 pub mod telemetry;

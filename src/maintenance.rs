@@ -59,6 +59,7 @@ impl Housekeeping {
             .rows_affected();
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(horizon).execute(&self.db).await?;
         crate::users::login::purge(&self.db, &self.config, now).await?;
+        crate::signin::session::purge(&self.db, now).await?;
         let jtis = sqlx::query("DELETE FROM revoked_jtis WHERE expires_at < $1")
             .bind(now)
             .execute(&self.db)

@@ -1,6 +1,6 @@
 //! Replacing the master key and the HMAC secret without downtime.
 //!
-//! Sealed material (signing keys, webhook secrets) opens under the current or the previous master key
+//! Sealed material (signing keys, the ID-token key, webhook secrets) opens under the current or the previous master key
 //! ([`crate::secrets::Sealer`]); [`reseal`] moves it to the current one. Keyed hashes (API keys,
 //! refresh tokens, generated client secrets) verify under the current or the previous HMAC key
 //! ([`crate::secrets::Keyring`]); each stored hash records its key's id, API keys move to the
@@ -21,7 +21,8 @@ use crate::{
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct KeyCount {
     /// `api_keys` (not revoked), `refresh_tokens` (live), `client_secrets` (generated, enabled
-    /// clients), `signing_keys` (sealed private keys) or `webhook_secrets` (sealed endpoint secrets).
+    /// clients), `signing_keys` / `id_token_keys` (sealed private keys) or `webhook_secrets`
+    /// (sealed endpoint secrets).
     pub what: &'static str,
     /// `current`, `previous`, `retired` (no longer accepted: these no longer verify or open),
     /// or `unlabelled` (stored before key ids were recorded).
@@ -120,11 +121,16 @@ struct SealedTable {
     update: &'static str,
 }
 
-const SEALED: [SealedTable; 2] = [
+const SEALED: [SealedTable; 3] = [
     SealedTable {
         what: "signing_keys",
         select: "SELECT convert_to(kid, 'UTF8'), private_key_enc, kid FROM signing_keys ORDER BY created_at",
         update: "UPDATE signing_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2",
+    },
+    SealedTable {
+        what: "id_token_keys",
+        select: "SELECT convert_to(kid, 'UTF8'), private_key_enc, kid FROM id_token_keys ORDER BY created_at",
+        update: "UPDATE id_token_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2",
     },
     SealedTable {
         what: "webhook_secrets",
@@ -167,7 +173,7 @@ async fn sealed_counts(db: &PgPool, keys: &DerivedKeys) -> Result<Vec<KeyCount>>
 /// What [`reseal`] did.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Resealed {
-    /// `signing_keys` or `webhook_secrets`.
+    /// `signing_keys`, `id_token_keys` or `webhook_secrets`.
     pub what: &'static str,
     /// Rows seen.
     pub total: u64,

@@ -11,6 +11,15 @@ pub const MAX_SCOPES: usize = 50;
 /// scope starting `keys:`) is reserved too, see [`is_reserved`].
 pub const RESERVED: [&str; 6] = [ADMIN, "introspect", "revocations:read", "openid", "profile", "offline_access"];
 
+/// OpenID Connect scopes: granted to any user of a client that holds them (they describe the
+/// sign-in, not a permission of the user's).
+pub const OIDC: [&str; 3] = ["openid", "profile", "offline_access"];
+
+/// Whether `s` is one of [`OIDC`].
+pub fn is_oidc(s: &str) -> bool {
+    OIDC.contains(&s)
+}
+
 /// Whether `s` is a valid scope name: `[A-Za-z0-9:._-]{1,64}`.
 pub fn is_valid(s: &str) -> bool {
     !s.is_empty()

@@ -405,14 +405,14 @@ ensure_python_tool() {
 
 # drop_leftover_databases [SERVER_URL [PREFIX...]]: drops the databases that interrupted runs of the API
 # tests and of the scripts run by scripts/test left behind: named PREFIX_* (by default tessera_test,
-# tessera_fuzz, tessera_tour, tessera_docs and tessera_lb). Only those older than 10 minutes (by the
+# tessera_fuzz, tessera_tour, tessera_docs, tessera_lb and tessera_browser). Only those older than 10 minutes (by the
 # age of their PG_VERSION file), and without FORCE, so a run going on at the same time keeps its
 # databases.
 drop_leftover_databases() {
   command -v psql >/dev/null 2>&1 || return 0
   local url="${1:-${DATABASE_URL:-postgres://postgres@$TESSERA_PG_HOST:$TESSERA_PG_PORT/postgres}}" names name
   local prefixes=("${@:2}") prefix like=""
-  [ "${#prefixes[@]}" -gt 0 ] || prefixes=(tessera_test tessera_fuzz tessera_tour tessera_docs tessera_lb)
+  [ "${#prefixes[@]}" -gt 0 ] || prefixes=(tessera_test tessera_fuzz tessera_tour tessera_docs tessera_lb tessera_browser)
   for prefix in "${prefixes[@]}"; do
     like="${like:+$like OR }datname LIKE '${prefix//_/\\_}\\_%'"
   done

@@ -26,11 +26,12 @@ pub use auth::{ClientAuth, Credentials};
 pub use bootstrap::ensure_admin;
 pub use service::Clients;
 pub use update::ClientPatch;
+pub use validate::valid_client_id;
 use validate::{refuse_user_id, validate};
 
 pub use crate::config::MAX_CLIENT_ACCESS_TTL;
 /// The grant types a client may be registered for.
-pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "password", "refresh_token"];
+pub const GRANT_TYPES: [&str; 4] = ["authorization_code", "client_credentials", "password", "refresh_token"];
 
 /// One audience or several, as given.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -75,7 +76,7 @@ pub struct NewClient {
     pub client_id: Option<String>,
     /// Display name.
     pub name: String,
-    /// Allowed grants: `client_credentials`, `password`, `refresh_token`.
+    /// Allowed grants: `authorization_code`, `client_credentials`, `password` (legacy), `refresh_token`.
     pub grant_types: Vec<String>,
     /// Scopes the client may be granted.
     pub scopes: Vec<String>,
@@ -314,6 +315,11 @@ pub async fn get(db: &PgPool, client_id: &str) -> Result<Option<Client>> {
         .fetch_optional(db)
         .await?;
     Ok(row.map(from_row))
+}
+
+/// One enabled client (the sign-in flow's look-up: a disabled client is as good as unknown).
+pub async fn get_live(db: &PgPool, client_id: &str) -> Result<Option<Client>> {
+    Ok(get(db, client_id).await?.filter(|c| c.disabled_at.is_none()))
 }
 
 /// Every client, oldest first.

@@ -52,12 +52,10 @@ fn one(raw: &str) -> Result<String, &'static str> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry user information");
     }
-    let loopback = match url.host() {
-        None => return Err("must have a host"),
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-    };
+    if url.host().is_none() {
+        return Err("must have a host");
+    }
+    let loopback = is_loopback(&url);
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
@@ -65,6 +63,16 @@ fn one(raw: &str) -> Result<String, &'static str> {
         _ => return Err("must be an https URI (http only to a loopback host)"),
     }
     Ok(url.into())
+}
+
+/// Whether `url`'s host is `localhost` or a loopback address.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        None => false,
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+    }
 }
 
 #[cfg(test)]

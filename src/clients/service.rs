@@ -80,6 +80,11 @@ impl Clients {
         super::get(&self.db, client_id).await?.ok_or(Error::NotFound("client"))
     }
 
+    /// One enabled client, or `None` for an unknown or disabled one (the sign-in flow's look-up).
+    pub async fn get_live(&self, client_id: &str) -> Result<Option<Client>> {
+        super::get_live(&self.db, client_id).await
+    }
+
     /// Replaces a confidential client's secret (see [`super::secret::rotate`]); the old one stops
     /// working here at once.
     pub async fn rotate_secret(&self, client_id: &str, actor: &Actor) -> Result<CreatedClient> {

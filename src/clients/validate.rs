@@ -10,7 +10,7 @@ use crate::{
 /// `[A-Za-z0-9._~-]{1,128}`: the unreserved characters of RFC 3986, so the id needs no escaping
 /// anywhere. Not `:`, which `client_secret_basic` (RFC 6749 §2.3.1) uses as the separator and
 /// which many clients (`curl -u`, authlib, requests-oauthlib) do not form-encode.
-pub(super) fn valid_client_id(id: &str) -> bool {
+pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~'))

@@ -137,6 +137,13 @@ pub struct Config {
     pub login_failure_window: Duration,
     /// How long a locked account stays locked.
     pub login_lockout: Duration,
+    /// A browser sign-in session ends after this long without use (`TESSERA_SESSION_IDLE_TTL`).
+    pub session_idle_ttl: Duration,
+    /// A browser sign-in session ends this long after the password was checked, however busy
+    /// (`TESSERA_SESSION_ABSOLUTE_TTL`).
+    pub session_absolute_ttl: Duration,
+    /// The name the sign-in page shows (`TESSERA_SERVICE_NAME`).
+    pub service_name: String,
     /// Most API keys one owner may hold (not counting revoked ones).
     pub max_keys_per_owner: u32,
     /// Log format.
@@ -391,6 +398,21 @@ impl Config {
             None => Vec::new(),
             Some(v) => parse_cidrs(&v).map_err(|reason| ConfigError::new("TESSERA_TRUSTED_PROXIES", reason))?,
         };
+        let session_idle_ttl = secs("TESSERA_SESSION_IDLE_TTL", 3_600, 60, 2_592_000)?;
+        let session_absolute_ttl = secs("TESSERA_SESSION_ABSOLUTE_TTL", 43_200, 60, 31_536_000)?;
+        if session_absolute_ttl < session_idle_ttl {
+            return Err(ConfigError::new(
+                "TESSERA_SESSION_ABSOLUTE_TTL",
+                "must not be shorter than TESSERA_SESSION_IDLE_TTL",
+            ));
+        }
+        let service_name = var("TESSERA_SERVICE_NAME").map_or_else(|| "Tessera".to_owned(), |v| v.trim().to_owned());
+        if service_name.chars().count() > 80 || service_name.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                "TESSERA_SERVICE_NAME",
+                "must be at most 80 characters, without control characters",
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2));
 
         Ok(Self {
@@ -429,6 +451,9 @@ impl Config {
             login_max_failures: num("TESSERA_LOGIN_MAX_FAILURES", 5, 1, 1000)?,
             login_failure_window: secs("TESSERA_LOGIN_FAILURE_WINDOW", 900, 1, 86_400)?,
             login_lockout: secs("TESSERA_LOGIN_LOCKOUT", 900, 1, 86_400)?,
+            session_idle_ttl,
+            session_absolute_ttl,
+            service_name,
             max_keys_per_owner: num("TESSERA_MAX_KEYS_PER_OWNER", 1000, 1, 1_000_000)?,
             log_format,
             otlp_endpoint,

@@ -214,7 +214,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Rewrites any error response that is not already JSON (router 404/405, body limit 413,
-/// timeout 408, ...) into problem+json, or into RFC 6749 JSON under `/oauth`.
+/// timeout 408, ...) into problem+json, or into RFC 6749 JSON under `/oauth`. The browser pages'
+/// own HTML errors (the sign-in page's) are meant for a person and are left as they are.
 fn normalize_errors(oauth: bool, res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -224,7 +225,11 @@ fn normalize_errors(oauth: bool, res: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| ct.starts_with("application/json") || ct.starts_with("application/problem+json"))
+        .map(|ct| {
+            ct.starts_with("application/json")
+                || ct.starts_with("application/problem+json")
+                || ct.starts_with("text/html")
+        })
         .unwrap_or(false);
     if is_json {
         return res;

@@ -2,6 +2,7 @@
 //! and the last-resort formatter that keeps every error in the contract's formats.
 
 pub mod admin;
+pub mod browser;
 pub mod caller;
 mod conn;
 pub mod deadline;
@@ -20,6 +21,7 @@ pub mod routes;
 pub mod server;
 pub mod source;
 pub mod state;
+pub mod userinfo;
 pub mod webhooks;
 pub mod wellknown;
 
@@ -44,6 +46,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::routes())
         .merge(wellknown::routes())
         .merge(oauth::routes())
+        .merge(browser::routes())
+        .merge(userinfo::routes())
         .merge(admin::routes())
         .merge(keys::routes())
         .merge(lookups::routes())

@@ -34,8 +34,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }))]
 #[allow(dead_code)]
 pub struct TokenForm {
-    /// `client_credentials`, `password` or `refresh_token`.
-    #[schema(pattern = "^(client_credentials|password|refresh_token)$")]
+    /// `authorization_code`, `client_credentials`, `password` (legacy) or `refresh_token`.
+    #[schema(pattern = "^(authorization_code|client_credentials|password|refresh_token)$")]
     grant_type: String,
     /// Requested scopes, space-separated (a subset of what is allowed).
     scope: Option<String>,
@@ -47,6 +47,12 @@ pub struct TokenForm {
     password: Option<String>,
     /// Refresh grant.
     refresh_token: Option<String>,
+    /// Authorization-code grant: the code from the redirect.
+    code: Option<String>,
+    /// Authorization-code grant: the redirect URI of the authorization request, exactly.
+    redirect_uri: Option<String>,
+    /// Authorization-code grant: the PKCE verifier (RFC 7636).
+    code_verifier: Option<String>,
     /// For `client_secret_post` and public clients.
     client_id: Option<String>,
     /// For `client_secret_post`.
@@ -103,6 +109,9 @@ async fn token(
         username: form.get("username"),
         password: form.get("password"),
         refresh_token: form.get("refresh_token"),
+        code: form.get("code"),
+        redirect_uri: form.get("redirect_uri"),
+        code_verifier: form.get("code_verifier"),
     };
     // An unknown grant type is refused before the client is authenticated (RFC 6749 §5.2 order).
     if !crate::clients::GRANT_TYPES.contains(&req.grant_type) {

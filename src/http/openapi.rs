@@ -59,7 +59,8 @@ pub struct OAuthErrorBody {
     components(schemas(Problem, OAuthErrorBody)),
     tags(
         (name = "oauth", description = "OAuth 2.0 token, revocation and introspection endpoints"),
-        (name = "discovery", description = "RFC 8414 metadata and the JWKS"),
+        (name = "discovery", description = "RFC 8414 metadata, OpenID Connect discovery and the JWKS"),
+        (name = "sign-in", description = "Tessera's sign-in page (authorization code with PKCE), UserInfo and logout"),
         (name = "admin", description = "Clients, users, signing keys, audit and anomalies"),
         (name = "keys", description = "API keys"),
         (name = "revocations", description = "Revocation event catch-up"),
@@ -125,5 +126,7 @@ pub fn docs_templates() -> [String; 4] {
 
 /// `/openapi.json` and the offline Swagger UI at `/docs` (assets vendored in the crate).
 pub fn docs_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
+    // The reference is an HTML page like the sign-in page: the same policy and framing refusal.
     Router::from(SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, spec))
+        .layer(axum::middleware::from_fn(super::browser::security_headers))
 }

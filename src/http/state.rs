@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use crate::{
     apikeys::ApiKeys, audit::Audit, clients::Clients, config::Config, revocation::bus::Bus, revocation::Feed,
-    signing::Signing, tokens::Tokens, usage::Usage, users::Users, webhooks::Webhooks,
+    signin::SignIn, signing::Signing, tokens::Tokens, usage::Usage, users::Users, webhooks::Webhooks,
 };
 
 /// Cheaply clonable handle to the services.
@@ -22,6 +22,8 @@ pub struct Services {
     pub config: Arc<Config>,
     /// Tokens: grants, revocation, introspection, `/v1` bearer validation.
     pub tokens: Tokens,
+    /// Browser sign-in: the authorization endpoint, sessions, UserInfo, logout.
+    pub signin: SignIn,
     /// OAuth clients.
     pub clients: Clients,
     /// Users.

@@ -17,7 +17,7 @@ use crate::{
 
 /// Discovery routes.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(metadata)).routes(routes!(jwks))
+    OpenApiRouter::new().routes(routes!(metadata)).routes(routes!(openid_configuration)).routes(routes!(jwks))
 }
 
 /// RFC 8414 authorization server metadata.
@@ -25,26 +25,41 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Members with nothing to say are left out rather than sent as `[]` (RFC 8414 §2 makes them
 /// optional); every member sent is non-empty.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"issuer": "https://id.example.com", "token_endpoint": "https://id.example.com/oauth/token", "revocation_endpoint": "https://id.example.com/oauth/revoke", "introspection_endpoint": "https://id.example.com/oauth/introspect", "jwks_uri": "https://id.example.com/.well-known/jwks.json", "grant_types_supported": ["client_credentials", "password", "refresh_token"], "response_types_supported": ["none"], "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"], "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"], "scopes_supported": ["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"], "service_documentation": "https://id.example.com/docs"}))]
+#[schema(example = json!({"issuer": "https://id.example.com", "authorization_endpoint": "https://id.example.com/oauth/authorize", "token_endpoint": "https://id.example.com/oauth/token", "revocation_endpoint": "https://id.example.com/oauth/revoke", "introspection_endpoint": "https://id.example.com/oauth/introspect", "jwks_uri": "https://id.example.com/.well-known/jwks.json", "grant_types_supported": ["authorization_code", "client_credentials", "password", "refresh_token"], "response_types_supported": ["code"], "response_modes_supported": ["query"], "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true, "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"], "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"], "scopes_supported": ["openid", "profile", "offline_access", "admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"], "service_documentation": "https://id.example.com/docs"}))]
 pub struct Metadata {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
     jwks_uri: String,
-    grant_types_supported: [&'static str; 3],
-    /// REQUIRED by RFC 8414 §2, so never empty. No grant Tessera supports uses an authorization
-    /// endpoint (there is none, hence no `authorization_endpoint`): `none` is the registered
-    /// response type that yields nothing, where `code` would send clients to a flow that does not
-    /// exist yet. It becomes `["code"]` with the authorization-code grant.
+    grant_types_supported: [&'static str; 4],
     response_types_supported: [&'static str; 1],
+    response_modes_supported: [&'static str; 1],
+    /// PKCE is required for every client, with S256 only (RFC 7636 §4.4.1, RFC 9700 §2.1.1).
+    code_challenge_methods_supported: [&'static str; 1],
+    /// Every authorization response carries `iss` (RFC 9207).
+    authorization_response_iss_parameter_supported: bool,
     token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 3],
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
     access_token_signing_alg_values_supported: [&'static str; 3],
-    scopes_supported: [&'static str; 6],
+    scopes_supported: [&'static str; 9],
     service_documentation: String,
 }
+
+/// Scopes a client may be registered for that discovery advertises: the OpenID ones and Tessera's own.
+const SCOPES_SUPPORTED: [&str; 9] = [
+    "openid",
+    "profile",
+    "offline_access",
+    "admin",
+    "introspect",
+    "keys:read",
+    "keys:write",
+    "keys:verify",
+    "revocations:read",
+];
 
 impl Metadata {
     /// The document of `issuer`: every URL in it is the issuer followed by the endpoint's path,
@@ -52,21 +67,70 @@ impl Metadata {
     pub fn for_issuer(issuer: &str) -> Self {
         Self {
             issuer: issuer.to_owned(),
+            authorization_endpoint: format!("{issuer}/oauth/authorize"),
             token_endpoint: format!("{issuer}/oauth/token"),
             revocation_endpoint: format!("{issuer}/oauth/revoke"),
             introspection_endpoint: format!("{issuer}/oauth/introspect"),
             jwks_uri: format!("{issuer}/.well-known/jwks.json"),
             grant_types_supported: crate::clients::GRANT_TYPES,
-            response_types_supported: ["none"],
+            response_types_supported: ["code"],
+            response_modes_supported: ["query"],
+            code_challenge_methods_supported: ["S256"],
+            authorization_response_iss_parameter_supported: true,
             token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
             // A public client revokes its own tokens with its client_id alone (RFC 7009 §2.1).
             revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
             introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
             access_token_signing_alg_values_supported: ["ES256", "EdDSA", "RS256"],
-            scopes_supported: ["admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"],
+            scopes_supported: SCOPES_SUPPORTED,
             service_documentation: format!("{issuer}/docs"),
         }
     }
+}
+
+/// OpenID Connect Discovery 1.0 §3 provider metadata: the RFC 8414 members, and OpenID's own.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"issuer": "https://id.example.com", "authorization_endpoint": "https://id.example.com/oauth/authorize", "token_endpoint": "https://id.example.com/oauth/token", "revocation_endpoint": "https://id.example.com/oauth/revoke", "introspection_endpoint": "https://id.example.com/oauth/introspect", "jwks_uri": "https://id.example.com/.well-known/jwks.json", "grant_types_supported": ["authorization_code", "client_credentials", "password", "refresh_token"], "response_types_supported": ["code"], "response_modes_supported": ["query"], "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true, "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"], "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"], "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"], "scopes_supported": ["openid", "profile", "offline_access", "admin", "introspect", "keys:read", "keys:write", "keys:verify", "revocations:read"], "service_documentation": "https://id.example.com/docs", "userinfo_endpoint": "https://id.example.com/oauth/userinfo", "end_session_endpoint": "https://id.example.com/oauth/logout", "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["RS256"], "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username"], "prompt_values_supported": ["none", "login"], "claims_parameter_supported": false, "request_parameter_supported": false, "request_uri_parameter_supported": false}))]
+pub struct OidcConfiguration {
+    #[serde(flatten)]
+    oauth: Metadata,
+    userinfo_endpoint: String,
+    end_session_endpoint: String,
+    subject_types_supported: [&'static str; 1],
+    /// ID tokens are always RS256 (OIDC Core §15.1), whatever signs access tokens.
+    id_token_signing_alg_values_supported: [&'static str; 1],
+    claims_supported: [&'static str; 9],
+    prompt_values_supported: [&'static str; 2],
+    claims_parameter_supported: bool,
+    request_parameter_supported: bool,
+    request_uri_parameter_supported: bool,
+}
+
+impl OidcConfiguration {
+    /// The document of `issuer`.
+    pub fn for_issuer(issuer: &str) -> Self {
+        Self {
+            oauth: Metadata::for_issuer(issuer),
+            userinfo_endpoint: format!("{issuer}/oauth/userinfo"),
+            end_session_endpoint: format!("{issuer}/oauth/logout"),
+            subject_types_supported: ["public"],
+            id_token_signing_alg_values_supported: ["RS256"],
+            claims_supported: ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username"],
+            prompt_values_supported: ["none", "login"],
+            claims_parameter_supported: false,
+            request_parameter_supported: false,
+            request_uri_parameter_supported: false,
+        }
+    }
+}
+
+/// OpenID Connect Discovery document. Unlike RFC 8414's, its location appends the well-known path
+/// to the issuer (`https://id.example.com/tenant/.well-known/openid-configuration`), which the
+/// edge routes here.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, body = OidcConfiguration)))]
+async fn openid_configuration(State(state): State<AppState>) -> Json<OidcConfiguration> {
+    Json(OidcConfiguration::for_issuer(&state.config.issuer))
 }
 
 /// Where RFC 8414 §3.1 puts the metadata of `issuer`: the well-known path, then the issuer's own

@@ -156,6 +156,11 @@ pub fn derive_keys(src: KeySources<'_>) -> DerivedKeys {
         api_key: ring(b"api-key-hmac-v1"),
         client_secret_cache: key(b"client-secret-cache"),
         client_secret: ring(b"client-secret-hmac"),
+        // Short-lived (codes live 60 s, sessions hours): current key only, a change of secret
+        // ends them, as a sign-out would.
+        authorization_code_hmac: key(b"authorization-code-hmac"),
+        session_hmac: key(b"signin-session-hmac"),
+        csrf_hmac: key(b"signin-csrf-hmac"),
         sealer: Sealer::new(
             hkdf32(src.master.material(), b"signing-key-wrap"),
             src.master_previous.map(|p| hkdf32(p.material(), b"signing-key-wrap")),
@@ -192,6 +197,12 @@ pub struct DerivedKeys {
     pub sealer: Sealer,
     /// AES-256-GCM sealing of webhook endpoint secrets (they must be recoverable to sign).
     pub webhook_sealer: Sealer,
+    /// Keyed hash of authorization codes (stored instead of the codes).
+    pub authorization_code_hmac: hmac::Key,
+    /// Keyed hash of browser sign-in session cookies (stored instead of the cookies).
+    pub session_hmac: hmac::Key,
+    /// Derives the sign-in form's CSRF token from the browser's CSRF cookie.
+    pub csrf_hmac: hmac::Key,
 }
 
 impl fmt::Debug for DerivedKeys {

@@ -1,6 +1,7 @@
 //! Signing keys: lifecycle `next → active → retired` (+ `revoked`) in Postgres, sealed at rest,
 //! and the in-memory key set every instance signs and verifies with and serves as the JWKS.
 
+pub mod id_token_key;
 pub mod lifecycle;
 pub mod material;
 mod service;
@@ -54,6 +55,10 @@ pub struct KeySet {
     pub etag: Bytes,
     /// Identifies the table state this set was built from.
     pub fingerprint: String,
+    /// The RS256 key that signs ID tokens (header `typ: JWT`; see [`id_token_key`]).
+    pub id_token: Option<Arc<ActiveKey>>,
+    /// Its public key, to read back an `id_token_hint`.
+    pub id_token_verifier: Option<Arc<Verifier>>,
 }
 
 impl KeySet {
@@ -64,6 +69,8 @@ impl KeySet {
             jwks: Bytes::from_static(br#"{"keys":[]}"#),
             etag: Bytes::from_static(b"\"empty\""),
             fingerprint: String::new(),
+            id_token: None,
+            id_token_verifier: None,
         }
     }
 }
@@ -104,11 +111,15 @@ impl KeyStore {
         .bind(now)
         .fetch_all(db)
         .await?;
-        let fingerprint = rows.iter().map(|r| format!("{}:{};", r.0, r.2)).collect::<String>();
+        let id_key = id_token_key::load(db).await?;
+        let mut fingerprint = rows.iter().map(|r| format!("{}:{};", r.0, r.2)).collect::<String>();
+        if let Some((kid, _, _)) = &id_key {
+            fingerprint.push_str(&format!("id:{kid}"));
+        }
         if !force && fingerprint == self.get().fingerprint {
             return Ok(false);
         }
-        let set = self.build(rows, fingerprint)?;
+        let set = self.build(rows, id_key, fingerprint)?;
         if let Ok(mut cur) = self.current.write() {
             *cur = Arc::new(set);
         }
@@ -136,12 +147,21 @@ impl KeyStore {
             .map(|(k, v)| (k.clone(), Verifier { alg: v.alg, key: v.key.clone() }))
             .collect();
         let active = cur.active.clone().filter(|a| a.kid != kid);
+        let (id_token, id_token_verifier) = (cur.id_token.clone(), cur.id_token_verifier.clone());
         if let Ok(mut w) = self.current.write() {
-            *w = Arc::new(KeySet { active, verifiers, jwks: body, etag, fingerprint: "stale".into() });
+            *w = Arc::new(KeySet {
+                active,
+                verifiers,
+                jwks: body,
+                etag,
+                fingerprint: "stale".into(),
+                id_token,
+                id_token_verifier,
+            });
         }
     }
 
-    fn build(&self, rows: Vec<KeyRow>, fingerprint: String) -> Result<KeySet> {
+    fn build(&self, rows: Vec<KeyRow>, id_key: Option<id_token_key::IdKeyRow>, fingerprint: String) -> Result<KeySet> {
         let mut verifiers = HashMap::new();
         let mut public = Vec::new();
         let mut active = None;
@@ -153,23 +173,35 @@ impl KeyStore {
             verifiers.insert(kid.clone(), Verifier { alg: jalg, key });
             public.push(jwk);
             if state == "active" {
-                let der = self.sealer.open(kid.as_bytes(), &sealed).map(|o| o.plaintext).ok_or_else(|| {
-                    crate::error::Error::Internal(format!(
-                        "signing key {kid} cannot be decrypted: is TESSERA_MASTER_KEY (or TESSERA_MASTER_KEY_PREVIOUS) the one it was sealed with?"
-                    ))
-                })?;
-                let signer = Signer::from_pkcs8(alg, &der)?;
-                let header = format!(r#"{{"alg":"{}","kid":"{}","typ":"at+jwt"}}"#, alg.as_str(), kid);
-                active = Some(Arc::new(ActiveKey {
-                    kid,
-                    alg,
-                    header_b64: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header),
-                    signer,
-                }));
+                active = Some(Arc::new(self.signer(kid, alg, &sealed, "at+jwt")?));
             }
         }
+        let (mut id_token, mut id_token_verifier) = (None, None);
+        if let Some((kid, sealed, jwk)) = id_key {
+            let (alg, key) = material::verifier(SigningAlg::Rs256, &jwk)?;
+            id_token_verifier = Some(Arc::new(Verifier { alg, key }));
+            id_token = Some(Arc::new(self.signer(kid, SigningAlg::Rs256, &sealed, "JWT")?));
+            public.push(jwk);
+        }
         let (jwks, etag) = jwks_body(&public);
-        Ok(KeySet { active, verifiers, jwks, etag, fingerprint })
+        Ok(KeySet { active, verifiers, jwks, etag, fingerprint, id_token, id_token_verifier })
+    }
+
+    /// Opens a sealed private key and precomputes its JWS header (`typ` as given).
+    fn signer(&self, kid: String, alg: SigningAlg, sealed: &[u8], typ: &str) -> Result<ActiveKey> {
+        let der = self.sealer.open(kid.as_bytes(), sealed).map(|o| o.plaintext).ok_or_else(|| {
+            crate::error::Error::Internal(format!(
+                "signing key {kid} cannot be decrypted: is TESSERA_MASTER_KEY (or TESSERA_MASTER_KEY_PREVIOUS) the one it was sealed with?"
+            ))
+        })?;
+        let signer = Signer::from_pkcs8(alg, &der)?;
+        let header = format!(r#"{{"alg":"{}","kid":"{}","typ":"{typ}"}}"#, alg.as_str(), kid);
+        Ok(ActiveKey {
+            kid,
+            alg,
+            header_b64: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header),
+            signer,
+        })
     }
 }
 

@@ -50,6 +50,7 @@ impl Signing {
     /// [`crate::error::Error::Database`] when Postgres fails; `Internal` when a stored key cannot be opened.
     pub async fn ensure_and_load(&self) -> Result<()> {
         lifecycle::ensure(&self.ctx()).await?;
+        super::id_token_key::ensure(&self.db, &self.sealer, self.clock.now()).await?;
         self.store.reload(&self.db, self.clock.now(), true).await?;
         Ok(())
     }

@@ -49,6 +49,7 @@ impl Tokens {
             expires_in,
             scope: granted.join(" "),
             refresh_token: None,
+            id_token: None,
         })
     }
 
@@ -94,7 +95,14 @@ impl Tokens {
         let (access_token, expires_in) = self.issue_access_token(&grant)?;
         crate::metrics::token_issued("password");
         warn_legacy_password_grant(&client.client_id);
-        Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: granted.join(" "), refresh_token })
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            scope: granted.join(" "),
+            refresh_token,
+            id_token: None,
+        })
     }
 }
 

@@ -83,8 +83,9 @@ pub enum TokenError {
     Expired,
 }
 
-/// Signs claims with the active key: header precomputed, one ring signature, no re-parsing.
-pub fn sign(key: &ActiveKey, claims: &AccessClaims) -> Result<String, Error> {
+/// Signs claims with `key` (the active key, or the ID-token key): header precomputed, one ring
+/// signature, no re-parsing.
+pub fn sign<C: Serialize>(key: &ActiveKey, claims: &C) -> Result<String, Error> {
     let payload = serde_json::to_vec(claims).map_err(|e| Error::Internal(e.to_string()))?;
     let mut out = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 100);
     out.push_str(&key.header_b64);

@@ -1,6 +1,8 @@
 //! Tokens: access-token issuance and verification, grants, refresh families, introspection, revocation.
 
+pub mod code;
 pub mod grants;
+pub mod id_token;
 pub mod introspect;
 pub mod jwt;
 pub mod refresh;
@@ -37,9 +39,12 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// Granted scopes, space-separated.
     pub scope: String,
-    /// Refresh token (`tsr_…`), for the password and refresh grants.
+    /// Refresh token (`tsr_…`), for the password, refresh and authorization-code grants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// OpenID Connect ID token (RS256, `typ: JWT`), when the authorization code's scope had `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -50,6 +55,7 @@ impl std::fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -167,6 +173,7 @@ mod tests {
             expires_in: 600,
             scope: "a b".into(),
             refresh_token: Some("tsr_secret-refresh".into()),
+            id_token: None,
         };
         let shown = format!("{r:?}");
         assert!(!shown.contains("secret-access") && !shown.contains("secret-refresh"), "{shown}");

@@ -59,8 +59,23 @@ impl Tokens {
         user_id: Uuid,
         scopes: &[String],
     ) -> Result<(Uuid, String), Error> {
-        let now = self.clock.now();
         let family = Uuid::now_v7();
+        let mut conn = self.db.acquire().await?;
+        let token = self.start_family_on(&mut conn, family, client, user_id, scopes).await?;
+        Ok((family, token))
+    }
+
+    /// Starts family `family` on `conn` (inside the caller's transaction, when it has one) and
+    /// returns its first token.
+    pub async fn start_family_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        family: Uuid,
+        client: &Client,
+        user_id: Uuid,
+        scopes: &[String],
+    ) -> Result<String, Error> {
+        let now = self.clock.now();
         let absolute = now + self.config.refresh_token_absolute_ttl;
         let (token, hash) = self.generate();
         // Family and first token in one statement: one round trip, atomic.
@@ -79,9 +94,9 @@ impl Tokens {
     .bind(scopes)
     .bind((now + self.idle_ttl(client)).min(absolute))
     .bind(&self.refresh_hmac.current().id()[..])
-    .execute(&self.db)
+    .execute(conn)
     .await?;
-        Ok((family, token))
+        Ok(token)
     }
 
     /// `grant_type=refresh_token`: spend the presented token, issue its successor and an access token.
@@ -168,8 +183,12 @@ impl Tokens {
     ) -> Result<TokenResponse, GrantError> {
         // The user's and the client's scopes may have narrowed since login.
         let Issued { family, user_id, token_scopes, user_scopes } = issued;
+        // OpenID scopes (`openid`, `profile`, `offline_access`) need only the client's scopes.
         let granted = requested.unwrap_or_else(|| {
-            token_scopes.into_iter().filter(|s| user_scopes.contains(s) && client.scopes.contains(s)).collect()
+            token_scopes
+                .into_iter()
+                .filter(|s| (user_scopes.contains(s) || scopes::is_oidc(s)) && client.scopes.contains(s))
+                .collect()
         });
         let aud = self.resolve_audience(client, None).map_err(|e| GrantError::InvalidRequest(e.into()))?;
         let grant = Grant { client, sub: user_id.to_string(), scopes: &granted, aud, sid: Some(family) };
@@ -181,6 +200,7 @@ impl Tokens {
             expires_in,
             scope: granted.join(" "),
             refresh_token: Some(successor),
+            id_token: None,
         })
     }
 

@@ -29,6 +29,8 @@ pub struct Tokens {
     pub(super) refresh_hmac: Keyring,
     /// Derives a refresh token's successor from it (see [`super::retry`]).
     pub(super) refresh_successor: hmac::Key,
+    /// Keyed hash of authorization codes.
+    pub(super) code_hmac: hmac::Key,
     pub(super) signing: Signing,
     pub(super) revoked: Arc<RevokedSet>,
     pub(super) verified_tokens: Arc<VerifiedTokens>,
@@ -50,6 +52,12 @@ pub struct TokenRequest<'a> {
     pub password: Option<&'a str>,
     /// `refresh_token` (refresh grant).
     pub refresh_token: Option<&'a str>,
+    /// `code` (authorization-code grant).
+    pub code: Option<&'a str>,
+    /// `redirect_uri` (authorization-code grant).
+    pub redirect_uri: Option<&'a str>,
+    /// `code_verifier` (authorization-code grant, RFC 7636).
+    pub code_verifier: Option<&'a str>,
 }
 
 impl std::fmt::Debug for TokenRequest<'_> {
@@ -61,6 +69,9 @@ impl std::fmt::Debug for TokenRequest<'_> {
             .field("username", &self.username)
             .field("password", &self.password.map(|_| "[redacted]"))
             .field("refresh_token", &self.refresh_token.map(|_| "[redacted]"))
+            .field("code", &self.code.map(|_| "[redacted]"))
+            .field("redirect_uri", &self.redirect_uri)
+            .field("code_verifier", &self.code_verifier.map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -70,21 +81,33 @@ fn require<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, GrantError
 }
 
 impl Tokens {
-    /// A service signing with `signing`, hashing refresh tokens under `refresh_hmac` and deriving
-    /// their successors under `refresh_successor`.
+    /// A service signing with `signing`, hashing refresh tokens under `refresh_hmac`, deriving
+    /// their successors under `refresh_successor` and hashing authorization codes under `code_hmac`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: PgPool,
         clock: Clock,
         config: Arc<Config>,
-        (refresh_hmac, refresh_successor): (Keyring, hmac::Key),
+        (refresh_hmac, refresh_successor, code_hmac): (Keyring, hmac::Key, hmac::Key),
         signing: Signing,
         revoked: Arc<RevokedSet>,
         clients: Clients,
         users: Users,
     ) -> Self {
         let verified_tokens = Arc::new(VerifiedTokens::default());
-        Self { db, clock, config, refresh_hmac, refresh_successor, signing, revoked, verified_tokens, clients, users }
+        Self {
+            db,
+            clock,
+            config,
+            refresh_hmac,
+            refresh_successor,
+            code_hmac,
+            signing,
+            revoked,
+            verified_tokens,
+            clients,
+            users,
+        }
     }
 
     /// `/oauth/token`: authenticates the client at `source`, then runs the grant.
@@ -105,7 +128,18 @@ impl Tokens {
             "password" => Some((require(req.username, "username")?, require(req.password, "password")?)),
             _ => None,
         };
+        let code = match req.grant_type {
+            "authorization_code" => Some((
+                require(req.code, "code")?,
+                require(req.redirect_uri, "redirect_uri")?,
+                require(req.code_verifier, "code_verifier")?,
+            )),
+            _ => None,
+        };
         let client = self.clients.authenticate(creds, source).await?;
+        if let Some((code, redirect_uri, verifier)) = code {
+            return self.redeem_code(&client, code, redirect_uri, verifier).await;
+        }
         match (req.grant_type, login) {
             ("client_credentials", _) => self.client_credentials(&client, req.scope, req.audience),
             (_, Some((username, password))) => {
@@ -146,6 +180,11 @@ impl Tokens {
             return Err(GrantError::InsufficientScope("this client needs scope introspect"));
         }
         Ok(self.introspect(require(token, "token")?).await?)
+    }
+
+    /// The current signing keys (the ID-token key among them).
+    pub fn signing_keys(&self) -> std::sync::Arc<crate::signing::KeySet> {
+        self.signing.keys()
     }
 
     /// The issuer tokens are signed for (`iss`), also the audience `/v1` requires.

@@ -164,6 +164,7 @@ fn assert_no_empty_member(m: &serde_json::Value) {
                 assert!(!a.is_empty(), "{k} is []");
                 assert!(a.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty())), "{k}: {a:?}");
             }
+            serde_json::Value::Bool(_) => {}
             other => panic!("{k} is {other}"),
         }
     }
@@ -226,10 +227,11 @@ async fn an_issuer_without_a_path_serves_metadata_at_the_root_with_no_empty_memb
         app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(m["issuer"], "http://127.0.0.1:8080");
     assert_no_empty_member(&m);
-    // No authorization endpoint exists, so no grant that needs one is offered.
-    assert!(m.get("authorization_endpoint").is_none());
+    // The authorization endpoint serves the code flow only: never the implicit grant.
+    assert_eq!(m["authorization_endpoint"], "http://127.0.0.1:8080/oauth/authorize");
     let grants = m["grant_types_supported"].as_array().unwrap();
-    assert!(!grants.iter().any(|g| g == "authorization_code" || g == "implicit"), "{grants:?}");
+    assert!(grants.iter().any(|g| g == "authorization_code"), "{grants:?}");
+    assert!(!grants.iter().any(|g| g == "implicit"), "{grants:?}");
 }
 
 #[tokio::test]

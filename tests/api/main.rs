@@ -25,6 +25,7 @@ mod refresh_retry;
 mod rekey;
 mod revocation_stream;
 mod revocations;
+mod signin;
 mod signing;
 mod tokens;
 mod verifier;

@@ -111,6 +111,8 @@ async fn the_master_key_is_replaced_without_downtime_and_resealed() {
     assert!(signing.resealed >= 2 && signing.unreadable == 0, "{done:?}");
     let hooks = done.iter().find(|d| d.what == "webhook_secrets").unwrap();
     assert_eq!((hooks.resealed, hooks.unreadable), (1, 0), "{done:?}");
+    let id_keys = done.iter().find(|d| d.what == "id_token_keys").unwrap();
+    assert_eq!((id_keys.resealed, id_keys.unreadable), (1, 0), "the OpenID Connect ID-token key: {done:?}");
     assert_eq!(seen.len() as u64, done.iter().map(|d| d.total).sum::<u64>(), "progress after every row");
     assert_eq!(count(&report(&new).await, "signing_keys", "previous"), 0);
     old.admin_token().await; // the old instance keeps serving until it is replaced

@@ -167,7 +167,7 @@ async fn grant_rules_are_enforced() {
     for bad in [
         json!({"name": "", "grant_types": ["password"], "scopes": []}),
         json!({"name": "x", "grant_types": [], "scopes": []}),
-        json!({"name": "x", "grant_types": ["authorization_code"], "scopes": []}),
+        json!({"name": "x", "grant_types": ["implicit"], "scopes": []}),
         json!({"name": "x", "grant_types": ["password"], "scopes": ["bad scope"]}),
         json!({"name": "x", "grant_types": ["password"], "scopes": [], "access_token_ttl": 0}),
         json!({"name": "x", "client_id": "has space", "grant_types": ["password"], "scopes": []}),
