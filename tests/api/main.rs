@@ -17,6 +17,7 @@ mod key_patch;
 mod key_scopes;
 mod keys;
 mod openapi;
+mod outages;
 mod redis_proxy;
 mod refresh_retry;
 mod rekey;
