@@ -248,8 +248,11 @@ class Run:
             first = sum(series[:3]) / 3
             last = sum(series[-3:]) / 3
             growth = last - first
+            ordered = sorted(series)
             rss[inst.name] = {"after_warmup_mib": round(first, 1), "at_end_mib": round(last, 1),
-                              "growth_mib": round(growth, 1), "peak_mib": round(max(series), 1)}
+                              "growth_mib": round(growth, 1), "min_mib": round(ordered[0], 1),
+                              "median_mib": round(ordered[len(ordered) // 2], 1), "peak_mib": round(ordered[-1], 1),
+                              "samples": len(series)}
             if growth > max(5.0, 0.10 * first):
                 phase.failures.append(f"{inst.name} RSS grew {growth:.1f} MiB after warm-up "
                                       f"({first:.1f} → {last:.1f} MiB)")
