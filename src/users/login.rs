@@ -6,8 +6,14 @@
 //! are checked; the rest are refused without hashing, exactly like a wrong password, and lock the
 //! name for `TESSERA_LOGIN_LOCKOUT`. A successful check gives back its own number only, so the
 //! failures and in-flight checks of one window never exceed the limit, whoever signs in between.
+//!
+//! An attempt that reaches no verdict — Postgres went away after the reservation, the request timed
+//! out or its client left — is no wrong password: its number is given back too, in the background
+//! when the request is gone, retrying while Postgres is away. Otherwise a few sign-ins cut short
+//! by an outage would lock a user out who never typed a wrong password. The client learns nothing
+//! from such an attempt (it gets no verdict), so giving it back buys a guesser nothing.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -23,6 +29,66 @@ struct Reservation {
     number: i32,
     window_start: OffsetDateTime,
     locked: bool,
+}
+
+/// A reserved attempt still in flight. Unless settled as a failed check ([`Held::keep`]), its
+/// number is given back: at once by [`Held::give_back`], or in the background when it is dropped
+/// (the request ended without a verdict).
+struct Held {
+    db: PgPool,
+    key: String,
+    window_start: OffsetDateTime,
+    settled: bool,
+}
+
+impl Held {
+    fn new(db: &PgPool, key: &str, window_start: OffsetDateTime) -> Self {
+        Self { db: db.clone(), key: key.to_owned(), window_start, settled: false }
+    }
+
+    /// The check failed: the attempt counts.
+    fn keep(mut self) {
+        self.settled = true;
+    }
+
+    /// Gives the number back now; when Postgres refuses, the drop retries in the background.
+    async fn give_back(mut self) {
+        if release_attempt(&self.db, &self.key, self.window_start).await.is_ok() {
+            self.settled = true;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (db, key, window_start) = (self.db.clone(), std::mem::take(&mut self.key), self.window_start);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(give_back_eventually(db, key, window_start));
+        }
+    }
+}
+
+/// Gives an attempt back, retrying with backoff (Postgres may be why it reached no verdict) for
+/// about ten minutes; after that it counts until its window ends, and the log says so.
+async fn give_back_eventually(db: PgPool, key: String, window_start: OffsetDateTime) {
+    let mut wait = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        match release_attempt(&db, &key, window_start).await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "a sign-in attempt that reached no verdict could not be given back");
+                return;
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 fn lockout(config: &Config) -> time::Duration {
@@ -93,6 +159,8 @@ pub async fn authenticate(
     if reserved.locked || reserved.number > i32::try_from(config.login_max_failures).unwrap_or(i32::MAX) {
         return Ok(None);
     }
+    // From here until a verdict, an error or a dropped request gives the number back.
+    let held = Held::new(db, &key, reserved.window_start);
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT id, username, scopes, created_at, password_hash FROM users
          WHERE lower(username) = lower($1) AND deleted_at IS NULL",
@@ -109,16 +177,17 @@ pub async fn authenticate(
         Err(e) => {
             // Not a failed check (no worker, or our fault): neither the name nor the source pays.
             slot.release().await;
-            release_attempt(db, &key, reserved.window_start).await?;
+            held.give_back().await;
             return Err(e);
         }
     };
     if ok {
         slot.release().await;
         // Only this attempt's own number comes back: parallel wrong guesses keep theirs.
-        release_attempt(db, &key, reserved.window_start).await?;
+        held.give_back().await;
         return Ok(user);
     }
+    held.keep();
     if reserved.number >= i32::try_from(config.login_max_failures).unwrap_or(i32::MAX) {
         // The last allowed check failed: the lock starts now, not at the next attempt.
         let locked = sqlx::query(

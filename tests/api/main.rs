@@ -18,6 +18,7 @@ mod key_scopes;
 mod keys;
 mod openapi;
 mod otlp;
+mod outages;
 mod read_replica;
 mod redis_proxy;
 mod redis_sentinel;
