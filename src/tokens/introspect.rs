@@ -92,16 +92,22 @@ impl Tokens {
     pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
         if refresh::is_well_formed(token) {
             let hash = self.hash_of(token);
-            let row: Option<RefreshRow> = sqlx::query_as(
+            let mut row: Option<RefreshRow> = None;
+            for h in &hash {
+                row = sqlx::query_as(
             "SELECT t.scopes, t.issued_at, t.expires_at, t.spent_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.user_id,
                     EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NULL),
                     EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL),
                     f.id, t.generation
-             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = ANY($1)",
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
         )
-        .bind(&hash)
+        .bind(h)
         .fetch_optional(&self.db)
         .await?;
+                if row.is_some() {
+                    break;
+                }
+            }
             let now = self.clock.now();
             return Ok(match row {
                 Some((scopes, iat, idle, None, None, absolute, client_id, user_id, true, true, family, generation))

@@ -41,7 +41,10 @@ impl Tokens {
     }
 
     /// The keyed hashes a presented token may be stored under: under the current HMAC key and,
-    /// during a change of secret, the previous one (queries match `token_hash = ANY(...)`).
+    /// during a change of secret, the previous one. Each query matches one hash with
+    /// `token_hash = $1` and is run again for the next only when nothing matched: with
+    /// `= ANY($1)` Postgres's generic plan may drive the join from the client's families instead of
+    /// the unique token index, one scan of every family of the client per rotation.
     pub fn hash_of(&self, token: &str) -> Vec<Vec<u8>> {
         self.refresh_hmac.hashes(token.as_bytes()).into_iter().map(|h| h.to_vec()).collect()
     }
@@ -136,11 +139,13 @@ impl Tokens {
         // One statement, one round trip, atomic: spend the presented token only if it is live, its
         // family is live, its user still exists and any requested scope is within token ∩ user ∩
         // client scopes; insert its successor (same scope, RFC 6749 §6) from the same row.
-        let spent: Option<Spent> = sqlx::query_as(
+        let mut spent: Option<Spent> = None;
+        for h in &hash {
+            spent = sqlx::query_as(
             "WITH spent AS (
              UPDATE refresh_tokens t SET spent_at = $2, spent_scopes = $8
              FROM refresh_families f, users u
-             WHERE t.token_hash = ANY($1) AND t.spent_at IS NULL AND t.family_id = f.id AND f.client_id = $3
+             WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.family_id = f.id AND f.client_id = $3
                AND f.revoked_at IS NULL AND t.expires_at > $2 AND f.absolute_expires_at > $2
                AND u.id = f.user_id AND u.deleted_at IS NULL
                AND ($4::text[] IS NULL OR $4::text[] <@ (SELECT coalesce(array_agg(s), '{}') FROM unnest(t.scopes) s
@@ -151,7 +156,7 @@ impl Tokens {
              SELECT $6, family_id, generation + 1, scopes, $2, least($2 + $7::interval, absolute_expires_at), $9 FROM spent)
          SELECT family_id, scopes, user_id, user_scopes FROM spent",
         )
-        .bind(&hash)
+        .bind(h)
         .bind(now)
         .bind(&client.client_id)
         .bind(&requested)
@@ -162,6 +167,10 @@ impl Tokens {
         .bind(&self.refresh_hmac.current().id()[..])
         .fetch_optional(&self.db)
         .await?;
+            if spent.is_some() {
+                break;
+            }
+        }
 
         let Some((family, token_scopes, user_id, user_scopes)) = spent else {
             if let Some(answer) = self.retry(client, presented, &hash, asked.as_deref(), requested, now).await? {
@@ -212,14 +221,20 @@ impl Tokens {
         now: OffsetDateTime,
         source: std::net::IpAddr,
     ) -> Result<GrantError, Error> {
-        let found: Option<Found> = sqlx::query_as(
-            "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
-                EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
-         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = ANY($1)",
-        )
-        .bind(hash)
-        .fetch_optional(&self.db)
-        .await?;
+        let mut found: Option<Found> = None;
+        for h in hash {
+            found = sqlx::query_as(
+                "SELECT t.spent_at, t.expires_at, f.revoked_at, f.absolute_expires_at, f.client_id, f.id, f.user_id,
+                    EXISTS (SELECT 1 FROM users u WHERE u.id = f.user_id AND u.deleted_at IS NULL)
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
+            )
+            .bind(h)
+            .fetch_optional(&self.db)
+            .await?;
+            if found.is_some() {
+                break;
+            }
+        }
         let Some((spent_at, expires_at, revoked_at, absolute, owner, family, user_id, user_live)) = found else {
             return Ok(INVALID);
         };

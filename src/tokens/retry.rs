@@ -44,25 +44,31 @@ impl Tokens {
         let (successor, successor_hash) = self.successor_of(presented);
         // One statement: the spent row, its live family and user, and its successor — the one
         // derived from this very token, not yet presented and not expired — or nothing.
-        let retried: Option<Retried> = sqlx::query_as(
-            "UPDATE refresh_tokens t SET retries = t.retries + 1
+        let mut retried: Option<Retried> = None;
+        for h in hash {
+            retried = sqlx::query_as(
+                "UPDATE refresh_tokens t SET retries = t.retries + 1
              FROM refresh_families f, users u, refresh_tokens s
-             WHERE t.token_hash = ANY($1) AND t.spent_at IS NOT NULL AND t.spent_at >= $2 - $3::interval
+             WHERE t.token_hash = $1 AND t.spent_at IS NOT NULL AND t.spent_at >= $2 - $3::interval
                AND t.spent_scopes IS NOT DISTINCT FROM $4::text[]
                AND f.id = t.family_id AND f.client_id = $5 AND f.revoked_at IS NULL AND f.absolute_expires_at > $2
                AND u.id = f.user_id AND u.deleted_at IS NULL
                AND s.token_hash = $6 AND s.family_id = t.family_id AND s.generation = t.generation + 1
                AND s.spent_at IS NULL AND s.expires_at > $2
              RETURNING f.id, f.user_id, s.scopes, u.scopes",
-        )
-        .bind(hash)
-        .bind(now)
-        .bind(grace)
-        .bind(asked)
-        .bind(&client.client_id)
-        .bind(&successor_hash[..])
-        .fetch_optional(&self.db)
-        .await?;
+            )
+            .bind(h)
+            .bind(now)
+            .bind(grace)
+            .bind(asked)
+            .bind(&client.client_id)
+            .bind(&successor_hash[..])
+            .fetch_optional(&self.db)
+            .await?;
+            if retried.is_some() {
+                break;
+            }
+        }
         let Some((family, user_id, token_scopes, user_scopes)) = retried else {
             return Ok(None);
         };

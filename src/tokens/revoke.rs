@@ -17,14 +17,20 @@ impl Tokens {
         let now = self.clock.now();
         if refresh::is_well_formed(token) {
             let hash = self.hash_of(token);
-            let family: Option<Uuid> = sqlx::query_scalar(
-                "SELECT f.id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-             WHERE t.token_hash = ANY($1) AND f.client_id = $2",
-            )
-            .bind(&hash)
-            .bind(&client.client_id)
-            .fetch_optional(&self.db)
-            .await?;
+            let mut family: Option<Uuid> = None;
+            for h in &hash {
+                family = sqlx::query_scalar(
+                    "SELECT f.id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                 WHERE t.token_hash = $1 AND f.client_id = $2",
+                )
+                .bind(h)
+                .bind(&client.client_id)
+                .fetch_optional(&self.db)
+                .await?;
+                if family.is_some() {
+                    break;
+                }
+            }
             if let Some(family) = family {
                 self.revoke_family(family, now, "revoked by client").await?;
             }
