@@ -236,6 +236,9 @@ def main():
     x = ratio(vl, vh)
     w(goal("rate-limited verify ≥ 0.6 of cached verify (issue #18)", x and f"{x:.2f} (p99 {num(r, 'verify_limited.p99_ms'):.2f} ms)",
            x is not None and x >= 0.6))
+    vr, vo = num(r, "verifier.ratio"), num(r, "verifier.overhead_cpu_us")
+    w(goal("resource service: verifier-protected route ≥ 0.7 of the same route unprotected (issue #22)",
+           vr is not None and f"{vr:.2f} (overhead {vo:.2f} µs CPU/request)" or None, vr is not None and vr >= 0.7))
     x = ratio(tok, token_ceiling)
     w(goal("token issuance ≥ 0.6 of min(signing ceiling × cores, hello-world)", x and f"{x:.2f}", x is not None and x >= 0.6))
     x = ratio(num(r, "refresh.rps"), pgb)

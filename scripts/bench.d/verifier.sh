@@ -29,7 +29,8 @@ ROUNDS=${BENCH_ROUNDS:-2}
 # shellcheck source=scripts/lib/instance.sh
 source scripts/lib/instance.sh
 INSTANCE_PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
-OUT="$ROOT/target/bench/verifier-$(date -u +%Y%m%dT%H%M%SZ)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="${BENCH_VERIFIER_OUT:-$TARGET/bench/verifier-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.txt"
 : >"$RESULTS"
@@ -45,8 +46,8 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
   cargo build --profile dist --bin tessera --example resource_server 2>"$OUT/build.log" \
     || { tail -30 "$OUT/build.log" >&2; exit 1; }
 fi
-BIN="$ROOT/target/dist/tessera"
-EXAMPLE="$ROOT/target/dist/examples/resource_server"
+BIN="$TARGET/dist/tessera"
+EXAMPLE="$TARGET/dist/examples/resource_server"
 
 # --- Tessera ------------------------------------------------------------------------------------
 throwaway_db verifier_bench
