@@ -8,6 +8,10 @@
 //! is found through the redis crate's own Sentinel support (which checks with `ROLE` that the
 //! node is a master), and re-asked every [`SENTINEL_CHECK`]; after a failover the connection moves
 //! to the new master. Credentials and db apply to the master; the sentinels are asked without.
+//! Or a Redis Cluster, `redis+cluster://[user[:password]@]host:port[,host:port…]`: commands go
+//! through the redis crate's cluster client (each routed by its key's slot: every key Tessera uses
+//! is one key per command or script), and pub/sub subscriptions through one node at a time, a
+//! different seed node after each reconnection (a cluster delivers `PUBLISH` to every node).
 
 use std::{
     sync::{Arc, RwLock, Weak},
@@ -15,9 +19,11 @@ use std::{
 };
 
 use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
-    RedisConnectionInfo, RedisError, RedisResult,
+    Cmd, Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Value,
 };
 
 /// How often a Sentinel-backed connection asks which node is the master.
@@ -26,11 +32,50 @@ pub const SENTINEL_CHECK: Duration = Duration::from_secs(1);
 enum Target {
     Direct(redis::Client),
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Cluster { client: ClusterClient, seeds: Vec<String>, next_seed: std::sync::atomic::AtomicUsize },
+}
+
+/// A multiplexed connection to one Redis (plain or Sentinel's master) or to a Redis Cluster;
+/// cheap to clone, and used like any redis connection (`query_async`, scripts, pipelines).
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server, reconnecting by itself.
+    Single(ConnectionManager),
+    /// A cluster, routing each command by its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 struct Current {
     addr: String,
-    manager: ConnectionManager,
+    manager: RedisConn,
 }
 
 struct Shared {
@@ -86,6 +131,36 @@ fn parse_sentinel(url: &str) -> RedisResult<(Vec<String>, String, RedisConnectio
     Ok((sentinels, service.to_owned(), info))
 }
 
+/// Parses a `redis+cluster://` URL into seed node URLs (credentials kept on each).
+fn parse_cluster(url: &str) -> RedisResult<Vec<String>> {
+    let bad =
+        |why: &str| RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad Redis Cluster URL", why.to_owned()));
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("redis+cluster://") {
+        ("redis", r)
+    } else if let Some(r) = url.strip_prefix("rediss+cluster://") {
+        ("rediss", r)
+    } else {
+        return Err(bad("expected redis+cluster://"));
+    };
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let hosts = rest.split(['/', '?']).next().unwrap_or("");
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| match auth {
+            Some(a) => format!("{scheme}://{a}@{h}"),
+            None => format!("{scheme}://{h}"),
+        })
+        .collect();
+    if seeds.is_empty() {
+        return Err(bad("no node address"));
+    }
+    Ok(seeds)
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -110,8 +185,11 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
         return parse_sentinel(url).map(|_| ()).map_err(|e| e.to_string());
     }
+    if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+        return parse_cluster(url).and_then(ClusterClient::new).map(|_| ()).map_err(|e| e.to_string());
+    }
     if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-        return Err("must be a redis://, rediss://, unix:// or redis+sentinel:// URL".into());
+        return Err("must be a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL".into());
     }
     redis::Client::open(url).map(|_| ()).map_err(|e| e.to_string())
 }
@@ -122,10 +200,14 @@ impl Shared {
         match &self.target {
             Target::Direct(c) => Ok(c.clone()),
             Target::Sentinel(s) => s.lock().await.async_get_client().await,
+            Target::Cluster { seeds, next_seed, .. } => {
+                let i = next_seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                redis::Client::open(seeds[i % seeds.len()].as_str())
+            }
         }
     }
 
-    fn manager(&self) -> Option<ConnectionManager> {
+    fn manager(&self) -> Option<RedisConn> {
         self.current.read().ok()?.as_ref().map(|c| c.manager.clone())
     }
 
@@ -136,7 +218,7 @@ impl Shared {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let addr = client.get_connection_info().addr().to_string();
-        let manager = ConnectionManager::new_with_config(client, config).await?;
+        let manager = RedisConn::Single(ConnectionManager::new_with_config(client, config).await?);
         Ok(Current { addr, manager })
     }
 
@@ -183,6 +265,14 @@ impl LazyConnection {
                 Some(node),
                 SentinelServerType::Master,
             )?))
+        } else if url.contains("+cluster://") {
+            let seeds = parse_cluster(url)?;
+            let client = ClusterClient::builder(seeds.clone())
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1)
+                .build()?;
+            Target::Cluster { client, seeds, next_seed: std::sync::atomic::AtomicUsize::new(0) }
         } else {
             Target::Direct(redis::Client::open(url)?)
         };
@@ -197,15 +287,15 @@ impl LazyConnection {
         Ok(Self { shared })
     }
 
-    /// A client for the current master, for what needs a connection of its own (a pub/sub
-    /// subscription). Errors: Sentinel could not name a master.
+    /// A client for the current master (a cluster: the next seed node), for what needs a
+    /// connection of its own (a pub/sub subscription). Errors: Sentinel could not name a master.
     pub async fn client(&self) -> RedisResult<redis::Client> {
         self.shared.resolve().await
     }
 
     /// The connection, or `None` when Redis does not answer within `wait` (first use only: the
     /// manager reconnects by itself afterwards, and a Sentinel-backed one follows failovers).
-    pub async fn get(&self, wait: Duration) -> Option<ConnectionManager> {
+    pub async fn get(&self, wait: Duration) -> Option<RedisConn> {
         if let Some(m) = self.shared.manager() {
             return Some(m);
         }
@@ -214,8 +304,16 @@ impl LazyConnection {
             if let Some(m) = self.shared.manager() {
                 return Ok(m);
             }
-            let client = self.shared.resolve().await?;
-            let c = self.shared.connect(client).await?;
+            let c = match &self.shared.target {
+                Target::Cluster { client, .. } => Current {
+                    addr: "cluster".into(),
+                    manager: RedisConn::Cluster(client.get_async_connection().await?),
+                },
+                _ => {
+                    let client = self.shared.resolve().await?;
+                    self.shared.connect(client).await?
+                }
+            };
             let m = c.manager.clone();
             self.shared.set(c);
             Ok::<_, RedisError>(m)
@@ -244,5 +342,17 @@ mod tests {
         {
             assert!(parse_sentinel(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_urls_name_the_seed_nodes_with_their_credentials() {
+        assert_eq!(
+            parse_cluster("redis+cluster://:pw@h1:7000,h2:7001").unwrap(),
+            vec!["redis://:pw@h1:7000", "redis://:pw@h2:7001"]
+        );
+        assert_eq!(parse_cluster("rediss+cluster://h:1/").unwrap(), vec!["rediss://h:1"]);
+        assert!(parse_cluster("redis+cluster://").is_err());
+        assert!(check_url("redis+cluster://h1:7000,h2:7001").is_ok());
+        assert!(check_url("http://h:1").is_err());
     }
 }

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -259,12 +259,7 @@ impl Shared {
         Some(Decision::new(admitted == 1, rule, usize::try_from(entries).unwrap_or(usize::MAX), wait))
     }
 
-    async fn eval(
-        &self,
-        conn: &mut ConnectionManager,
-        id: &Uuid,
-        rule: Rule,
-    ) -> redis::RedisResult<(i64, i64, i64, i64)> {
+    async fn eval(&self, conn: &mut RedisConn, id: &Uuid, rule: Rule) -> redis::RedisResult<(i64, i64, i64, i64)> {
         let key = format!("{}:rl:{id}", self.prefix);
         let member = format!("{:016x}{:x}", self.nonce, self.seq.fetch_add(1, Ordering::Relaxed));
         let window_us = u64::from(rule.window_secs) * 1_000_000;

@@ -160,7 +160,19 @@ impl Bus {
             .arg(&r.channel)
             .arg(payload)
             .ignore();
-        let res = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        // A cluster routes by key, and the channel is not a key: there the two commands go one by
+        // one (the stream's node, then any node: a cluster delivers PUBLISH everywhere).
+        let send = async {
+            if matches!(conn, crate::redis_conn::RedisConn::Cluster(_)) {
+                for c in pipe.cmd_iter() {
+                    c.query_async::<()>(&mut conn).await?;
+                }
+                Ok(())
+            } else {
+                pipe.query_async::<()>(&mut conn).await
+            }
+        };
+        let res = tokio::time::timeout(REDIS_TIMEOUT, send).await;
         match res {
             Ok(Ok(())) => {
                 r.set_up(true);

@@ -25,8 +25,8 @@ use std::{
 };
 
 use crate::redis_conn::LazyConnection;
+use crate::redis_conn::RedisConn;
 use moka::sync::Cache;
-use redis::aio::ConnectionManager;
 
 use crate::error::Error;
 
@@ -99,7 +99,7 @@ pub struct Slot {
 }
 
 enum Store {
-    Redis { conn: ConnectionManager, key: String },
+    Redis { conn: RedisConn, key: String },
     Local(Arc<LocalWindow>),
 }
 
@@ -210,12 +210,7 @@ impl RedisCounter {
 
     /// Runs `script` on the source's key with `args`: `Ok((conn, key, (flag, ttl_ms)))`, or
     /// `Err(())` when Redis is unavailable (then it is left alone for [`REDIS_BACKOFF`]).
-    async fn eval(
-        &self,
-        script: &str,
-        source: IpAddr,
-        args: &[u64],
-    ) -> Result<(ConnectionManager, String, (i64, i64)), ()> {
+    async fn eval(&self, script: &str, source: IpAddr, args: &[u64]) -> Result<(RedisConn, String, (i64, i64)), ()> {
         if self.millis() < self.down_until.load(Ordering::Relaxed) {
             return Err(());
         }

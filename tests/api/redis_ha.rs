@@ -1,6 +1,7 @@
-//! `TESSERA_REDIS_URL=redis+sentinel://…`: two instances find the master through a local Redis
-//! Sentinel (Debian's `redis-server`, run in sentinel mode), share rate limits and publish
-//! revocations through it, and follow a failover to the promoted replica.
+//! Redis past one server, with Debian's `redis-server`: `TESSERA_REDIS_URL=redis+sentinel://…` —
+//! two instances find the master through a local Sentinel, share rate limits and publish
+//! revocations through it, and follow a failover to the promoted replica; and
+//! `redis+cluster://…` — the same two instances on a local three-node Redis Cluster.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -143,6 +144,89 @@ async fn instances_find_the_master_through_sentinel_and_follow_a_failover() {
     })
     .await;
     assert!(rate_limit_keys(p2, &prefix).await > before, "counted on the promoted master");
+    peer.stop().await;
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A free port whose cluster-bus port (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[tokio::test]
+async fn instances_share_limits_and_revocations_through_a_redis_cluster() {
+    let ports = [free_cluster_port(), free_cluster_port(), free_cluster_port()];
+    let dir = std::env::temp_dir().join(format!("tessera-cluster-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _nodes: Vec<Redis> = ports
+        .iter()
+        .map(|p| {
+            let conf = dir.join(format!("nodes-{p}.conf"));
+            redis_server(&[
+                "--port",
+                &p.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    for p in ports {
+        eventually(Duration::from_secs(10), "node answers", || async move { cmd(p, &["PING"]).await.is_ok() }).await;
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli (Debian package redis-tools) must be installed");
+    assert!(created.success(), "redis-cli --cluster create");
+    for p in ports {
+        eventually(Duration::from_secs(20), "the cluster is ok on every node", || async move {
+            let info = cmd(p, &["CLUSTER", "INFO"]).await.ok();
+            info.and_then(|v| redis::from_redis_value::<String>(v).ok()).is_some_and(|i| i.contains("cluster_state:ok"))
+        })
+        .await;
+    }
+
+    let url = format!("redis+cluster://{}", addrs.join(","));
+    let app = TestAppBuilder::new().set("TESSERA_REDIS_URL", &url).spawn().await;
+    let peer = app.spawn_peer().await;
+    let prefix = app.env["TESSERA_REDIS_PREFIX"].clone();
+    for a in [&app, &peer] {
+        eventually(Duration::from_secs(15), "limits and fan-out through the cluster", || ready_shared(a)).await;
+    }
+    let token = app.token_with_scopes(&ALL).await;
+    assert_eq!(admitted_of_six(&[&app, &peer], &token).await, 3, "one limit across both instances");
+
+    // A revocation is appended to the stream, wherever the cluster keeps that key.
+    let res = app.post_json("/v1/keys", &token, &json!({"name": "k", "scopes": [], "environment": "live"})).await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let res = app.post_json(&format!("/v1/keys/{id}/revoke"), &token, &json!({})).await;
+    assert!(res.status().is_success());
+    let stream = format!("{prefix}:revocations:stream");
+    let client = redis::cluster::ClusterClient::new(addrs.iter().map(|a| format!("redis://{a}"))).unwrap();
+    let conn = client.get_async_connection().await.unwrap();
+    eventually(Duration::from_secs(10), "the revocation is on the cluster's stream", || {
+        let (mut conn, stream) = (conn.clone(), stream.clone());
+        async move { redis::cmd("XLEN").arg(&stream).query_async::<i64>(&mut conn).await.is_ok_and(|n| n >= 1) }
+    })
+    .await;
     peer.stop().await;
     app.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
