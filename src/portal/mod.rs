@@ -72,6 +72,11 @@ impl Portal {
         Self { db, clock, config, tokens, hmac }
     }
 
+    /// The service clock's time (tests advance it).
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     /// The service's display name.
     pub fn service_name(&self) -> &str {
         &self.config.service_name

@@ -19,6 +19,7 @@ mod keys;
 mod openapi;
 mod otlp;
 mod outages;
+mod portal;
 mod read_replica;
 mod redis_proxy;
 mod redis_sentinel;

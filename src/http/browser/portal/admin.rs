@@ -72,8 +72,8 @@ macro_rules! page {
     ($name:ident, $path:literal, $doc:literal, |$state:ident, $s:ident| $body:expr) => {
         #[doc = $doc]
         #[utoipa::path(get, path = $path, tag = "portal",
-                    responses((status = 200, description = "The table", content_type = "text/html"),
-                        (status = 403, description = "Not an admin", content_type = "text/html")))]
+                            responses((status = 200, description = "The table", content_type = "text/html"),
+                                (status = 403, description = "Not an admin", content_type = "text/html")))]
         async fn $name(State($state): State<AppState>, headers: HeaderMap) -> Response {
             let $s = match admin(&$state, &headers).await {
                 Ok(s) => s,
@@ -124,7 +124,7 @@ page!(anomalies, "/portal/admin/anomalies", "Anomalies across every key and clie
     render(&state, &s, "Anomalies", &["detected_at", "kind", "key_id", "client_id", "details"], rows, None)
 });
 
-page!(audit, "/portal/admin/audit", "The audit log (latest first).", |state, s| {
+page!(audit, "/portal/admin/audit", "The audit log (its first 200 entries, oldest first).", |state, s| {
     let q = AuditQuery { since: None, actor: None, target_id: None, target_type: None, after: None, limit: ROWS };
     let rows = state.audit.list(&q).await;
     render(&state, &s, "Audit log", &["at", "actor", "action", "target_type", "target_id", "ip"], rows, None)

@@ -9,6 +9,7 @@ use axum::{
     response::Response,
 };
 use serde_json::{json, Value};
+use time::Duration;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -107,7 +108,7 @@ async fn key_page(State(state): State<AppState>, headers: HeaderMap, Path(id): P
         Ok(k) => k,
         Err(res) => return res,
     };
-    let usage = state.usage.report(key.id, None, None, crate::usage::report::Granularity::Hour).await;
+    let usage = usage(&state, key.id).await;
     // The anomaly store is not indexed by key yet: the latest thousand, this key's among them.
     let anomalies = state.usage.anomalies(&AnomalyQuery { since: None, after: None, kind: None, limit: 1000 }).await;
     let audit = state
@@ -128,6 +129,26 @@ async fn key_page(State(state): State<AppState>, headers: HeaderMap, Path(id): P
         }
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error_page(&state, &s, &e),
     }
+}
+
+/// The key's usage: hourly for the last 24 hours, and daily for 30 days (summed from hour
+/// buckets, which are kept 35 days), in UTC hours and days.
+async fn usage(state: &AppState, id: Uuid) -> Result<pages::KeyUsage, Error> {
+    use crate::usage::report::Granularity;
+    let now = state.portal.now();
+    let hour =
+        now.replace_nanosecond(0).and_then(|t| t.replace_second(0)).and_then(|t| t.replace_minute(0)).unwrap_or(now);
+    let hours_from = hour - Duration::hours(23);
+    let day = hour.replace_hour(0).unwrap_or(hour);
+    let days_from = day - Duration::days(29);
+    let hourly = state.usage.report(id, Some(hours_from), None, Granularity::Hour).await?;
+    let daily = state.usage.report(id, Some(days_from), None, Granularity::Hour).await?;
+    Ok(pages::KeyUsage {
+        hours: pages::slots(&hourly, hours_from, Duration::HOUR, 24),
+        days: pages::slots(&daily, days_from, Duration::DAY, 30),
+        hourly,
+        daily,
+    })
 }
 
 async fn patch(

@@ -239,41 +239,83 @@ pub fn confirm_revoke(f: &Frame<'_>, key: &ApiKeyView) -> String {
     )
 }
 
-/// The usage, hourly, as server-rendered SVG bars: valid in the accent colour, denied stacked in
-/// red above it.
-fn chart(title: &str, usage: &Usage) -> Markup {
-    let max = usage.buckets.iter().map(|b| b.valid + b.denied.values().sum::<i64>()).max().unwrap_or(0).max(1);
-    let n = usage.buckets.len().max(1);
+/// One bar of a usage chart: from `start`, the valid and the denied verifications.
+pub struct Slot {
+    /// Start of the hour or day.
+    pub start: OffsetDateTime,
+    /// Valid verifications.
+    pub valid: i64,
+    /// Denied verifications, every reason together.
+    pub denied: i64,
+}
+
+/// Sums `usage`'s buckets into `count` slots of `step` from `start` (every slot present, empty or
+/// not, so the bars line up with time).
+pub fn slots(usage: &Usage, start: OffsetDateTime, step: time::Duration, count: usize) -> Vec<Slot> {
+    let mut out: Vec<Slot> = (0..count).map(|i| Slot { start: start + step * i as u32, valid: 0, denied: 0 }).collect();
+    for b in &usage.buckets {
+        let offset = (b.start - start).whole_seconds();
+        let step_s = step.whole_seconds().max(1);
+        if offset < 0 {
+            continue;
+        }
+        if let Some(slot) = out.get_mut((offset / step_s) as usize) {
+            slot.valid += b.valid;
+            slot.denied += b.denied.values().sum::<i64>();
+        }
+    }
+    out
+}
+
+/// A usage chart as server-rendered SVG bars (no script): valid in the accent colour, denied
+/// stacked in red above it; each bar has a tooltip.
+fn chart(title: &str, slots: &[Slot], usage: &Usage) -> Markup {
+    let max = slots.iter().map(|b| b.valid + b.denied).max().unwrap_or(0).max(1);
+    let n = slots.len().max(1);
     let w = 720.0_f64;
     let h = 160.0_f64;
     let bw = w / n as f64;
-    let denied_total: i64 = usage.totals.denied.values().sum();
+    let valid: i64 = slots.iter().map(|s| s.valid).sum();
+    let denied: i64 = slots.iter().map(|s| s.denied).sum();
     html! {
         figure class="chart" {
-            figcaption { (title) ": " strong { (usage.totals.valid) } " valid, " strong { (denied_total) } " denied"
+            figcaption { (title) ": " strong { (valid) } " valid, " strong { (denied) } " denied"
                 @for (code, n) in &usage.totals.denied { " · " (code) " " (n) } }
-            svg viewBox={"0 0 " (w) " " (h)} role="img" aria-label={(title) ": " (usage.totals.valid) " valid, " (denied_total) " denied"}
+            svg viewBox={"0 0 " (w) " " (h)} role="img" aria-label={(title) ": " (valid) " valid, " (denied) " denied"}
                 preserveAspectRatio="none" {
-                @for (i, bucket) in usage.buckets.iter().enumerate() {
-                    @let denied: i64 = bucket.denied.values().sum();
-                    @let vh = bucket.valid as f64 / max as f64 * (h - 4.0);
-                    @let dh = denied as f64 / max as f64 * (h - 4.0);
-                    @let x = i as f64 * bw + 1.0;
-                    rect class="valid" x=(x) y=(h - vh) width=((bw - 2.0).max(1.0)) height=(vh) {
-                        title { (when(Some(bucket.start))) ": " (bucket.valid) " valid" }
+                @for (i, slot) in slots.iter().enumerate() {
+                    @let vh = slot.valid as f64 / max as f64 * (h - 4.0);
+                    @let dh = slot.denied as f64 / max as f64 * (h - 4.0);
+                    @let x = i as f64 * bw + bw * 0.15;
+                    @let bar = (bw * 0.7).max(1.0);
+                    rect class="valid" x=(x) y=(h - vh) width=(bar) height=(vh) {
+                        title { (when(Some(slot.start))) ": " (slot.valid) " valid" }
                     }
-                    rect class="denied" x=(x) y=(h - vh - dh) width=((bw - 2.0).max(1.0)) height=(dh) {
-                        title { (when(Some(bucket.start))) ": " (denied) " denied" }
+                    rect class="denied" x=(x) y=(h - vh - dh) width=(bar) height=(dh) {
+                        title { (when(Some(slot.start))) ": " (slot.denied) " denied" }
                     }
                 }
             }
-            p class="legend" { span class="sw valid" {} "valid " span class="sw denied" {} "denied" }
+            p class="legend" { span class="sw valid" {} "valid " span class="sw denied" {} "denied"
+                " · " (when(slots.first().map(|s| s.start))) " to now" }
         }
     }
 }
 
+/// A key's usage, hourly over 24 hours and daily over 30 days.
+pub struct KeyUsage {
+    /// The last 24 hours.
+    pub hourly: Usage,
+    /// Its 24 hourly slots.
+    pub hours: Vec<Slot>,
+    /// The last 30 days (hour buckets).
+    pub daily: Usage,
+    /// Its 30 daily slots.
+    pub days: Vec<Slot>,
+}
+
 /// One key: details, edit, rotate, disable, revoke, usage, anomalies and audit trail.
-pub fn key(f: &Frame<'_>, k: &ApiKeyView, usage: &Usage, anomalies: &[Anomaly], audit: &[AuditEntry]) -> String {
+pub fn key(f: &Frame<'_>, k: &ApiKeyView, usage: &KeyUsage, anomalies: &[Anomaly], audit: &[AuditEntry]) -> String {
     let b = f.base;
     let live = k.revoked_at.is_none();
     layout(
@@ -330,7 +372,10 @@ pub fn key(f: &Frame<'_>, k: &ApiKeyView, usage: &Usage, anomalies: &[Anomaly], 
             }
             section aria-labelledby="usage-heading" {
                 h2 id="usage-heading" { "Usage" }
-                (chart("Last 24 hours, per hour", usage))
+                div class="charts" {
+                    (chart("Last 24 hours, per hour", &usage.hours, &usage.hourly))
+                    (chart("Last 30 days, per day", &usage.days, &usage.daily))
+                }
             }
             section aria-labelledby="anomalies-heading" {
                 h2 id="anomalies-heading" { "Anomalies" }
@@ -378,7 +423,10 @@ pub fn signed_out(service: &str, base: &str) -> String {
 fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "—".into(),
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => match OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => when(Some(t)),
+            Err(_) => s.clone(),
+        },
         serde_json::Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(" "),
         other => other.to_string(),
     }
@@ -413,7 +461,7 @@ pub fn admin_table(
         html! {
             h1 { (title) }
             @if let Some(x) = extra { (x) }
-            (json_table(title, cols, rows))
+            (json_table("All", cols, rows))
         },
     )
 }
