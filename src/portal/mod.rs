@@ -57,9 +57,16 @@ pub struct PortalUser {
     pub username: String,
     /// Holds `admin` (granted by the code grant, and still the user's).
     pub admin: bool,
+    /// The scopes the sign-in granted that the user still holds.
+    pub scopes: Vec<String>,
 }
 
 impl PortalUser {
+    /// Whether the session may act with `scope` (`admin` implies every scope, as on `/v1`).
+    pub fn has(&self, scope: &str) -> bool {
+        scopes::allows(self.scopes.iter().map(String::as_str), scope)
+    }
+
     /// The audit actor for changes made through the portal from `ip`.
     pub fn actor(&self, ip: IpAddr) -> Actor {
         Actor { id: self.user_id.to_string(), ip: Some(ip.to_string()), request_id: None }
@@ -214,6 +221,7 @@ impl Portal {
             "SELECT s.user_id, u.username, s.scopes, u.scopes FROM portal_sessions s
                JOIN users u ON u.id = s.user_id AND u.deleted_at IS NULL
                JOIN refresh_families f ON f.id = s.family_id AND f.revoked_at IS NULL
+                                        AND f.absolute_expires_at > $2
               WHERE s.id_hash = $1 AND s.expires_at > $2",
         )
         .bind(&secrets::keyed_hash(&self.hmac, cookie.as_bytes())[..])
@@ -221,8 +229,9 @@ impl Portal {
         .fetch_optional(&self.db)
         .await?;
         Ok(row.map(|(user_id, username, granted, current)| {
-            let admin = granted.iter().any(|s| s == scopes::ADMIN) && current.iter().any(|s| s == scopes::ADMIN);
-            PortalUser { user_id, username, admin }
+            let scopes: Vec<String> = granted.into_iter().filter(|s| current.contains(s)).collect();
+            let admin = scopes.iter().any(|s| s == scopes::ADMIN);
+            PortalUser { user_id, username, admin, scopes }
         }))
     }
 

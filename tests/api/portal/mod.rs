@@ -187,3 +187,17 @@ async fn sign_out_ends_the_portal_session_and_goes_through_oauth_logout() {
     let res = b.get(follow(&app, &res)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "the sign-in page, not a straight redirect");
 }
+
+#[tokio::test]
+async fn the_portal_acts_only_with_the_scopes_the_user_holds() {
+    let app = spawn_app().await;
+    let reader = signed_in(&app, &["keys:read"]).await;
+    let token = csrf(&home(&app, &reader).await);
+    let form = [("csrf_token", token.as_str()), ("name", "not allowed"), ("environment", "live")];
+    let res = reader.post(app.url("/portal/keys")).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "keys:write is needed to create a key");
+    assert!(!home(&app, &reader).await.contains("not allowed"));
+    let nobody = signed_in(&app, &[]).await;
+    let res = nobody.get(app.url("/portal")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "keys:read is needed for the key list");
+}

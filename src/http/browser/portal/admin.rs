@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{error_page, pages, signed, signed_post, Signed};
+use super::{error_page, pages, signed, signed_post_with, Signed};
 use crate::{
     apikeys::manage::Requester,
     audit::AuditQuery,
@@ -72,8 +72,8 @@ macro_rules! page {
     ($name:ident, $path:literal, $doc:literal, |$state:ident, $s:ident| $body:expr) => {
         #[doc = $doc]
         #[utoipa::path(get, path = $path, tag = "portal",
-                            responses((status = 200, description = "The table", content_type = "text/html"),
-                                (status = 403, description = "Not an admin", content_type = "text/html")))]
+                                    responses((status = 200, description = "The table", content_type = "text/html"),
+                                        (status = 403, description = "Not an admin", content_type = "text/html")))]
         async fn $name(State($state): State<AppState>, headers: HeaderMap) -> Response {
             let $s = match admin(&$state, &headers).await {
                 Ok(s) => s,
@@ -171,16 +171,10 @@ async fn rotate_signing_key(
     body: Bytes,
 ) -> Response {
     let pairs = parse_pairs(&body);
-    let s = match signed_post(&state, &headers, &pairs).await {
+    let s = match signed_post_with(&state, &headers, &pairs, "admin").await {
         Ok(s) => s,
         Err(res) => return res,
     };
-    if !s.user.admin {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::message(&s.frame(&state), "Not allowed", "These pages are for administrators only."),
-        );
-    }
     match state.signing.rotate(&s.user.actor(source.0), false).await {
         Ok(_) => see_other(&format!("{}/portal/admin/signing-keys", s.base)),
         Err(e) => error_page(&state, &s, &e),

@@ -13,7 +13,7 @@ use time::Duration;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{error_page, pages, secret_page, signed, signed_post, Signed};
+use super::{error_page, pages, secret_page, signed_post, signed_with, Signed};
 use crate::{
     apikeys::{manage::Requester, ApiKeyView, KeyPatch, NewKey, RevokeKey, RotateKey},
     audit::AuditQuery,
@@ -52,6 +52,10 @@ fn from_form<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
 
 /// The key table (the portal's home page).
 pub(super) async fn table(state: &AppState, s: &Signed, notice: Option<&str>) -> Response {
+    if !s.user.has("keys:read") {
+        let detail = "Your account does not have the keys:read scope the key list needs. Ask an administrator.";
+        return html(StatusCode::FORBIDDEN, pages::message(&s.frame(state), "Not allowed", detail));
+    }
     let (sub, _) = who(s);
     // Always the user's own keys, admin or not: other owners' keys are the admin pages' business.
     match state.apikeys.list(Requester { sub: &sub, admin: false }, None, None).await {
@@ -100,7 +104,7 @@ async fn create(State(state): State<AppState>, source: SourceIp, headers: Header
     responses((status = 200, description = "The key's page", content_type = "text/html"),
         (status = 404, description = "No such key of this user")))]
 async fn key_page(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let s = match signed(&state, &headers).await {
+    let s = match signed_with(&state, &headers, "keys:read").await {
         Ok(s) => s,
         Err(res) => return res,
     };
@@ -265,7 +269,7 @@ async fn rotate(
 #[utoipa::path(get, path = "/portal/keys/{id}/revoke", tag = "portal", params(("id" = String, Path)),
     responses((status = 200, description = "Confirm the revocation", content_type = "text/html")))]
 async fn confirm_revoke(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let s = match signed(&state, &headers).await {
+    let s = match signed_with(&state, &headers, "keys:read").await {
         Ok(s) => s,
         Err(res) => return res,
     };

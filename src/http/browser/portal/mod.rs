@@ -89,8 +89,29 @@ async fn signed(state: &AppState, headers: &HeaderMap) -> Result<Signed, Respons
     }
 }
 
-/// As [`signed`], for a form post: also checks its `csrf_token` (403 without the right one).
+/// As [`signed`], when the page needs `scope` (403 without it, as `/v1` would answer).
+async fn signed_with(state: &AppState, headers: &HeaderMap, scope: &str) -> Result<Signed, Response> {
+    let s = signed(state, headers).await?;
+    if !s.user.has(scope) {
+        let detail = format!("Your account does not have the {scope} scope this page needs. Ask an administrator.");
+        return Err(html(StatusCode::FORBIDDEN, pages::message(&s.frame(state), "Not allowed", &detail)));
+    }
+    Ok(s)
+}
+
+/// As [`signed_with`] `keys:write`, for a form post: also checks its `csrf_token` (403 without
+/// the right one).
 async fn signed_post(state: &AppState, headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Signed, Response> {
+    signed_post_with(state, headers, pairs, "keys:write").await
+}
+
+/// As [`signed_post`], for a form that needs `scope` (empty: none beyond a session).
+async fn signed_post_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    scope: &str,
+) -> Result<Signed, Response> {
     let s = signed(state, headers).await?;
     let token = param(pairs, "csrf_token").unwrap_or_default();
     if !state.portal.csrf_ok(&s.cookie, &token) {
@@ -100,6 +121,10 @@ async fn signed_post(state: &AppState, headers: &HeaderMap, pairs: &[(String, St
             "This form has expired or did not come from the portal. Reload the page and try again.",
         );
         return Err(html(StatusCode::FORBIDDEN, page));
+    }
+    if !scope.is_empty() && !s.user.has(scope) {
+        let detail = format!("Your account does not have the {scope} scope this needs. Ask an administrator.");
+        return Err(html(StatusCode::FORBIDDEN, pages::message(&s.frame(state), "Not allowed", &detail)));
     }
     Ok(s)
 }
@@ -203,7 +228,7 @@ async fn callback(
 async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let secure = state.portal.secure_cookies();
     let pairs = parse_pairs(&body);
-    let s = match signed_post(&state, &headers, &pairs).await {
+    let s = match signed_post_with(&state, &headers, &pairs, "").await {
         Ok(s) => s,
         Err(res) => return res,
     };
