@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{error_page, pages, signed, signed_post_with, Signed};
+use super::{admin_pages, error_page, pages, signed, signed_post_with, Signed};
 use crate::{
     apikeys::manage::Requester,
     audit::AuditQuery,
@@ -62,7 +62,7 @@ fn render<T: Serialize>(
     match rows {
         Ok(rows) => {
             let rows: Vec<Value> = rows.iter().filter_map(|r| serde_json::to_value(r).ok()).collect();
-            html(StatusCode::OK, pages::admin_table(&s.frame(state), title, cols, &rows, extra))
+            html(StatusCode::OK, admin_pages::admin_table(&s.frame(state), title, cols, &rows, extra))
         }
         Err(e) => error_page(state, s, &e),
     }
@@ -103,7 +103,7 @@ page!(users, "/portal/admin/users", "Users (the first 200).", |state, s| {
 
 page!(signing_keys, "/portal/admin/signing-keys", "Signing keys, with a \"Rotate\" button.", |state, s| {
     let rows = state.signing.list().await;
-    let form = pages::rotate_signing_form(&s.frame(&state));
+    let form = admin_pages::rotate_signing_form(&s.frame(&state));
     render(
         &state,
         &s,
@@ -144,7 +144,7 @@ page!(webhooks, "/portal/admin/webhooks", "Webhook endpoints and their latest de
             Err(e) => return error_page(&state, &s, &e),
         }
     }
-    let extra = pages::json_table(
+    let extra = admin_pages::json_table(
         "Latest deliveries",
         &["endpoint_id", "event_type", "status", "attempts", "response_status", "created_at"],
         &deliveries,

@@ -137,7 +137,7 @@ async fn key_page(State(state): State<AppState>, headers: HeaderMap, Path(id): P
 
 /// The key's usage: hourly for the last 24 hours, and daily for 30 days (summed from hour
 /// buckets, which are kept 35 days), in UTC hours and days.
-async fn usage(state: &AppState, id: Uuid) -> Result<pages::KeyUsage, Error> {
+async fn usage(state: &AppState, id: Uuid) -> Result<super::chart::KeyUsage, Error> {
     use crate::usage::report::Granularity;
     let now = state.portal.now();
     let hour =
@@ -147,9 +147,9 @@ async fn usage(state: &AppState, id: Uuid) -> Result<pages::KeyUsage, Error> {
     let days_from = day - Duration::days(29);
     let hourly = state.usage.report(id, Some(hours_from), None, Granularity::Hour).await?;
     let daily = state.usage.report(id, Some(days_from), None, Granularity::Hour).await?;
-    Ok(pages::KeyUsage {
-        hours: pages::slots(&hourly, hours_from, Duration::HOUR, 24),
-        days: pages::slots(&daily, days_from, Duration::DAY, 30),
+    Ok(super::chart::KeyUsage {
+        hours: super::chart::slots(&hourly, hours_from, Duration::HOUR, 24),
+        days: super::chart::slots(&daily, days_from, Duration::DAY, 30),
         hourly,
         daily,
     })

@@ -4,7 +4,9 @@
 //! stay on the server). Every POST carries the session's CSRF token.
 
 mod admin;
+mod admin_pages;
 mod assets;
+mod chart;
 mod keys;
 pub mod pages;
 

@@ -9,7 +9,7 @@ use crate::{
     apikeys::{ApiKeyView, Status},
     audit::AuditEntry,
     portal::PortalUser,
-    usage::{anomalies::Anomaly, report::Usage},
+    usage::anomalies::Anomaly,
 };
 
 /// What every signed-in page needs: who, their CSRF token, and the path prefix of the issuer.
@@ -24,14 +24,16 @@ pub struct Frame<'a> {
     pub csrf: &'a str,
 }
 
-fn when(t: Option<OffsetDateTime>) -> String {
+/// A time as `2026-11-30 10:04:15 UTC`, or a dash.
+pub(super) fn when(t: Option<OffsetDateTime>) -> String {
     t.and_then(|t| t.replace_nanosecond(0).ok())
         .and_then(|t| t.format(&Rfc3339).ok())
         .map(|s| s.replace('T', " ").replace('Z', " UTC"))
         .unwrap_or_else(|| "—".into())
 }
 
-fn layout(f: &Frame<'_>, title: &str, body: Markup) -> String {
+/// The signed-in page around `body`: header, navigation, "Sign out".
+pub(super) fn layout(f: &Frame<'_>, title: &str, body: Markup) -> String {
     let b = f.base;
     html! {
         (DOCTYPE)
@@ -87,7 +89,8 @@ fn initial(service: &str) -> String {
     service.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default()
 }
 
-fn csrf(f: &Frame<'_>) -> Markup {
+/// The hidden CSRF field of every form.
+pub(super) fn csrf(f: &Frame<'_>) -> Markup {
     html! { input type="hidden" name="csrf_token" value=(f.csrf); }
 }
 
@@ -239,83 +242,14 @@ pub fn confirm_revoke(f: &Frame<'_>, key: &ApiKeyView) -> String {
     )
 }
 
-/// One bar of a usage chart: from `start`, the valid and the denied verifications.
-pub struct Slot {
-    /// Start of the hour or day.
-    pub start: OffsetDateTime,
-    /// Valid verifications.
-    pub valid: i64,
-    /// Denied verifications, every reason together.
-    pub denied: i64,
-}
-
-/// Sums `usage`'s buckets into `count` slots of `step` from `start` (every slot present, empty or
-/// not, so the bars line up with time).
-pub fn slots(usage: &Usage, start: OffsetDateTime, step: time::Duration, count: usize) -> Vec<Slot> {
-    let mut out: Vec<Slot> = (0..count).map(|i| Slot { start: start + step * i as u32, valid: 0, denied: 0 }).collect();
-    for b in &usage.buckets {
-        let offset = (b.start - start).whole_seconds();
-        let step_s = step.whole_seconds().max(1);
-        if offset < 0 {
-            continue;
-        }
-        if let Some(slot) = out.get_mut((offset / step_s) as usize) {
-            slot.valid += b.valid;
-            slot.denied += b.denied.values().sum::<i64>();
-        }
-    }
-    out
-}
-
-/// A usage chart as server-rendered SVG bars (no script): valid in the accent colour, denied
-/// stacked in red above it; each bar has a tooltip.
-fn chart(title: &str, slots: &[Slot], usage: &Usage) -> Markup {
-    let max = slots.iter().map(|b| b.valid + b.denied).max().unwrap_or(0).max(1);
-    let n = slots.len().max(1);
-    let w = 720.0_f64;
-    let h = 160.0_f64;
-    let bw = w / n as f64;
-    let valid: i64 = slots.iter().map(|s| s.valid).sum();
-    let denied: i64 = slots.iter().map(|s| s.denied).sum();
-    html! {
-        figure class="chart" {
-            figcaption { (title) ": " strong { (valid) } " valid, " strong { (denied) } " denied"
-                @for (code, n) in &usage.totals.denied { " · " (code) " " (n) } }
-            svg viewBox={"0 0 " (w) " " (h)} role="img" aria-label={(title) ": " (valid) " valid, " (denied) " denied"}
-                preserveAspectRatio="none" {
-                @for (i, slot) in slots.iter().enumerate() {
-                    @let vh = slot.valid as f64 / max as f64 * (h - 4.0);
-                    @let dh = slot.denied as f64 / max as f64 * (h - 4.0);
-                    @let x = i as f64 * bw + bw * 0.15;
-                    @let bar = (bw * 0.7).max(1.0);
-                    rect class="valid" x=(x) y=(h - vh) width=(bar) height=(vh) {
-                        title { (when(Some(slot.start))) ": " (slot.valid) " valid" }
-                    }
-                    rect class="denied" x=(x) y=(h - vh - dh) width=(bar) height=(dh) {
-                        title { (when(Some(slot.start))) ": " (slot.denied) " denied" }
-                    }
-                }
-            }
-            p class="legend" { span class="sw valid" {} "valid " span class="sw denied" {} "denied"
-                " · " (when(slots.first().map(|s| s.start))) " to now" }
-        }
-    }
-}
-
-/// A key's usage, hourly over 24 hours and daily over 30 days.
-pub struct KeyUsage {
-    /// The last 24 hours.
-    pub hourly: Usage,
-    /// Its 24 hourly slots.
-    pub hours: Vec<Slot>,
-    /// The last 30 days (hour buckets).
-    pub daily: Usage,
-    /// Its 30 daily slots.
-    pub days: Vec<Slot>,
-}
-
 /// One key: details, edit, rotate, disable, revoke, usage, anomalies and audit trail.
-pub fn key(f: &Frame<'_>, k: &ApiKeyView, usage: &KeyUsage, anomalies: &[Anomaly], audit: &[AuditEntry]) -> String {
+pub fn key(
+    f: &Frame<'_>,
+    k: &ApiKeyView,
+    usage: &super::chart::KeyUsage,
+    anomalies: &[Anomaly],
+    audit: &[AuditEntry],
+) -> String {
     let b = f.base;
     let live = k.revoked_at.is_none();
     layout(
@@ -373,8 +307,8 @@ pub fn key(f: &Frame<'_>, k: &ApiKeyView, usage: &KeyUsage, anomalies: &[Anomaly
             section aria-labelledby="usage-heading" {
                 h2 id="usage-heading" { "Usage" }
                 div class="charts" {
-                    (chart("Last 24 hours, per hour", &usage.hours, &usage.hourly))
-                    (chart("Last 30 days, per day", &usage.days, &usage.daily))
+                    (super::chart::chart("Last 24 hours, per hour", &usage.hours, &usage.hourly))
+                    (super::chart::chart("Last 30 days, per day", &usage.days, &usage.daily))
                 }
             }
             section aria-labelledby="anomalies-heading" {
@@ -417,62 +351,4 @@ pub fn signed_out(service: &str, base: &str) -> String {
         }
     }
     .into_string()
-}
-
-/// A JSON value as table cell text: strings bare, lists space-separated, null as a dash.
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "—".into(),
-        serde_json::Value::String(s) => match OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => when(Some(t)),
-            Err(_) => s.clone(),
-        },
-        serde_json::Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(" "),
-        other => other.to_string(),
-    }
-}
-
-/// A titled table of `rows` (JSON objects), one column per name in `cols`.
-pub fn json_table(title: &str, cols: &[&str], rows: &[serde_json::Value]) -> Markup {
-    html! {
-        section {
-            h2 { (title) " " span class="count" { "(" (rows.len()) ")" } }
-            @if rows.is_empty() { p class="muted" { "Nothing here yet." } } @else {
-                div class="table-wrap" { table {
-                    thead { tr { @for c in cols { th scope="col" { (c.replace('_', " ")) } } } }
-                    tbody { @for r in rows { tr { @for c in cols { td { (cell(&r[*c])) } } } } }
-                } }
-            }
-        }
-    }
-}
-
-/// An admin page: one table, and what else the page offers (a form, a second table).
-pub fn admin_table(
-    f: &Frame<'_>,
-    title: &str,
-    cols: &[&str],
-    rows: &[serde_json::Value],
-    extra: Option<Markup>,
-) -> String {
-    layout(
-        f,
-        title,
-        html! {
-            h1 { (title) }
-            @if let Some(x) = extra { (x) }
-            (json_table("All", cols, rows))
-        },
-    )
-}
-
-/// The signing keys' "Rotate" button.
-pub fn rotate_signing_form(f: &Frame<'_>) -> Markup {
-    html! {
-        form method="post" action={(f.base) "/portal/admin/signing-keys/rotate"} class="panel" {
-            (csrf(f))
-            p { "Rotation activates the published next key and publishes a new one. It is refused while the next key is newer than the JWKS cache lifetime." }
-            button type="submit" { "Rotate" }
-        }
-    }
 }
