@@ -270,3 +270,19 @@ impl Portal {
         Ok(format!("{}/oauth/logout?{query}", self.config.issuer.trim_end_matches('/')))
     }
 }
+
+/// Deletes portal sessions that expired before `now`, or whose refresh family is gone or revoked
+/// (housekeeping: such sessions can never be used again).
+///
+/// # Errors
+/// Database errors.
+pub async fn purge(db: &PgPool, now: time::OffsetDateTime) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM portal_sessions s WHERE s.expires_at <= $1
+            OR NOT EXISTS (SELECT 1 FROM refresh_families f WHERE f.id = s.family_id AND f.revoked_at IS NULL)",
+    )
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

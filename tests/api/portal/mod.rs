@@ -201,3 +201,29 @@ async fn the_portal_acts_only_with_the_scopes_the_user_holds() {
     let res = nobody.get(app.url("/portal")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "keys:read is needed for the key list");
 }
+
+#[tokio::test]
+async fn housekeeping_removes_portal_sessions_that_can_no_longer_be_used() {
+    let app = spawn_app().await;
+    let b = signed_in(&app, &["keys:read"]).await;
+    let _other = signed_in(&app, &["keys:read"]).await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM portal_sessions").fetch_one(&app.parts.db).await.unwrap()
+    };
+    assert_eq!(count().await, 2);
+    app.parts.housekeeping.purge_expired().await.unwrap();
+    assert_eq!(count().await, 2, "live sessions stay");
+    // The first user's sign-in is revoked elsewhere (say, refresh-token reuse): the page asks to
+    // sign in again, and housekeeping removes the dead session.
+    sqlx::query(
+        "UPDATE refresh_families SET revoked_at = now()
+          WHERE id = (SELECT family_id FROM portal_sessions ORDER BY created_at LIMIT 1)",
+    )
+    .execute(&app.parts.db)
+    .await
+    .unwrap();
+    let res = b.get(app.url("/portal")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "the session ended with its family");
+    app.parts.housekeeping.purge_expired().await.unwrap();
+    assert_eq!(count().await, 1, "only the live session is left");
+}
