@@ -206,7 +206,7 @@ try {
   const bulkContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const bulkPage = await signInToPortal(bulkContext, bulk);
   const times = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     await bulkPage.goto(`${BASE}/portal`, { waitUntil: 'load' });
     const ms = await bulkPage.evaluate(() => {
       const [nav] = performance.getEntriesByType('navigation');
