@@ -179,6 +179,7 @@ impl Application {
         if let Some(secret) = &config.bootstrap_admin_secret {
             clients::ensure_admin(&pool, secret, now).await?;
         }
+        crate::portal::bootstrap::ensure_client(&pool, &config.issuer, now).await?;
         let revoked = Arc::new(RevokedSet::default());
         revoked
             .load(&pool, now, time::Duration::try_from(config.max_access_token_ttl()).unwrap_or(time::Duration::DAY))
@@ -257,6 +258,13 @@ impl Application {
             keys.session_hmac.clone(),
             keys.csrf_hmac.clone(),
         );
+        let portal = crate::portal::Portal::new(
+            pool.clone(),
+            clock.clone(),
+            config.clone(),
+            tokens.clone(),
+            keys.portal_hmac.clone(),
+        );
         let usage = Usage::new(pool.clone(), reads.clone(), clock.clone(), config.clone(), recorder.clone());
         let housekeeping = Housekeeping::new(pool.clone(), clock.clone(), config.clone(), revoked.clone());
         // Open revocation streams end with the server, so a graceful stop is not held by them.
@@ -274,6 +282,7 @@ impl Application {
             config: config.clone(),
             tokens,
             signin,
+            portal,
             clients,
             users,
             apikeys,

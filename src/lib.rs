@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod net;
 pub mod passwords;
 pub mod patch;
+pub mod portal;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod rekey;

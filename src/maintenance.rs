@@ -47,7 +47,8 @@ impl Housekeeping {
         }
     }
 
-    /// Deletes refresh tokens and families past every lifetime, and revoked `jti`s past their expiry.
+    /// Deletes refresh tokens and families past every lifetime, expired sign-in and portal sessions,
+    /// and revoked `jti`s past their expiry.
     pub async fn purge_expired(&self) -> Result<(u64, u64)> {
         let now = self.clock.now();
         // Keep dead rows a day, so replays of recently spent tokens are still recognised as reuse.
@@ -60,6 +61,7 @@ impl Housekeeping {
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(horizon).execute(&self.db).await?;
         crate::users::login::purge(&self.db, &self.config, now).await?;
         crate::signin::session::purge(&self.db, now).await?;
+        crate::portal::purge(&self.db, now).await?;
         let jtis = sqlx::query("DELETE FROM revoked_jtis WHERE expires_at < $1")
             .bind(now)
             .execute(&self.db)

@@ -24,6 +24,8 @@ pub struct Services {
     pub tokens: Tokens,
     /// Browser sign-in: the authorization endpoint, sessions, UserInfo, logout.
     pub signin: SignIn,
+    /// The developer portal's sessions and sign-in.
+    pub portal: crate::portal::Portal,
     /// OAuth clients.
     pub clients: Clients,
     /// Users.

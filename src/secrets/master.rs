@@ -161,6 +161,7 @@ pub fn derive_keys(src: KeySources<'_>) -> DerivedKeys {
         authorization_code_hmac: key(b"authorization-code-hmac"),
         session_hmac: key(b"signin-session-hmac"),
         csrf_hmac: key(b"signin-csrf-hmac"),
+        portal_hmac: key(b"portal-session-hmac"),
         sealer: Sealer::new(
             hkdf32(src.master.material(), b"signing-key-wrap"),
             src.master_previous.map(|p| hkdf32(p.material(), b"signing-key-wrap")),
@@ -203,6 +204,8 @@ pub struct DerivedKeys {
     pub session_hmac: hmac::Key,
     /// Derives the sign-in form's CSRF token from the browser's CSRF cookie.
     pub csrf_hmac: hmac::Key,
+    /// Keyed hash of portal session cookies, the portal's CSRF tokens and its sign-in cookie's MAC.
+    pub portal_hmac: hmac::Key,
 }
 
 impl fmt::Debug for DerivedKeys {

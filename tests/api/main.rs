@@ -19,6 +19,7 @@ mod keys;
 mod openapi;
 mod otlp;
 mod outages;
+mod portal;
 mod read_replica;
 mod redis_ha;
 mod redis_proxy;

@@ -6,6 +6,7 @@
 mod authorize;
 mod logout;
 pub mod pages;
+pub mod portal;
 
 use axum::{
     body::Body,
@@ -28,8 +29,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(authorize::authorize_get, authorize::authorize_post))
         .routes(routes!(logout::logout_get, logout::logout_post))
+        .merge(portal::page_routes())
         .layer(middleware::from_fn(page_headers))
         .routes(routes!(stylesheet))
+        .merge(portal::asset_routes())
 }
 
 /// Adds the HTML pages' security headers (CSP, `X-Frame-Options: DENY`, `nosniff`, no referrer) to
