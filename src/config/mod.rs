@@ -8,6 +8,7 @@ use ipnet::IpNet;
 
 use crate::secrets::{HmacSecret, MasterKey, PreviousHmac, RedactedUrl, Secret};
 
+mod secrets;
 mod webhooks;
 pub use webhooks::{LeakPolicy, WebhookConfig};
 
@@ -313,40 +314,8 @@ impl Config {
             ));
         }
 
-        let master_key = match var("TESSERA_MASTER_KEY") {
-            Some(v) => MasterKeySource::Env(
-                MasterKey::from_base64(v.trim()).map_err(|reason| ConfigError::new("TESSERA_MASTER_KEY", reason))?,
-            ),
-            None => MasterKeySource::DevFile(
-                var("TESSERA_MASTER_KEY_FILE")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(".tessera/master.key")),
-            ),
-        };
-
-        let master_key_previous = var("TESSERA_MASTER_KEY_PREVIOUS")
-            .map(|v| MasterKey::from_base64(v.trim()))
-            .transpose()
-            .map_err(|reason| ConfigError::new("TESSERA_MASTER_KEY_PREVIOUS", reason))?;
-        let hmac_secret = var("TESSERA_HMAC_SECRET")
-            .map(|v| HmacSecret::new(&v))
-            .transpose()
-            .map_err(|reason| ConfigError::new("TESSERA_HMAC_SECRET", reason))?;
-        let hmac_secret_previous = match var("TESSERA_HMAC_SECRET_PREVIOUS") {
-            None => None,
-            Some(v) if v == "derived" => {
-                if hmac_secret.is_none() {
-                    return Err(ConfigError::new(
-                        "TESSERA_HMAC_SECRET_PREVIOUS",
-                        "`derived` names the master-derived keys, which are already current while TESSERA_HMAC_SECRET is unset",
-                    ));
-                }
-                Some(PreviousHmac::DerivedFromMaster)
-            }
-            Some(v) => Some(PreviousHmac::Secret(
-                HmacSecret::new(&v).map_err(|reason| ConfigError::new("TESSERA_HMAC_SECRET_PREVIOUS", reason))?,
-            )),
-        };
+        let secrets::Sources { master_key, master_key_previous, hmac_secret, hmac_secret_previous } =
+            secrets::sources(&var)?;
 
         let bootstrap_admin_secret = match var("TESSERA_BOOTSTRAP_ADMIN_SECRET") {
             Some(s) if s.len() < 16 => {
