@@ -314,14 +314,14 @@ async fn list_audit(
 pub struct AnomalyParams {
     /// Anomalies detected at or after this RFC 3339 time.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    since: Option<OffsetDateTime>,
+    pub(super) since: Option<OffsetDateTime>,
     /// Anomalies after this one: the `id` of the last entry of the previous page.
-    after: Option<Uuid>,
+    pub(super) after: Option<Uuid>,
     /// Only this kind.
-    kind: Option<String>,
+    pub(super) kind: Option<String>,
     /// Page size (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
+    pub(super) limit: Option<i64>,
 }
 
 /// Detected anomalies.
@@ -334,6 +334,12 @@ async fn list_anomalies(
     ApiQuery(q): ApiQuery<AnomalyParams>,
 ) -> Result<Json<Vec<Anomaly>>, ApiError> {
     admin(&caller)?;
-    let query = AnomalyQuery { since: q.since, after: q.after, kind: q.kind.as_deref(), limit: page_limit(q.limit)? };
+    let query = AnomalyQuery {
+        since: q.since,
+        after: q.after,
+        kind: q.kind.as_deref(),
+        key: None,
+        limit: page_limit(q.limit)?,
+    };
     Ok(Json(state.usage.anomalies(&query).await?))
 }

@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_key))
         .routes(routes!(revoke_key))
         .routes(routes!(key_usage))
+        .routes(routes!(key_anomalies))
 }
 
 fn requester(caller: &Caller) -> Requester<'_> {
@@ -198,12 +199,12 @@ pub struct UsageParams {
     /// End, RFC 3339 (default: now).
     #[serde(default, with = "time::serde::rfc3339::option")]
     to: Option<OffsetDateTime>,
-    /// `minute` (default) or `hour`.
+    /// `minute` (default), `hour` or `day` (UTC days).
     #[param(inline)]
     bucket: Option<Granularity>,
 }
 
-/// A key's verifications by minute or hour, with totals, distinct sources and its last use.
+/// A key's verifications by minute, hour or day, with totals, distinct sources and its last use.
 #[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys", security(("bearer" = ["keys:read"])),
     params(("id" = Uuid, Path), UsageParams),
     responses((status = 200, body = Usage), (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -218,4 +219,28 @@ async fn key_usage(
     caller.require("keys:read")?;
     state.apikeys.get(requester(&caller), id).await?;
     Ok(Json(state.usage.report(id, q.from, q.to, q.bucket.unwrap_or_default()).await?))
+}
+
+/// The anomalies of one key (owner or admin), oldest first, in the shape of `GET /v1/admin/anomalies`.
+#[utoipa::path(get, path = "/v1/keys/{id}/anomalies", tag = "keys", security(("bearer" = ["keys:read"])),
+    params(("id" = Uuid, Path), super::admin::AnomalyParams),
+    responses((status = 200, body = [crate::usage::anomalies::Anomaly]), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn key_anomalies(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<super::admin::AnomalyParams>,
+) -> Result<Json<Vec<crate::usage::anomalies::Anomaly>>, ApiError> {
+    caller.require("keys:read")?;
+    state.apikeys.get(requester(&caller), id).await?;
+    let query = crate::usage::AnomalyQuery {
+        since: q.since,
+        after: q.after,
+        kind: q.kind.as_deref(),
+        key: Some(id),
+        limit: super::extract::page_limit(q.limit)?,
+    };
+    Ok(Json(state.usage.anomalies(&query).await?))
 }

@@ -131,18 +131,21 @@ pub async fn list(
     since: Option<OffsetDateTime>,
     after: Option<Uuid>,
     kind: Option<&str>,
+    key: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Anomaly>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, key_id, client_id, detected_at, details FROM anomalies
          WHERE ($1::timestamptz IS NULL OR detected_at >= $1) AND ($2::text IS NULL OR kind = $2)
            AND ($4::uuid IS NULL OR (detected_at, id) > (SELECT detected_at, id FROM anomalies WHERE id = $4))
+           AND ($5::uuid IS NULL OR key_id = $5)
          ORDER BY detected_at, id LIMIT $3",
     )
     .bind(since)
     .bind(kind)
     .bind(limit)
     .bind(after)
+    .bind(key)
     .fetch_all(db)
     .await?)
 }

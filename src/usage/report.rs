@@ -1,4 +1,4 @@
-//! A key's usage as the API shows it: buckets by minute or hour, totals, distinct source addresses
+//! A key's usage as the API shows it: buckets by minute, hour or day, totals, distinct source addresses
 //! and the last use. Minute rows older than the minute retention have been rolled up into hour
 //! rows; those appear as they are (one bucket at the start of their hour) and always count in the totals.
 
@@ -22,6 +22,8 @@ pub enum Granularity {
     Minute,
     /// One bucket per hour.
     Hour,
+    /// One bucket per UTC day.
+    Day,
 }
 
 impl Granularity {
@@ -30,6 +32,7 @@ impl Granularity {
         match self {
             Self::Minute => t,
             Self::Hour => t.replace_minute(0).unwrap_or(t),
+            Self::Day => t.replace_minute(0).and_then(|t| t.replace_hour(0)).unwrap_or(t),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct AnomalyQuery<'a> {
     pub after: Option<Uuid>,
     /// Only this kind.
     pub kind: Option<&'a str>,
+    /// Only this API key's (`GET /v1/keys/{id}/anomalies`).
+    pub key: Option<Uuid>,
     /// Page size, 1 to 1 000.
     pub limit: i64,
 }
@@ -78,7 +80,7 @@ impl Usage {
 
     /// Detected anomalies, oldest first.
     pub async fn anomalies(&self, q: &AnomalyQuery<'_>) -> Result<Vec<Anomaly>> {
-        anomalies::list(&self.reads, q.since, q.after, q.kind, q.limit).await
+        anomalies::list(&self.reads, q.since, q.after, q.kind, q.key, q.limit).await
     }
 
     async fn flush_logged(&self) {

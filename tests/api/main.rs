@@ -12,6 +12,7 @@ mod clients;
 mod edge;
 mod foundation;
 mod guessing;
+mod key_anomalies;
 mod key_limits;
 mod key_patch;
 mod key_scopes;

@@ -43,6 +43,8 @@ async fn every_contract_endpoint_is_documented_with_its_errors() {
         ("/v1/admin/anomalies", "get"),
         ("/v1/revocations", "get"),
         ("/v1/revocations/stream", "get"),
+        ("/v1/keys/{id}/anomalies", "get"),
+        ("/v1/keys/{id}/usage", "get"),
         ("/v1/webhooks", "post"),
         ("/v1/webhooks", "get"),
         ("/v1/webhooks/{id}", "get"),

@@ -115,7 +115,8 @@ page!(signing_keys, "/portal/admin/signing-keys", "Signing keys, with a \"Rotate
 });
 
 page!(anomalies, "/portal/admin/anomalies", "Anomalies across every key and client.", |state, s| {
-    let rows = state.usage.anomalies(&AnomalyQuery { since: None, after: None, kind: None, limit: 1000 }).await;
+    let rows =
+        state.usage.anomalies(&AnomalyQuery { since: None, after: None, kind: None, key: None, limit: 1000 }).await;
     let rows = rows.map(|mut r| {
         r.reverse();
         r.truncate(ROWS as usize);

@@ -113,8 +113,10 @@ async fn key_page(State(state): State<AppState>, headers: HeaderMap, Path(id): P
         Err(res) => return res,
     };
     let usage = usage(&state, key.id).await;
-    // The anomaly store is not indexed by key yet: the latest thousand, this key's among them.
-    let anomalies = state.usage.anomalies(&AnomalyQuery { since: None, after: None, kind: None, limit: 1000 }).await;
+    let anomalies = state
+        .usage
+        .anomalies(&AnomalyQuery { since: None, after: None, kind: None, key: Some(key.id), limit: 1000 })
+        .await;
     let audit = state
         .audit
         .list(&AuditQuery {
@@ -127,16 +129,12 @@ async fn key_page(State(state): State<AppState>, headers: HeaderMap, Path(id): P
         })
         .await;
     match (usage, anomalies, audit) {
-        (Ok(u), Ok(mut a), Ok(au)) => {
-            a.retain(|x| x.key_id == Some(key.id));
-            html(StatusCode::OK, pages::key(&s.frame(&state), &key, &u, &a, &au))
-        }
+        (Ok(u), Ok(a), Ok(au)) => html(StatusCode::OK, pages::key(&s.frame(&state), &key, &u, &a, &au)),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error_page(&state, &s, &e),
     }
 }
 
-/// The key's usage: hourly for the last 24 hours, and daily for 30 days (summed from hour
-/// buckets, which are kept 35 days), in UTC hours and days.
+/// The key's usage: hourly for the last 24 hours, and daily for 30 days, in UTC hours and days.
 async fn usage(state: &AppState, id: Uuid) -> Result<super::chart::KeyUsage, Error> {
     use crate::usage::report::Granularity;
     let now = state.portal.now();
@@ -146,7 +144,7 @@ async fn usage(state: &AppState, id: Uuid) -> Result<super::chart::KeyUsage, Err
     let day = hour.replace_hour(0).unwrap_or(hour);
     let days_from = day - Duration::days(29);
     let hourly = state.usage.report(id, Some(hours_from), None, Granularity::Hour).await?;
-    let daily = state.usage.report(id, Some(days_from), None, Granularity::Hour).await?;
+    let daily = state.usage.report(id, Some(days_from), None, Granularity::Day).await?;
     Ok(super::chart::KeyUsage {
         hours: super::chart::slots(&hourly, hours_from, Duration::HOUR, 24),
         days: super::chart::slots(&daily, days_from, Duration::DAY, 30),
