@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{events_after, stream::Follow, RevocationEvent, RevokedSet};
+use super::{events_after, RevocationEvent, RevokedSet};
 use crate::error::{Error, Result};
 
 /// Where a follower starts.
@@ -50,7 +50,7 @@ impl Feed {
 
     /// Fails when events right after `after` have been deleted: a reader resuming there would skip
     /// them. `after = 0` means "from the oldest kept" and never expires.
-    async fn check_kept(&self, after: i64) -> Result<()> {
+    pub(super) async fn check_kept(&self, after: i64) -> Result<()> {
         if after == 0 {
             return Ok(());
         }
@@ -60,33 +60,6 @@ impl Feed {
             Some(oldest_seq) if after < oldest_seq - 1 => Err(Error::CursorExpired { oldest_seq }),
             _ => Ok(()),
         }
-    }
-
-    /// Follows the log from `cursor`: every event this instance has applied after it, in `seq`
-    /// order, then each new one as it is applied, with heartbeats. `authorised` is asked after every
-    /// wake-up and at least once a second; the follow ends when it answers false (the subscriber's
-    /// token expired or was revoked), on shutdown, or when the log cannot be read (the subscriber
-    /// resumes from its last `seq`).
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a negative cursor; [`Error::Database`] when the start position
-    /// cannot be read. An expired cursor is not an error here: the follow yields one
-    /// [`super::stream::Item::Reset`] and ends.
-    pub async fn follow<A>(&self, cursor: Cursor, authorised: A) -> Result<Follow<A>>
-    where
-        A: Fn() -> bool + Send + 'static,
-    {
-        let start = match cursor {
-            Cursor::Latest => super::last_seq(&self.db).await?,
-            Cursor::After(n) if n < 0 => return Err(Error::invalid("Last-Event-ID/after: must be 0 or more")),
-            Cursor::After(n) => match self.check_kept(n).await {
-                Err(Error::CursorExpired { oldest_seq }) => {
-                    return Ok(Follow::reset(self.clone(), oldest_seq, authorised));
-                }
-                other => other.map(|()| n)?,
-            },
-        };
-        Ok(Follow::new(self.clone(), start, authorised))
     }
 
     pub(super) fn db(&self) -> &PgPool {

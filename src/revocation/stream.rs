@@ -11,7 +11,8 @@ use std::{collections::VecDeque, time::Duration};
 use futures::Stream;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{feed::Feed, from_row, EventRow, RevocationEvent};
+use super::{feed::Feed, from_row, Cursor, EventRow, RevocationEvent};
+use crate::error::{Error, Result};
 
 /// Events read from Postgres at once.
 const BATCH: i64 = 500;
@@ -127,5 +128,34 @@ impl<A: Fn() -> bool + Send + 'static> Follow<A> {
         // know is skipped, never re-read).
         self.read = if full { last.unwrap_or(upto) } else { upto };
         Ok(())
+    }
+}
+
+impl Feed {
+    /// Follows the log from `cursor`: every event this instance has applied after it, in `seq`
+    /// order, then each new one as it is applied, with heartbeats. `authorised` is asked after every
+    /// wake-up and at least once a second; the follow ends when it answers false (the subscriber's
+    /// token expired or was revoked), on shutdown, or when the log cannot be read (the subscriber
+    /// resumes from its last `seq`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a negative cursor; [`Error::Database`] when the start position
+    /// cannot be read. An expired cursor is not an error here: the follow yields one
+    /// [`Item::Reset`] and ends.
+    pub async fn follow<A>(&self, cursor: Cursor, authorised: A) -> Result<Follow<A>>
+    where
+        A: Fn() -> bool + Send + 'static,
+    {
+        let start = match cursor {
+            Cursor::Latest => super::last_seq(self.db()).await?,
+            Cursor::After(n) if n < 0 => return Err(Error::invalid("Last-Event-ID/after: must be 0 or more")),
+            Cursor::After(n) => match self.check_kept(n).await {
+                Err(Error::CursorExpired { oldest_seq }) => {
+                    return Ok(Follow::reset(self.clone(), oldest_seq, authorised));
+                }
+                other => other.map(|()| n)?,
+            },
+        };
+        Ok(Follow::new(self.clone(), start, authorised))
     }
 }

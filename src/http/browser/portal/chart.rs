@@ -3,7 +3,7 @@
 use maud::{html, Markup};
 use time::OffsetDateTime;
 
-use super::pages::when;
+use super::format::when;
 use crate::usage::report::Usage;
 
 /// One bar of a usage chart: from `start`, the valid and the denied verifications.

@@ -7,6 +7,7 @@ mod admin;
 mod admin_pages;
 mod assets;
 mod chart;
+mod format;
 mod keys;
 pub mod pages;
 
@@ -175,7 +176,8 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
 /// The redirect URI: redeems the code on the server and starts the portal session.
 #[utoipa::path(get, path = "/portal/callback", tag = "portal",
     params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
-    responses((status = 303, description = "To the portal (signed in, or to sign in again)", headers(("Location" = String)))))]
+    responses((status = 303, description = "To the portal (signed in, or to sign in again)", headers(("Location" = String))),
+        (status = 400, description = "The sign-in did not complete (an error from the sign-in page, or no code): an HTML page saying so")))]
 async fn callback(
     State(state): State<AppState>,
     source: SourceIp,

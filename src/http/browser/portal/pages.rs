@@ -2,8 +2,8 @@
 //! or style: the only script is `/assets/portal.js` (the "Copy" button), so the pages work under
 //! the contract's CSP.
 
+pub(super) use super::format::when;
 use maud::{html, Markup, DOCTYPE};
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
     apikeys::{ApiKeyView, Status},
@@ -22,14 +22,6 @@ pub struct Frame<'a> {
     pub user: &'a PortalUser,
     /// The session's CSRF token.
     pub csrf: &'a str,
-}
-
-/// A time as `2026-11-30 10:04:15 UTC`, or a dash.
-pub(super) fn when(t: Option<OffsetDateTime>) -> String {
-    t.and_then(|t| t.replace_nanosecond(0).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .map(|s| s.replace('T', " ").replace('Z', " UTC"))
-        .unwrap_or_else(|| "—".into())
 }
 
 /// The signed-in page around `body`: header, navigation, "Sign out".
