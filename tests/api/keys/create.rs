@@ -252,7 +252,7 @@ async fn every_limit_is_refused_with_a_400_that_names_it() {
     let res = app.post_json("/v1/keys/verify", &token, &json!({"key": key_of(&key), "scopes": ["bad scope"]})).await;
     assert_problem(res, 400, "INVALID_REQUEST").await;
     assert_problem(app.get_auth("/v1/keys/not-a-uuid", &token).await, 400, "INVALID_REQUEST").await;
-    assert_problem(app.get_auth(&format!("/v1/keys/{id}/usage?bucket=day"), &token).await, 400, "INVALID_REQUEST")
+    assert_problem(app.get_auth(&format!("/v1/keys/{id}/usage?bucket=week"), &token).await, 400, "INVALID_REQUEST")
         .await;
     let res =
         app.get_auth(&format!("/v1/keys/{id}/usage?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z"), &token).await;
