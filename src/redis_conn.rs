@@ -73,6 +73,23 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+impl RedisConn {
+    /// Sends `pipe` and ignores its replies: as one pipeline on a single server; command by
+    /// command on a cluster, where a pipeline is routed as a whole and its commands may belong to
+    /// different nodes (a stream key and a channel, which is not a key).
+    pub async fn send(&mut self, pipe: &Pipeline) -> RedisResult<()> {
+        match self {
+            Self::Single(c) => pipe.query_async::<()>(c).await,
+            Self::Cluster(c) => {
+                for cmd in pipe.cmd_iter() {
+                    cmd.query_async::<()>(c).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 struct Current {
     addr: String,
     manager: RedisConn,

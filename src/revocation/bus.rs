@@ -160,19 +160,7 @@ impl Bus {
             .arg(&r.channel)
             .arg(payload)
             .ignore();
-        // A cluster routes by key, and the channel is not a key: there the two commands go one by
-        // one (the stream's node, then any node: a cluster delivers PUBLISH everywhere).
-        let send = async {
-            if matches!(conn, crate::redis_conn::RedisConn::Cluster(_)) {
-                for c in pipe.cmd_iter() {
-                    c.query_async::<()>(&mut conn).await?;
-                }
-                Ok(())
-            } else {
-                pipe.query_async::<()>(&mut conn).await
-            }
-        };
-        let res = tokio::time::timeout(REDIS_TIMEOUT, send).await;
+        let res = tokio::time::timeout(REDIS_TIMEOUT, conn.send(&pipe)).await;
         match res {
             Ok(Ok(())) => {
                 r.set_up(true);
