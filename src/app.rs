@@ -202,7 +202,11 @@ impl Application {
             .map_err(StartError::Redis)?,
         );
         let recorder = Arc::new(UsageRecorder::new(config.usage_counting));
-        let key_cache = Arc::new(KeyCache::with_budget(config.api_key_cache_bytes));
+        let key_cache = Arc::new(KeyCache::new(
+            config.api_key_cache_bytes,
+            config.api_key_cache_ttl,
+            crate::apikeys::cache::NEGATIVE_CAPACITY,
+        ));
         let client_auth =
             Arc::new(ClientAuth::new(keys.client_secret_cache.clone(), keys.client_secret.clone(), argon2.clone()));
 

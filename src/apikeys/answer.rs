@@ -3,7 +3,7 @@
 //! `RATE_LIMITED`, which also gives the window and when to try again.
 
 use serde::{ser::Serializer, Serialize};
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -88,7 +88,7 @@ struct ValidBody<'a> {
     environment: &'a str,
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
-    metadata: &'a Value,
+    metadata: &'a RawValue,
     rotating: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimitState>,
@@ -117,11 +117,12 @@ impl Serialize for Verification {
                 valid: true,
                 key_id: key.id,
                 owner: &key.owner,
-                name: &key.name,
+                name: key.name(),
                 scopes: &key.effective_scopes,
-                environment: key.environment,
-                expires_at: key.expires_at,
-                metadata: &key.metadata,
+                environment: key.environment.map_or("unknown", |e| e.as_str()),
+                expires_at: key.expires_at(),
+                // Stored as the JSON text serde_json wrote, so checking it again cannot fail.
+                metadata: serde_json::from_str(key.metadata_json()).map_err(serde::ser::Error::custom)?,
                 rotating: *rotating,
                 rate_limit: rate_limit.as_ref().map(RateLimitState::from),
                 credits_remaining: *credits_remaining,

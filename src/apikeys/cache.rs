@@ -1,38 +1,55 @@
 //! The verification cache: key records by keyed hash, so a repeated key costs no database round
-//! trip. Bounded in size and time. Every change to a key (revocation, rotation, PATCH) makes every
-//! instance [`KeyCache::forget`] it within a second through the change feed; the TTL only bounds
-//! what a lost best-effort notification (a change that widens a key) can leave stale. Unknown hashes are
-//! remembered separately, briefly and in a small cache, so a flood of random keys neither reaches
-//! Postgres for every repeat nor pushes real keys out.
+//! trip, and hashes recently found to be no key, so a repeated unknown key costs none either.
+//!
+//! **Sizing.** Records are weighed in bytes ([`approx_bytes`]: what a record and its slot really
+//! take, about 280 bytes for a key without metadata) against `TESSERA_API_KEY_CACHE_MB`; a million
+//! keys fit in about 300 MB. Past the budget the cache evicts (quick_cache's S3-FIFO-like policy,
+//! which keeps keys seen more than once over a scan of keys seen once) and a verification of an
+//! evicted key reads Postgres again: still correct, one indexed query.
+//!
+//! **Freshness.** Every change to a key (revocation, rotation, PATCH) makes every instance
+//! [`KeyCache::forget`] it within a second through the change feed, and a gap in that feed drops
+//! everything ([`KeyCache::forget_all`]), so the TTL (`TESSERA_API_KEY_CACHE_TTL`) is a backstop,
+//! not what keeps answers right. Forgetting is lazy and O(1): a forgotten id (or owner) is noted
+//! with the generation at which it was forgotten, and a record filled before that generation is
+//! treated as absent; the notes are kept for one TTL, after which no record older than them remains.
+//!
+//! **Unknown keys** are remembered for [`NEGATIVE_TTL`] in a separate, bounded cache, so a flood of
+//! random keys neither reaches Postgres for every repeat nor pushes real keys out. Concurrent misses
+//! of the same hash wait for one read ([`KeyCache::load`]), so Postgres sees a hash at most once per
+//! [`NEGATIVE_TTL`] while the negative cache holds it.
 
 use std::{
+    collections::HashMap,
+    future::Future,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, PoisonError, RwLock,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use moka::sync::Cache;
-use serde_json::Value;
+use quick_cache::{sync::Cache, Weighter};
 use uuid::Uuid;
 
-/// Memory the record cache may use by default, in bytes (approximate, see [`approx_bytes`]): about
-/// 50 000 typical keys. Bounding bytes rather than entries keeps a few keys with large metadata
-/// from taking more than their share. `TESSERA_API_KEY_CACHE_MB` sets it.
-pub const CAPACITY_BYTES: u64 = 48 * 1024 * 1024;
-/// What the cache's own bookkeeping costs per entry (hash-table slot, access and write-order deque
-/// nodes, timestamps, allocator slack). Measured with 100 000 seeded keys verified at random:
-/// resident memory grew ~1 KiB per cached key of ~250 bytes of its own.
-const ENTRY_OVERHEAD: usize = 700;
-/// How long a record is trusted before it is read again.
-pub const TTL: Duration = Duration::from_secs(30);
-/// Unknown hashes kept by default.
-pub const NEGATIVE_CAPACITY: u64 = 10_000;
-/// How long an unknown hash is remembered.
-pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+pub use super::record::{Interner, KeyRecord};
 
-pub use super::record::KeyRecord;
+/// Default memory for records, in bytes (`TESSERA_API_KEY_CACHE_MB`): about 450 000 keys.
+pub const CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
+/// What one cached record costs besides its own heap text, in bytes: the record in its `Arc`
+/// allocation (~150 with the allocator's rounding), the cache slot (hash, pointer, stamps, eviction
+/// state: ~70), the index and the eviction policy's ghost entries (~20), and the name's allocation
+/// rounding. Checked against resident memory by `scripts/bench` (`cache_bytes_per_key`).
+const ENTRY_OVERHEAD: usize = 250;
+/// Default time a record is trusted without a change notification (`TESSERA_API_KEY_CACHE_TTL`).
+pub const TTL: Duration = Duration::from_secs(600);
+/// Unknown hashes kept (about 60 bytes each).
+pub const NEGATIVE_CAPACITY: usize = 200_000;
+/// How long an unknown hash is remembered.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(120);
+/// Independent locks for concurrent misses: two misses of the same hash share one, so the second
+/// waits for the first's answer instead of asking Postgres again.
+const FLIGHT_LOCKS: usize = 1024;
 
 /// What the cache knows about a hash.
 #[derive(Debug)]
@@ -45,120 +62,204 @@ pub enum Cached {
     Unknown,
 }
 
+#[derive(Clone)]
+struct Entry {
+    record: Arc<KeyRecord>,
+    /// The generation taken before the read that produced it.
+    generation: u64,
+    /// Seconds since the cache's epoch when it was read.
+    read_at: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Absent {
+    generation: u64,
+    read_at: u32,
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl Weighter<[u8; 32], Entry> for Weigh {
+    fn weight(&self, _: &[u8; 32], e: &Entry) -> u64 {
+        u64::from(approx_bytes(&e.record))
+    }
+}
+
+/// Approximate memory of one cached record, bookkeeping included, in bytes.
+pub fn approx_bytes(rec: &KeyRecord) -> u32 {
+    u32::try_from(ENTRY_OVERHEAD + rec.heap_bytes()).unwrap_or(u32::MAX)
+}
+
+/// Ids and owners forgotten recently, with the generation at which they were.
+#[derive(Default)]
+struct Forgotten {
+    ids: HashMap<Uuid, (u64, Instant)>,
+    owners: HashMap<Arc<str>, (u64, Instant)>,
+}
+
 /// API-key verification cache, one per instance.
 pub struct KeyCache {
-    by_hash: Cache<[u8; 32], Arc<KeyRecord>>,
-    missing: Cache<[u8; 32], ()>,
-    /// Bumped by every `forget`, so a lookup that raced a revocation does not cache what it read.
+    records: Cache<[u8; 32], Entry, Weigh>,
+    missing: Cache<[u8; 32], Absent>,
+    interner: Interner,
+    forgotten: RwLock<Forgotten>,
+    /// Entries in `forgotten`, read without its lock on every hit.
+    forgotten_len: AtomicUsize,
+    /// Bumped by every forget; a record read before a forget of its id is not served.
     generation: AtomicU64,
+    /// Records read before this generation are all stale (`forget_all`).
+    all_forgotten: AtomicU64,
+    /// Unknown hashes remembered before this generation are stale (`forget_missing`).
+    missing_forgotten: AtomicU64,
+    flights: Box<[tokio::sync::Mutex<()>]>,
+    epoch: Instant,
+    ttl: Duration,
 }
 
 impl Default for KeyCache {
     fn default() -> Self {
-        Self::with_budget(CAPACITY_BYTES)
+        Self::new(CAPACITY_BYTES, TTL, NEGATIVE_CAPACITY)
     }
-}
-
-/// Approximate memory of one cached record, bookkeeping included.
-pub fn approx_bytes(rec: &KeyRecord) -> u32 {
-    let metadata = match &rec.metadata {
-        Value::Object(m) if m.is_empty() => 0,
-        // A parsed JSON tree takes a few times its text.
-        other => other.to_string().len() * 3,
-    };
-    let bytes = std::mem::size_of::<KeyRecord>()
-        + ENTRY_OVERHEAD
-        + rec.owner.len()
-        + rec.name.len()
-        + rec.effective_scopes.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum::<usize>()
-        + std::mem::size_of_val(&*rec.allowed)
-        + metadata;
-    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl KeyCache {
-    /// The service's cache: records weighing at most `capacity_bytes`, the default TTLs and
-    /// negative capacity (`TESSERA_API_KEY_CACHE_MB` sets the budget).
-    pub fn with_budget(capacity_bytes: u64) -> Self {
-        Self::new(capacity_bytes, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL)
+    /// A cache of records weighing at most `capacity_bytes` (by [`approx_bytes`]), each trusted
+    /// for `ttl` without a notification, and of `negative_capacity` unknown hashes.
+    pub fn new(capacity_bytes: u64, ttl: Duration, negative_capacity: usize) -> Self {
+        let estimated = usize::try_from(capacity_bytes / (ENTRY_OVERHEAD as u64 + 16)).unwrap_or(usize::MAX);
+        Self {
+            // Sized for the budget's worth of typical records; the slab grows only as keys arrive.
+            records: Cache::with_weighter(estimated.clamp(1024, 8_000_000), capacity_bytes.max(1), Weigh),
+            missing: Cache::new(negative_capacity.max(16)),
+            interner: Interner::default(),
+            forgotten: RwLock::default(),
+            forgotten_len: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            all_forgotten: AtomicU64::new(0),
+            missing_forgotten: AtomicU64::new(0),
+            flights: (0..FLIGHT_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            epoch: Instant::now(),
+            ttl,
+        }
     }
 
-    /// A cache of records weighing at most `capacity_bytes` (by [`approx_bytes`]) for `ttl`, and
-    /// `negative_capacity` unknown hashes for `negative_ttl`.
-    pub fn new(capacity_bytes: u64, ttl: Duration, negative_capacity: u64, negative_ttl: Duration) -> Self {
-        Self {
-            by_hash: Cache::builder()
-                .max_capacity(capacity_bytes)
-                .weigher(|_, rec: &Arc<KeyRecord>| approx_bytes(rec))
-                .time_to_live(ttl)
-                .support_invalidation_closures()
-                .build(),
-            missing: Cache::builder().max_capacity(negative_capacity).time_to_live(negative_ttl).build(),
-            generation: AtomicU64::new(0),
-        }
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The interner records read for this cache share their owners and scope sets through.
+    pub fn interner(&self) -> &Interner {
+        &self.interner
     }
 
     /// What is cached for `hash`.
     pub fn get(&self, hash: &[u8; 32]) -> Cached {
-        if let Some(rec) = self.by_hash.get(hash) {
-            return Cached::Key(rec);
+        let now = self.now_secs();
+        if let Some(e) = self.records.get(hash) {
+            if self.fresh(&e, now) {
+                return Cached::Key(e.record);
+            }
         }
-        if self.missing.contains_key(hash) {
-            return Cached::Missing;
+        if let Some(a) = self.missing.get(hash) {
+            if now.saturating_sub(a.read_at) < NEGATIVE_TTL.as_secs() as u32
+                && a.generation >= self.missing_forgotten.load(Ordering::Acquire)
+            {
+                return Cached::Missing;
+            }
         }
         Cached::Unknown
     }
 
-    /// A token to take before reading Postgres and hand back to [`KeyCache::fill`].
+    fn fresh(&self, e: &Entry, now: u32) -> bool {
+        if u64::from(now.saturating_sub(e.read_at)) >= self.ttl.as_secs()
+            || e.generation < self.all_forgotten.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        if self.forgotten_len.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        let f = self.forgotten.read().unwrap_or_else(PoisonError::into_inner);
+        let after = |noted: Option<&(u64, Instant)>| noted.is_some_and(|(g, _)| *g > e.generation);
+        !(after(f.ids.get(&e.record.id)) || after(f.owners.get(&e.record.owner)))
+    }
+
+    /// What is known of `hash`, reading it with `read` on a miss. Concurrent misses of the same
+    /// hash wait for one read. Returns the record (or `None`) and whether `read` ran.
+    pub async fn load<F, Fut, E>(&self, hash: [u8; 32], read: F) -> Result<(Option<Arc<KeyRecord>>, bool), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<KeyRecord>, E>>,
+    {
+        let lock = &self.flights[usize::from(hash[0]) << 2 | usize::from(hash[1] & 3)];
+        let _turn = lock.lock().await;
+        match self.get(&hash) {
+            Cached::Key(rec) => return Ok((Some(rec), false)),
+            Cached::Missing => return Ok((None, false)),
+            Cached::Unknown => {}
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let found = read().await?.map(Arc::new);
+        let read_at = self.now_secs();
+        match &found {
+            Some(record) => self.records.insert(hash, Entry { record: Arc::clone(record), generation, read_at }),
+            None => self.missing.insert(hash, Absent { generation, read_at }),
+        }
+        Ok((found, true))
+    }
+
+    /// Forgets so far (every kind): a test can tell whether anything was dropped in between.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Caches what Postgres said about `hash`, read after `generation` was taken.
-    pub fn fill(&self, hash: [u8; 32], found: Option<Arc<KeyRecord>>, generation: u64) {
-        match found {
-            Some(rec) => {
-                self.by_hash.insert(hash, rec);
-                // A forget that ran while we read may predate our insert; then the row we read may
-                // be stale, so drop it rather than serve it for a whole TTL.
-                if self.generation() != generation {
-                    self.by_hash.invalidate(&hash);
-                }
-            }
-            None => self.missing.insert(hash, ()),
-        }
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Forgets a key at once: the next verification on this instance reads Postgres.
+    fn note(&self, update: impl FnOnce(&mut Forgotten, u64, Instant)) {
+        let mut f = self.forgotten.write().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        // Notes older than a TTL cover no record any more: every record they could hide has expired.
+        let ttl = self.ttl;
+        f.ids.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+        f.owners.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+        update(&mut f, self.bump(), now);
+        self.forgotten_len.store(f.ids.len() + f.owners.len(), Ordering::Release);
+    }
+
+    /// Forgets a key at once: the next verification of it on this instance reads Postgres.
     pub fn forget(&self, id: &Uuid) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        let id = *id;
-        if let Err(e) = self.by_hash.invalidate_entries_if(move |_, rec| rec.id == id) {
-            // Cannot happen (the cache is built with invalidation closures); clearing is the safe fallback.
-            tracing::warn!(error = %e, "api-key cache predicate refused; clearing the cache");
-            self.by_hash.invalidate_all();
-        }
+        self.note(|f, g, now| {
+            f.ids.insert(*id, (g, now));
+        });
     }
 
     /// Forgets every key of `owner` at once (their owner was disabled or deleted).
     pub fn forget_owner(&self, owner: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        let owner = owner.to_owned();
-        if let Err(e) = self.by_hash.invalidate_entries_if(move |_, rec| rec.owner == owner) {
-            tracing::warn!(error = %e, "api-key cache predicate refused; clearing the cache");
-            self.by_hash.invalidate_all();
-        }
+        self.note(|f, g, now| {
+            f.owners.insert(Arc::from(owner), (g, now));
+        });
     }
 
     /// Forgets every key (after a gap in change notifications).
     pub fn forget_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.by_hash.invalidate_all();
+        let g = self.bump();
+        self.all_forgotten.fetch_max(g, Ordering::AcqRel);
+        self.records.clear();
+    }
+
+    /// Forgets every unknown hash (keys were added by import, whose hashes may have been tried).
+    pub fn forget_missing(&self) {
+        let g = self.bump();
+        self.missing_forgotten.fetch_max(g, Ordering::AcqRel);
+        self.missing.clear();
     }
 
     /// Records cached (approximate; for metrics and tests).
     pub fn len(&self) -> u64 {
-        self.by_hash.entry_count()
+        self.records.len() as u64
     }
 
     /// Whether no record is cached (approximate).
@@ -168,94 +269,5 @@ impl KeyCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: Uuid) -> Arc<KeyRecord> {
-        Arc::new(KeyRecord {
-            id,
-            owner: "o".into(),
-            name: "n".into(),
-            environment: "live",
-            effective_scopes: Box::default(),
-            owner_gone: false,
-            restricted: false,
-            allowed: Box::default(),
-            metadata: Value::Null,
-            expires_at: None,
-            revoked_at: None,
-            rotated_to: None,
-            enabled: true,
-            limit_group: id,
-            rate_limit: None,
-            metered: false,
-        })
-    }
-
-    #[test]
-    fn forget_drops_the_record_of_that_id_only() {
-        let c = KeyCache::default();
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        c.fill([1; 32], Some(record(a)), c.generation());
-        c.fill([2; 32], Some(record(b)), c.generation());
-        c.forget(&a);
-        assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
-        assert!(matches!(c.get(&[2; 32]), Cached::Key(r) if r.id == b));
-    }
-
-    #[test]
-    fn the_record_cache_holds_its_byte_budget_and_weighs_metadata() {
-        let per_record = u64::from(approx_bytes(&record(Uuid::nil())));
-        let c = KeyCache::new(per_record * 100, TTL, NEGATIVE_CAPACITY, NEGATIVE_TTL);
-        for i in 0..1_000u32 {
-            let mut hash = [0u8; 32];
-            hash[..4].copy_from_slice(&i.to_be_bytes());
-            c.fill(hash, Some(record(Uuid::now_v7())), c.generation());
-        }
-        c.by_hash.run_pending_tasks();
-        assert!(c.by_hash.weighted_size() <= per_record * 100, "{}", c.by_hash.weighted_size());
-        assert!(c.len() <= 100 && !c.is_empty(), "{}", c.len());
-        let mut heavy = (*record(Uuid::nil())).clone();
-        heavy.metadata = serde_json::json!({"blob": "x".repeat(3000)});
-        assert!(approx_bytes(&heavy) > approx_bytes(&record(Uuid::nil())) + 9000);
-    }
-
-    #[test]
-    fn a_fill_that_raced_a_forget_is_not_kept() {
-        let c = KeyCache::default();
-        let id = Uuid::now_v7();
-        let g = c.generation();
-        c.forget(&id);
-        c.fill([1; 32], Some(record(id)), g);
-        assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
-    }
-
-    #[test]
-    fn forget_owner_drops_that_owners_records_only() {
-        let c = KeyCache::default();
-        let mut other = (*record(Uuid::now_v7())).clone();
-        other.owner = "p".into();
-        c.fill([1; 32], Some(record(Uuid::now_v7())), c.generation());
-        c.fill([2; 32], Some(Arc::new(other)), c.generation());
-        c.forget_owner("o");
-        assert!(matches!(c.get(&[1; 32]), Cached::Unknown));
-        assert!(matches!(c.get(&[2; 32]), Cached::Key(r) if r.owner == "p"));
-    }
-
-    #[test]
-    fn unknown_hashes_are_remembered() {
-        let c = KeyCache::default();
-        c.fill([3; 32], None, c.generation());
-        assert!(matches!(c.get(&[3; 32]), Cached::Missing));
-    }
-
-    #[test]
-    fn an_unrestricted_key_allows_any_address_and_a_restricted_one_only_its_networks() {
-        let mut r = (*record(Uuid::now_v7())).clone();
-        assert!(r.allows("198.51.100.1".parse().unwrap()));
-        r.restricted = true;
-        r.allowed = vec!["203.0.113.0/24".parse().unwrap()].into();
-        assert!(r.allows("203.0.113.9".parse().unwrap()));
-        assert!(!r.allows("198.51.100.1".parse().unwrap()));
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;

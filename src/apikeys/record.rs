@@ -1,7 +1,11 @@
 //! What verification knows about one key ([`KeyRecord`], what the cache holds) and the one query
 //! that reads it: the key with its owner's policy and its limit group, in one statement.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use ipnet::IpNet;
 use serde_json::Value;
@@ -18,48 +22,191 @@ use super::{
 };
 use crate::error::Result;
 
-/// What verification needs to know about one key.
+/// What verification needs to know about one key: what the cache holds, a million of them in about
+/// 300 MB (see [`super::cache`]). Kept small on purpose: the owner and the scope set are shared
+/// between the keys that have the same ([`Interner`]); the name and the metadata's JSON share one
+/// allocation; the expiry is a number.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     /// Key id.
     pub id: Uuid,
-    /// Owner.
-    pub owner: String,
-    /// Name.
-    pub name: String,
-    /// `live` or `test` (no allocation per cached key).
-    pub environment: &'static str,
-    /// Effective scopes: the key's own scopes that its owner's `key_scopes` still allow, never a
-    /// reserved one (see [`super::policy::OwnerPolicy::effective`]). What verification grants and shows.
-    pub effective_scopes: Box<[String]>,
-    /// The owner was disabled (client) or deleted (user) when the record was read.
-    pub owner_gone: bool,
-    /// Whether the key is limited to some addresses at all.
-    pub restricted: bool,
-    /// The addresses it is limited to (an unreadable stored entry matches nothing).
-    pub allowed: Box<[IpNet]>,
-    /// Metadata.
-    pub metadata: Value,
-    /// Expiry (a rotated key's grace end).
-    pub expires_at: Option<OffsetDateTime>,
-    /// Revocation time.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Successor, once rotated.
-    pub rotated_to: Option<Uuid>,
-    /// `false` while disabled.
-    pub enabled: bool,
     /// Its limit group (shared with its rotation predecessor or successor).
     pub limit_group: Uuid,
+    /// Owner (shared with every cached key of the same owner).
+    pub owner: Arc<str>,
+    /// Effective scopes: the key's own scopes that its owner's `key_scopes` still allow, never a
+    /// reserved one (see [`super::policy::OwnerPolicy::effective`]). What verification grants and
+    /// shows. Shared with every cached key that has the same set.
+    pub effective_scopes: Arc<[String]>,
+    /// `None`: any address may use the key. `Some`: only these networks (an unreadable stored
+    /// entry matches nothing, so a key whose every entry is unreadable refuses every address).
+    pub allowed: Option<Box<[IpNet]>>,
+    /// The name, then the metadata's JSON text (empty for `{}`).
+    text: Box<str>,
+    name_len: u32,
+    /// Expiry (a rotated key's grace end) in Unix microseconds; [`NEVER`] when it has none.
+    expires_us: i64,
     /// Its group's rate limit.
     pub rate_limit: Option<crate::ratelimit::Rule>,
+    /// `live` or `test`; `None` for a stored value this version does not know.
+    pub environment: Option<super::Environment>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Replaced by a rotation (and so within its grace while not expired).
+    pub rotating: bool,
+    /// `false` while disabled.
+    pub enabled: bool,
+    /// The owner was disabled (client) or deleted (user) when the record was read.
+    pub owner_gone: bool,
     /// Whether its group has a credit balance (read from Postgres at each verification).
     pub metered: bool,
 }
 
+/// [`KeyRecord`]'s expiry for a key that never expires.
+const NEVER: i64 = i64::MAX;
+
+/// The parts of a [`KeyRecord`] that are not shared or derived.
+#[derive(Debug, Default)]
+pub struct RecordParts {
+    /// Key id.
+    pub id: Uuid,
+    /// Limit group.
+    pub limit_group: Uuid,
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// Effective scopes.
+    pub effective_scopes: Vec<String>,
+    /// Allowed networks (`None`: any address).
+    pub allowed: Option<Vec<IpNet>>,
+    /// Metadata.
+    pub metadata: Value,
+    /// Expiry.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Rate limit.
+    pub rate_limit: Option<crate::ratelimit::Rule>,
+    /// Environment.
+    pub environment: Option<super::Environment>,
+    /// Revoked.
+    pub revoked: bool,
+    /// Rotated.
+    pub rotating: bool,
+    /// Enabled.
+    pub enabled: bool,
+    /// Owner disabled or deleted.
+    pub owner_gone: bool,
+    /// Has credits.
+    pub metered: bool,
+}
+
 impl KeyRecord {
+    /// A record of `parts`, sharing the owner and the scope set through `interner`.
+    pub fn new(parts: RecordParts, interner: &Interner) -> Self {
+        let metadata = match &parts.metadata {
+            Value::Object(m) if m.is_empty() => String::new(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let mut text = parts.name;
+        let name_len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        text.push_str(&metadata);
+        Self {
+            id: parts.id,
+            limit_group: parts.limit_group,
+            owner: interner.owner(&parts.owner),
+            effective_scopes: interner.scopes(parts.effective_scopes),
+            allowed: parts.allowed.map(Vec::into_boxed_slice),
+            text: text.into_boxed_str(),
+            name_len,
+            expires_us: parts
+                .expires_at
+                .map_or(NEVER, |t| i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(NEVER)),
+            rate_limit: parts.rate_limit,
+            environment: parts.environment,
+            revoked: parts.revoked,
+            rotating: parts.rotating,
+            enabled: parts.enabled,
+            owner_gone: parts.owner_gone,
+            metered: parts.metered,
+        }
+    }
+
     /// Whether `ip` may use this key.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        !self.restricted || self.allowed.iter().any(|n| n.contains(&ip))
+        self.allowed.as_ref().is_none_or(|nets| nets.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        self.text.get(..self.name_len as usize).unwrap_or_default()
+    }
+
+    /// The metadata as JSON text (`{}` when empty).
+    pub fn metadata_json(&self) -> &str {
+        match self.text.get(self.name_len as usize..) {
+            Some(json) if !json.is_empty() => json,
+            _ => "{}",
+        }
+    }
+
+    /// The expiry, if any.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        (self.expires_us != NEVER)
+            .then(|| OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.expires_us) * 1000).ok())
+            .flatten()
+    }
+
+    /// Whether the key has expired at `now`.
+    pub fn expired_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_us != NEVER && i128::from(self.expires_us) * 1000 <= now.unix_timestamp_nanos()
+    }
+
+    /// Bytes this record holds on the heap beyond its fixed size (for the cache's weigher).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len() + self.allowed.as_ref().map_or(0, |n| std::mem::size_of_val(&**n))
+    }
+}
+
+/// Shares owners and scope sets between cached records: a million keys of a hundred owners hold a
+/// hundred owner strings, not a million. Entries nobody else holds any more are dropped as the sets
+/// grow, so a long-running instance does not keep every owner it ever saw.
+#[derive(Debug, Default)]
+pub struct Interner {
+    owners: Mutex<HashSet<Arc<str>>>,
+    scopes: Mutex<HashSet<Arc<[String]>>>,
+}
+
+/// Set size below which an interner set is never swept.
+const SWEEP_FLOOR: usize = 4096;
+
+fn intern<T: ?Sized + Eq + std::hash::Hash>(
+    set: &Mutex<HashSet<Arc<T>>>,
+    value: &T,
+    make: impl FnOnce() -> Arc<T>,
+) -> Arc<T> {
+    let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = set.get(value) {
+        return Arc::clone(found);
+    }
+    // Sweep when the set has doubled since the last sweep left it (amortized O(1) per insert).
+    if set.len() >= SWEEP_FLOOR && set.len().is_power_of_two() {
+        set.retain(|a| Arc::strong_count(a) > 1);
+    }
+    let made = make();
+    set.insert(Arc::clone(&made));
+    made
+}
+
+impl Interner {
+    /// The shared copy of `owner`.
+    pub fn owner(&self, owner: &str) -> Arc<str> {
+        intern(&self.owners, owner, || Arc::from(owner))
+    }
+
+    /// The shared copy of `scopes`.
+    pub fn scopes(&self, scopes: Vec<String>) -> Arc<[String]> {
+        intern(&self.scopes, scopes.as_slice(), || Arc::from(scopes.clone()))
     }
 }
 
@@ -88,7 +235,7 @@ struct RecordRow {
 /// The key with this keyed hash, as verification needs it, with its owner's policy and its limit
 /// group read in the same statement (so the effective scopes, the owner's state and the limits are
 /// as current as the key).
-pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32], interner: &Interner) -> Result<Option<KeyRecord>> {
     let row: Option<RecordRow> = sqlx::query_as(&format!(
         "SELECT k.id, k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, k.expires_at,
                 k.revoked_at, k.rotated_to, k.enabled, COALESCE(k.limit_group, k.id) AS limit_group,
@@ -102,35 +249,38 @@ pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<Arc<Key
     Ok(row.map(|r| {
         let policy = OwnerPolicy { key_scopes: r.key_scopes, gone: r.owner_gone };
         let id = r.id;
-        let allowed: Vec<ipnet::IpNet> = r
-            .allowed_cidrs
-            .iter()
-            .filter_map(|c| {
-                let net = parse_cidr(c).map(|n| n.trunc());
-                if net.is_none() {
-                    tracing::warn!(key_id = %id, "unreadable stored CIDR ignored (it matches no address)");
-                }
-                net
-            })
-            .collect();
+        let allowed = (!r.allowed_cidrs.is_empty()).then(|| {
+            r.allowed_cidrs
+                .iter()
+                .filter_map(|c| {
+                    let net = parse_cidr(c).map(|n| n.trunc());
+                    if net.is_none() {
+                        tracing::warn!(key_id = %id, "unreadable stored CIDR ignored (it matches no address)");
+                    }
+                    net
+                })
+                .collect()
+        });
         let limits = LimitsRow { rate_limit: r.rate_limit, rate_window: r.rate_window, ..Default::default() };
-        Arc::new(KeyRecord {
-            id,
-            owner: r.owner,
-            name: r.name,
-            environment: super::Environment::parse(&r.environment).map_or("unknown", |e| e.as_str()),
-            effective_scopes: policy.effective(&r.scopes).into_boxed_slice(),
-            owner_gone: policy.gone,
-            restricted: !r.allowed_cidrs.is_empty(),
-            allowed: allowed.into_boxed_slice(),
-            metadata: r.metadata,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-            rotated_to: r.rotated_to,
-            enabled: r.enabled,
-            limit_group: r.limit_group,
-            rate_limit: limits.rule(),
-            metered: r.metered,
-        })
+        KeyRecord::new(
+            RecordParts {
+                id,
+                limit_group: r.limit_group,
+                owner: r.owner,
+                name: r.name,
+                effective_scopes: policy.effective(&r.scopes),
+                allowed,
+                metadata: r.metadata,
+                expires_at: r.expires_at,
+                rate_limit: limits.rule(),
+                environment: super::Environment::parse(&r.environment),
+                revoked: r.revoked_at.is_some(),
+                rotating: r.rotated_to.is_some(),
+                enabled: r.enabled,
+                owner_gone: policy.gone,
+                metered: r.metered,
+            },
+            interner,
+        )
     }))
 }

@@ -148,13 +148,18 @@ impl ApiKeys {
                 None
             }
             Cached::Unknown => {
-                crate::metrics::key_cache(false);
-                let generation = self.cache.generation();
-                let found = match record::find_by_hash(&self.db, &hash).await? {
-                    Some(found) => Some(found),
-                    None => self.find_under_previous(&req.key, &hash).await?,
-                };
-                self.cache.fill(hash, found.clone(), generation);
+                // One read per hash however many verifications of it arrive at once; a waiter
+                // answered by another's read counts as a hit (the miss counter counts reads).
+                let (found, read) = self
+                    .cache
+                    .load(hash, || async {
+                        match record::find_by_hash(&self.db, &hash, self.cache.interner()).await? {
+                            Some(found) => Ok(Some(found)),
+                            None => self.find_under_previous(&req.key, &hash).await,
+                        }
+                    })
+                    .await?;
+                crate::metrics::key_cache(!read);
                 found
             }
         };
@@ -180,12 +185,12 @@ impl ApiKeys {
 
     /// During a change of HMAC secret: the key hashed under the previous secret, moved to the
     /// current one (`current` is its hash under it) so the next look-up finds it at once.
-    async fn find_under_previous(&self, key: &ApiKeySecret, current: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+    async fn find_under_previous(&self, key: &ApiKeySecret, current: &[u8; 32]) -> Result<Option<KeyRecord>> {
         let Some(previous) = self.hmac.previous() else {
             return Ok(None);
         };
         let old = key.hash(previous.key());
-        let found = record::find_by_hash(&self.db, &old).await?;
+        let found = record::find_by_hash(&self.db, &old, self.cache.interner()).await?;
         if let Some(rec) = &found {
             super::store::rehash(&self.db, rec.id, &old, current, self.hmac.current().id()).await?;
         }
@@ -232,26 +237,21 @@ fn decide(
     required: &[String],
 ) -> Verification {
     // A disabled client's or deleted user's keys are refused as revoked, whatever their own row says.
-    if key.revoked_at.is_some() || key.owner_gone || owner_revoked {
+    if key.revoked || key.owner_gone || owner_revoked {
         return Verification::Invalid(Denied::Revoked);
     }
     if !key.enabled {
         return Verification::Invalid(Denied::Disabled);
     }
-    if key.expires_at.is_some_and(|t| t <= now) {
+    if key.expired_at(now) {
         return Verification::Invalid(Denied::Expired);
     }
-    if key.restricted && !key.allows(source) {
+    if !key.allows(source) {
         return Verification::Invalid(Denied::IpNotAllowed);
     }
     // Effective scopes only: the owner's current `key_scopes`, never a reserved scope.
     if !scopes::is_subset(required, &key.effective_scopes) {
         return Verification::Invalid(Denied::InsufficientScope);
     }
-    Verification::Valid {
-        key: Arc::clone(key),
-        rotating: key.rotated_to.is_some(),
-        rate_limit: None,
-        credits_remaining: None,
-    }
+    Verification::Valid { key: Arc::clone(key), rotating: key.rotating, rate_limit: None, credits_remaining: None }
 }

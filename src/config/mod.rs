@@ -163,6 +163,8 @@ pub struct Config {
     pub usage_counting: bool,
     /// Memory budget of the API-key record cache, in bytes.
     pub api_key_cache_bytes: u64,
+    /// How long a cached API-key record is trusted without a change notification.
+    pub api_key_cache_ttl: Duration,
     /// Proxies whose `X-Forwarded-For` is believed for the source address (`TESSERA_TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<IpNet>,
     /// Argon2 runs at once (`TESSERA_ARGON2_WORKERS`, default: the number of cores).
@@ -434,7 +436,8 @@ impl Config {
                 brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
             },
             usage_counting,
-            api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 48, 1, 65_536)?) * 1024 * 1024,
+            api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 128, 1, 65_536)?) * 1024 * 1024,
+            api_key_cache_ttl: secs("TESSERA_API_KEY_CACHE_TTL", 600, 1, 86_400)?,
             usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
             usage_hour_retention: secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
             connections: ConnectionLimits {
