@@ -36,11 +36,11 @@ pub use super::record::{Interner, KeyRecord};
 
 /// Default memory for records, in bytes (`TESSERA_API_KEY_CACHE_MB`): about 450 000 keys.
 pub const CAPACITY_BYTES: u64 = 128 * 1024 * 1024;
-/// What one cached record costs besides its own heap text, in bytes: the record in its `Arc`
-/// allocation (~150 with the allocator's rounding), the cache slot (hash, pointer, stamps, eviction
-/// state: ~70), the index and the eviction policy's ghost entries (~20), and the name's allocation
-/// rounding. Checked against resident memory by `scripts/bench` (`cache_bytes_per_key`).
-const ENTRY_OVERHEAD: usize = 250;
+/// What one cached record costs besides what [`KeyRecord::heap_bytes`] counts, in bytes: the record
+/// in its `Arc` allocation (128 with glibc's rounding), the cache slot (hash, pointer, stamps,
+/// eviction state: ~70) and the index (~10). Checked against resident memory by the test
+/// `resident_memory_per_key` and by `scripts/bench` (`cache_bytes_per_key`).
+const ENTRY_OVERHEAD: usize = 220;
 /// Default time a record is trusted without a change notification (`TESSERA_API_KEY_CACHE_TTL`).
 pub const TTL: Duration = Duration::from_secs(600);
 /// Unknown hashes kept (about 60 bytes each).

@@ -147,3 +147,35 @@ fn an_unrestricted_key_allows_any_address_and_a_restricted_one_only_its_networks
     assert!(r.allows("203.0.113.9".parse().unwrap()));
     assert!(!r.allows("198.51.100.1".parse().unwrap()));
 }
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// Resident memory per cached key of the benchmark's shape (a 16-byte name, no metadata, one
+/// scope, a hundred owners). Ignored by default: it reads this process's RSS, which other tests
+/// running at the same time would disturb. Run alone with
+/// `cargo test --lib resident_memory_per_key -- --ignored`.
+#[tokio::test]
+#[ignore = "measures the process's resident memory; run alone"]
+async fn resident_memory_per_key() {
+    const N: u32 = 500_000;
+    let c = KeyCache::new(1 << 30, TTL, NEGATIVE_CAPACITY);
+    let owners: Vec<String> = (0..100).map(|i| format!("bench-owner-{i}")).collect();
+    let before = resident_bytes();
+    for i in 0..N {
+        let mut p = parts(Uuid::now_v7(), &owners[i as usize % 100]);
+        p.name = format!("bench key {i:06}");
+        p.effective_scopes = vec!["bench:read".into()];
+        p.environment = Some(crate::apikeys::Environment::Live);
+        let mut hash = [0u8; 32];
+        hash[..4].copy_from_slice(&i.to_le_bytes());
+        hash[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+        fill(&c, hash, Some(p)).await;
+    }
+    let per_key = (resident_bytes() - before) / u64::from(N);
+    println!("resident memory per cached key: {per_key} bytes ({} records)", c.len());
+    assert_eq!(c.len(), u64::from(N));
+    assert!(per_key <= 300, "{per_key} bytes a key");
+}

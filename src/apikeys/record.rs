@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use compact_str::CompactString;
 use ipnet::IpNet;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -24,30 +25,26 @@ use crate::error::Result;
 
 /// What verification needs to know about one key: what the cache holds, a million of them in about
 /// 300 MB (see [`super::cache`]). Kept small on purpose: the owner and the scope set are shared
-/// between the keys that have the same ([`Interner`]); the name and the metadata's JSON share one
-/// allocation; the expiry is a number.
+/// between the keys that have the same ([`Interner`]); the name and the metadata's JSON are one
+/// string, stored inline up to 24 bytes; the expiry is a number; what only some keys have (limits,
+/// address restrictions) sits behind one optional pointer.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     /// Key id.
     pub id: Uuid,
-    /// Its limit group (shared with its rotation predecessor or successor).
-    pub limit_group: Uuid,
     /// Owner (shared with every cached key of the same owner).
     pub owner: Arc<str>,
     /// Effective scopes: the key's own scopes that its owner's `key_scopes` still allow, never a
     /// reserved one (see [`super::policy::OwnerPolicy::effective`]). What verification grants and
     /// shows. Shared with every cached key that has the same set.
     pub effective_scopes: Arc<[String]>,
-    /// `None`: any address may use the key. `Some`: only these networks (an unreadable stored
-    /// entry matches nothing, so a key whose every entry is unreadable refuses every address).
-    pub allowed: Option<Box<[IpNet]>>,
     /// The name, then the metadata's JSON text (empty for `{}`).
-    text: Box<str>,
-    name_len: u32,
+    text: CompactString,
+    /// Limits and address restrictions, for the keys that have any.
+    extras: Option<Box<Extras>>,
     /// Expiry (a rotated key's grace end) in Unix microseconds; [`NEVER`] when it has none.
     expires_us: i64,
-    /// Its group's rate limit.
-    pub rate_limit: Option<crate::ratelimit::Rule>,
+    name_len: u32,
     /// `live` or `test`; `None` for a stored value this version does not know.
     pub environment: Option<super::Environment>,
     /// Revoked.
@@ -58,8 +55,15 @@ pub struct KeyRecord {
     pub enabled: bool,
     /// The owner was disabled (client) or deleted (user) when the record was read.
     pub owner_gone: bool,
-    /// Whether its group has a credit balance (read from Postgres at each verification).
-    pub metered: bool,
+}
+
+/// What only some keys have.
+#[derive(Debug, Clone)]
+struct Extras {
+    limit_group: Uuid,
+    rate_limit: Option<crate::ratelimit::Rule>,
+    metered: bool,
+    allowed: Option<Box<[IpNet]>>,
 }
 
 /// [`KeyRecord`]'s expiry for a key that never expires.
@@ -103,38 +107,61 @@ pub struct RecordParts {
 impl KeyRecord {
     /// A record of `parts`, sharing the owner and the scope set through `interner`.
     pub fn new(parts: RecordParts, interner: &Interner) -> Self {
-        let metadata = match &parts.metadata {
-            Value::Object(m) if m.is_empty() => String::new(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        let mut text = parts.name;
+        let mut text = CompactString::from(parts.name.as_str());
         let name_len = u32::try_from(text.len()).unwrap_or(u32::MAX);
-        text.push_str(&metadata);
+        match &parts.metadata {
+            Value::Null => {}
+            Value::Object(m) if m.is_empty() => {}
+            other => text.push_str(&other.to_string()),
+        }
+        let plain =
+            parts.limit_group == parts.id && parts.rate_limit.is_none() && !parts.metered && parts.allowed.is_none();
         Self {
             id: parts.id,
-            limit_group: parts.limit_group,
             owner: interner.owner(&parts.owner),
             effective_scopes: interner.scopes(parts.effective_scopes),
-            allowed: parts.allowed.map(Vec::into_boxed_slice),
-            text: text.into_boxed_str(),
-            name_len,
+            text,
+            extras: (!plain).then(|| {
+                Box::new(Extras {
+                    limit_group: parts.limit_group,
+                    rate_limit: parts.rate_limit,
+                    metered: parts.metered,
+                    allowed: parts.allowed.map(Vec::into_boxed_slice),
+                })
+            }),
             expires_us: parts
                 .expires_at
                 .map_or(NEVER, |t| i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(NEVER)),
-            rate_limit: parts.rate_limit,
+            name_len,
             environment: parts.environment,
             revoked: parts.revoked,
             rotating: parts.rotating,
             enabled: parts.enabled,
             owner_gone: parts.owner_gone,
-            metered: parts.metered,
         }
+    }
+
+    /// Its limit group (shared with its rotation predecessor or successor; its own id otherwise).
+    pub fn limit_group(&self) -> Uuid {
+        self.extras.as_ref().map_or(self.id, |e| e.limit_group)
+    }
+
+    /// Its group's rate limit.
+    pub fn rate_limit(&self) -> Option<crate::ratelimit::Rule> {
+        self.extras.as_ref().and_then(|e| e.rate_limit)
+    }
+
+    /// Whether its group has a credit balance (read from Postgres at each verification).
+    pub fn metered(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.metered)
     }
 
     /// Whether `ip` may use this key.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allowed.as_ref().is_none_or(|nets| nets.iter().any(|n| n.contains(&ip)))
+        match self.extras.as_ref().and_then(|e| e.allowed.as_ref()) {
+            None => true,
+            Some(nets) => nets.iter().any(|n| n.contains(&ip)),
+        }
     }
 
     /// The key's name.
@@ -164,7 +191,11 @@ impl KeyRecord {
 
     /// Bytes this record holds on the heap beyond its fixed size (for the cache's weigher).
     pub fn heap_bytes(&self) -> usize {
-        self.text.len() + self.allowed.as_ref().map_or(0, |n| std::mem::size_of_val(&**n))
+        let text = if self.text.is_heap_allocated() { self.text.len() } else { 0 };
+        let extras = self.extras.as_ref().map_or(0, |e| {
+            std::mem::size_of::<Extras>() + e.allowed.as_ref().map_or(0, |n| std::mem::size_of_val(&**n))
+        });
+        text + extras
     }
 }
 

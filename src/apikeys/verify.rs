@@ -200,9 +200,9 @@ impl ApiKeys {
     /// The checks that consume: the rate limit (a refusal consumes nothing), then the credits (a
     /// refusal still counts toward the rate limit).
     async fn meter(&self, key: Arc<KeyRecord>, rotating: bool, cost: i64, now: OffsetDateTime) -> Result<Verification> {
-        let rate_limit = match key.rate_limit {
+        let rate_limit = match key.rate_limit() {
             Some(rule) => {
-                let window = self.limiter.admit(&key.limit_group, rule).await;
+                let window = self.limiter.admit(&key.limit_group(), rule).await;
                 if !window.admitted {
                     return Ok(Verification::RateLimited(window));
                 }
@@ -210,8 +210,8 @@ impl ApiKeys {
             }
             None => None,
         };
-        let credits_remaining = if key.metered {
-            match credits::spend(&self.db, key.limit_group, cost, now).await? {
+        let credits_remaining = if key.metered() {
+            match credits::spend(&self.db, key.limit_group(), cost, now).await? {
                 Spend::Charged(left) => Some(left),
                 Spend::Exceeded => return Ok(Verification::Invalid(Denied::UsageExceeded)),
                 Spend::Unmetered => None,
