@@ -23,8 +23,12 @@ fn count(n: u64) -> i64 {
 }
 
 /// Writes one batch: `key_usage` (minute buckets), `key_usage_ips`, `key_usage_ip_buckets`,
-/// `source_failures` and the
-/// keys' `last_used_at`/`last_used_ip`, all or nothing.
+/// `source_failures` and the keys' `last_used_at`/`last_used_ip`, all or nothing.
+///
+/// Counts are exact. Times of last use (`last_used_at` of a key, `last_seen` of a key's address)
+/// are kept to the minute: a row whose stored time is less than a minute older is not rewritten
+/// (a new address, or an earlier `first_seen`, always is). Traffic spread over many keys would
+/// otherwise rewrite a row of `api_keys` and of `key_usage_ips` for nearly every verification.
 pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     let mut tx = db.begin().await?;
 
@@ -59,7 +63,9 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
              ON CONFLICT (key_id, ip) DO UPDATE SET
                  first_seen = LEAST(key_usage_ips.first_seen, EXCLUDED.first_seen),
-                 last_seen = GREATEST(key_usage_ips.last_seen, EXCLUDED.last_seen)",
+                 last_seen = GREATEST(key_usage_ips.last_seen, EXCLUDED.last_seen)
+             WHERE key_usage_ips.first_seen > EXCLUDED.first_seen
+                OR key_usage_ips.last_seen < EXCLUDED.last_seen - interval '1 minute'",
         )
         .bind(addresses.iter().map(|a| a.0).collect::<Vec<_>>())
         .bind(addresses.iter().map(|a| a.1.clone()).collect::<Vec<_>>())
@@ -109,7 +115,8 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
         sqlx::query(
             "UPDATE api_keys k SET last_used_at = u.at, last_used_ip = u.ip
              FROM (SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS x(id, at, ip)) u
-             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at - interval '1 minute'
+                OR (k.last_used_at < u.at AND k.last_used_ip IS DISTINCT FROM u.ip))",
         )
         .bind(last.iter().map(|l| l.0).collect::<Vec<_>>())
         .bind(last.iter().map(|l| l.1).collect::<Vec<_>>())
