@@ -3,6 +3,7 @@
 --
 -- Environment:
 --   BENCH_EXPECT   substring every 2xx body must contain (else counted as "bad")
+--   BENCH_EXPECT2  a second substring every 2xx body must also contain (optional)
 --   BENCH_LABEL    scenario name printed in the result line
 
 local threads = {}
@@ -22,6 +23,8 @@ non2xx = 0
 bad = 0
 local expect = os.getenv("BENCH_EXPECT")
 if expect == "" then expect = nil end
+local expect2 = os.getenv("BENCH_EXPECT2")
+if expect2 == "" then expect2 = nil end
 
 -- Scenario scripts may define on_response(ok, status, body) to see each checked response.
 function check(status, body)
@@ -29,7 +32,7 @@ function check(status, body)
     non2xx = non2xx + 1
     return false
   end
-  if expect and not string.find(body, expect, 1, true) then
+  if (expect and not string.find(body, expect, 1, true)) or (expect2 and not string.find(body, expect2, 1, true)) then
     bad = bad + 1
     return false
   end
