@@ -75,7 +75,7 @@ function mark_done()
   local n = 0
   for _ in io.lines(path) do n = n + 1 end
   -- The shell's parent is wrk itself. Not os.execute: system() ignores SIGINT in the caller while
-  -- the command runs, so wrk would never see it. (scripts/bench interrupts wrk too, half a second
+  -- the command runs, so wrk would never see it. (scripts/bench interrupts wrk too, 0.2 s
   -- after the last thread has written its line, should this signal be lost.)
   if n >= nthreads then
     local p = io.popen("kill -INT $PPID")
