@@ -277,7 +277,7 @@ def main():
          x and f"{x:.2f} of hot-key verify", "≥ 0.8", x is not None and x >= 0.8)
     nl, nk = num(r, "negative.db_lookups"), num(r, "negative.keys")
     goal("negative_db_lookups", "Postgres look-ups during the measured negative run ≤ distinct keys",
-         nl is not None and f"{int(nl)} look-ups for {fmt(nk)} distinct keys" or None, f"≤ {fmt(nk)}",
+         nl is not None and f"{int(nl)} look-ups for {fmt(nk)} distinct keys" or None, f"≤ {fmt(nk)}" if nk is not None else "≤ distinct keys",
          nl is not None and nk is not None and nl <= nk)
     lb_ab, lb_a, lb_d = num(r, "lb_ab.rps"), num(r, "lb_a.rps"), num(r, "lb_direct.rps")
     lb_errs = sum(num(r, f"{k}.errors") or 0 for k in ("lb_direct", "lb_a", "lb_ab"))
