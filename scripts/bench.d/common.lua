@@ -3,6 +3,7 @@
 --
 -- Environment:
 --   BENCH_EXPECT   substring every 2xx body must contain (else counted as "bad")
+--   BENCH_EXPECT2  a second substring every 2xx body must also contain (optional)
 --   BENCH_LABEL    scenario name printed in the result line
 
 local threads = {}
@@ -22,15 +23,28 @@ non2xx = 0
 bad = 0
 local expect = os.getenv("BENCH_EXPECT")
 if expect == "" then expect = nil end
+local expect2 = os.getenv("BENCH_EXPECT2")
+if expect2 == "" then expect2 = nil end
 
 -- Scenario scripts may define on_response(ok, status, body) to see each checked response.
+-- The first few failures of each thread go to stderr (the run's raw output), to say what failed.
+-- Only failures: a successful body may carry a token.
+local shown = 0
+local function show(kind, status, body)
+  if shown >= 3 then return end
+  shown = shown + 1
+  io.stderr:write(string.format("%s: %s %d %s\n", os.getenv("BENCH_LABEL") or "?", kind, status, string.sub(body or "", 1, 200)))
+end
+
 function check(status, body)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
+    show("non-2xx", status, body)
     return false
   end
-  if expect and not string.find(body, expect, 1, true) then
+  if (expect and not string.find(body, expect, 1, true)) or (expect2 and not string.find(body, expect2, 1, true)) then
     bad = bad + 1
+    show("unexpected body", status, body)
     return false
   end
   return true
