@@ -156,6 +156,11 @@ impl KeyCache {
         self.by_hash.invalidate_all();
     }
 
+    /// Forgets every hash remembered as unknown (keys were imported: one of them may be among them).
+    pub fn forget_missing(&self) {
+        self.missing.invalidate_all();
+    }
+
     /// Records cached (approximate; for metrics and tests).
     pub fn len(&self) -> u64 {
         self.by_hash.entry_count()

@@ -134,10 +134,13 @@ impl ApiKeys {
         limits::check("cost", cost, 0, MAX_CREDITS)?;
         let now = self.clock.now();
 
-        if format::parse(req.key.expose()).is_none() {
+        if format::parse(req.key.expose()).is_none()
+            && !(self.config.api_key_foreign_formats && format::is_foreign(req.key.expose()))
+        {
             return Ok(self.refused_unknown(source, now, Denied::Malformed));
         }
         let hash = req.key.hash(self.hmac.current().key());
+        let imported = req.key.imported_hash(self.hmac.current().key());
         let found = match self.cache.get(&hash) {
             Cached::Key(rec) => {
                 crate::metrics::key_cache(true);
@@ -150,7 +153,7 @@ impl ApiKeys {
             Cached::Unknown => {
                 crate::metrics::key_cache(false);
                 let generation = self.cache.generation();
-                let found = match record::find_by_hash(&self.db, &hash).await? {
+                let found = match record::find_by_hash(&self.db, &hash, &imported).await? {
                     Some(found) => Some(found),
                     None => self.find_under_previous(&req.key, &hash).await?,
                 };
@@ -178,16 +181,17 @@ impl ApiKeys {
         Ok(outcome)
     }
 
-    /// During a change of HMAC secret: the key hashed under the previous secret, moved to the
-    /// current one (`current` is its hash under it) so the next look-up finds it at once.
+    /// During a change of HMAC secret: the key hashed (or imported) under the previous secret, moved
+    /// to the current one as hash version 1 (`current` is its hash under it) so the next look-up finds
+    /// it at once.
     async fn find_under_previous(&self, key: &ApiKeySecret, current: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
         let Some(previous) = self.hmac.previous() else {
             return Ok(None);
         };
-        let old = key.hash(previous.key());
-        let found = record::find_by_hash(&self.db, &old).await?;
+        let (old, old_imported) = (key.hash(previous.key()), key.imported_hash(previous.key()));
+        let found = record::find_by_hash(&self.db, &old, &old_imported).await?;
         if let Some(rec) = &found {
-            super::store::rehash(&self.db, rec.id, &old, current, self.hmac.current().id()).await?;
+            super::store::rehash(&self.db, rec.id, [&old, &old_imported], current, self.hmac.current().id()).await?;
         }
         Ok(found)
     }
