@@ -99,6 +99,11 @@ pub struct ImportKey {
 
 /// `POST /v1/admin/keys/import` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"keys": [{
+    "hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "owner": "checkout-service", "name": "migrated from legacy gateway",
+    "scopes": ["payments:read"], "environment": "live", "start": "sk_live_4eC3"
+}]}))]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// 1 to 1 000 keys, imported all together or not at all.
@@ -108,6 +113,7 @@ pub struct ImportRequest {
 
 /// One imported key, in input order.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a1feff-a810-7c70-a12b-7a0646f92279", "owner": "checkout-service", "start": "sk_live_4eC3"}))]
 pub struct ImportedKey {
     /// The new key id.
     pub id: Uuid,
@@ -119,6 +125,9 @@ pub struct ImportedKey {
 
 /// `POST /v1/admin/keys/import` answer.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"imported": 1, "keys": [
+    {"id": "01a1feff-a810-7c70-a12b-7a0646f92279", "owner": "checkout-service", "start": "sk_live_4eC3"}
+]}))]
 pub struct Imported {
     /// How many keys were imported (all of them).
     pub imported: usize,
