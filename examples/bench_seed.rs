@@ -9,6 +9,11 @@
 //!   creates N API keys spread evenly over the owners (so no single owner's key count — and no
 //!   per-owner limit check — grows with N) with CONCURRENCY requests in flight, and writes the
 //!   plaintext keys to `OUTDIR/keys.txt`. Exits 3 when `/v1/keys` is not there (404/405).
+//! `bench_seed import URL ADMIN_SECRET WORKDIR N OWNERS`
+//!   generates N keys locally, writes their plaintexts to `WORKDIR/keys.txt` and imports them by
+//!   SHA-256 (`POST /v1/admin/keys/import`) in batches of 1000, 4 requests in flight, each batch
+//!   owned by one of the first OWNERS owners of `WORKDIR/owners.txt` (made by `setup`) in turn.
+//!   Prints how long the import took.
 // A test or benchmark that cannot go on should stop loudly, where it is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,7 +33,7 @@ use serde_json::{json, Value};
 type Res<T> = Result<T, String>;
 
 fn usage() -> ! {
-    eprintln!("usage: bench_seed setup URL ADMIN_SECRET OUTDIR [LOGINS] [OWNERS]\n       bench_seed keys URL OUTDIR N [CONCURRENCY]\n       bench_seed limited URL OUTDIR LIMIT WINDOW");
+    eprintln!("usage: bench_seed setup URL ADMIN_SECRET OUTDIR [LOGINS] [OWNERS]\n       bench_seed keys URL OUTDIR N [CONCURRENCY]\n       bench_seed import URL ADMIN_SECRET WORKDIR N OWNERS\n       bench_seed limited URL OUTDIR LIMIT WINDOW");
     std::process::exit(2)
 }
 
@@ -46,6 +51,11 @@ async fn main() {
             let n: usize = args[3].parse().unwrap_or_else(|_| usage());
             let conc = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(32);
             keys(&http, &args[1], &args[2], n, conc).await
+        }
+        Some("import") if args.len() >= 6 => {
+            let n: usize = args[4].parse().unwrap_or_else(|_| usage());
+            let owners: usize = args[5].parse().unwrap_or_else(|_| usage());
+            import(&http, &args[1], &args[2], &args[3], n, owners).await
         }
         Some("limited") if args.len() >= 5 => {
             let limit: i64 = args[3].parse().unwrap_or_else(|_| usage());
@@ -299,4 +309,79 @@ async fn limited(http: &Client, url: &str, out: &str, limit: i64, window: i64) -
     }
     let key = v["key"].as_str().ok_or("no key in response")?;
     std::fs::write(format!("{out}/limited_key.txt"), format!("{key}\n")).map_err(|e| e.to_string())
+}
+
+/// Keys per import call (the endpoint's maximum) and calls in flight.
+const IMPORT_BATCH: usize = 1000;
+const IMPORT_IN_FLIGHT: usize = 4;
+
+async fn import(http: &Client, url: &str, admin_secret: &str, out: &str, n: usize, owners: usize) -> Res<()> {
+    use tessera::apikeys::{ApiKeySecret, Environment};
+    let owners_txt = std::fs::read_to_string(format!("{out}/owners.txt")).map_err(|e| e.to_string())?;
+    let owners: Vec<String> =
+        owners_txt.lines().filter_map(|l| l.split(' ').next()).take(owners.max(1)).map(str::to_owned).collect();
+    if owners.is_empty() {
+        return Err("no owners in owners.txt (run setup first)".into());
+    }
+    let admin = cc_token(http, url, "admin", admin_secret).await?;
+    let started = Instant::now();
+    let keys: Vec<String> = (0..n).map(|_| ApiKeySecret::generate(Environment::Live).expose().to_owned()).collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{out}/keys.txt")).map_err(|e| e.to_string())?);
+    for k in &keys {
+        writeln!(f, "{k}").map_err(|e| e.to_string())?;
+    }
+    f.flush().map_err(|e| e.to_string())?;
+    let generated = started.elapsed().as_secs_f64();
+    let keys = Arc::new(keys);
+    let owners = Arc::new(owners);
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let batches = n.div_ceil(IMPORT_BATCH);
+    let results: Vec<Res<()>> = stream::iter(0..batches)
+        .map(|b| {
+            let (http, admin, keys, owners, done) =
+                (http.clone(), admin.clone(), Arc::clone(&keys), Arc::clone(&owners), Arc::clone(&done));
+            async move {
+                let owner = &owners[b % owners.len()];
+                let slice = &keys[b * IMPORT_BATCH..((b + 1) * IMPORT_BATCH).min(keys.len())];
+                let entries: Vec<Value> = slice
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, k.as_bytes()));
+                        json!({"hash": hash, "owner": owner, "name": format!("imported {}", b * IMPORT_BATCH + i),
+                               "scopes": ["bench:read"], "environment": "live", "start": &k[..12]})
+                    })
+                    .collect();
+                let body = json!({"keys": entries});
+                let (status, v) = post_json(&http, &format!("{url}/v1/admin/keys/import"), &admin, &body).await?;
+                if status != StatusCode::CREATED {
+                    return Err(format!("import batch {b}: {status} {v}"));
+                }
+                let k = done.fetch_add(slice.len(), Ordering::Relaxed) + slice.len();
+                if k % 100_000 < IMPORT_BATCH {
+                    eprintln!("bench_seed: {k} keys imported");
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(IMPORT_IN_FLIGHT)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    for e in failed.iter().take(5) {
+        eprintln!("bench_seed: {e}");
+    }
+    eprintln!(
+        "bench_seed: {n} keys generated in {generated:.1} s, imported in {secs:.1} s ({:.0}/s) over {} owners, {} batches failed",
+        n as f64 / secs,
+        owners.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} import batches failed", failed.len()))
+    }
 }
