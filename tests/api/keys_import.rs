@@ -245,3 +245,43 @@ async fn a_key_tried_then_imported_verifies_at_once_on_another_instance() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn tessera_admin_keys_import_sends_a_jsonl_file_in_batches() {
+    let app = TestAppBuilder::new().set("TESSERA_MAX_KEYS_PER_OWNER", "1001").spawn().await;
+    let admin = app.admin_token().await;
+    let client = owner(&app, &admin).await;
+    let keys: Vec<String> = (0..1001).map(|_| ApiKeySecret::generate(Environment::Test).expose().to_owned()).collect();
+    let dir = std::env::temp_dir().join(format!("tessera-import-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.jsonl");
+    let lines: Vec<String> = keys.iter().map(|k| entry(&hex_hash(k), &client, "cli").to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let run = |args: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("admin")
+            .args(args)
+            .env("TESSERA_URL", &app.addr)
+            .env("TESSERA_CLIENT_ID", "admin")
+            .env("TESSERA_CLIENT_SECRET", ADMIN_SECRET)
+            .output()
+    };
+    let args = vec!["keys".into(), "import".into(), "--file".into(), file.display().to_string(), "--json".into()];
+    let out = run(args.clone()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer, json!({"imported": 1001, "batches": 2}));
+    let verifier = app.token_with_scopes(&["keys:verify"]).await;
+    assert_eq!(code(&app, &verifier, &keys[1000]).await, "VALID");
+    // Again: the first batch conflicts, exit 5 naming the lines.
+    let out = run(args).await.unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lines 1-1000"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Past the owner's cap (1001 here): 409 LIMIT_EXCEEDED naming the owner, nothing imported.
+    let res = app
+        .post_json(IMPORT, &admin, &json!({"keys": [entry(&hex_hash("sk_legacy_one_more"), &client, "over")]}))
+        .await;
+    let b = assert_problem(res, 409, "LIMIT_EXCEEDED").await;
+    assert!(b["detail"].as_str().unwrap().starts_with("keys[0].owner"), "{b}");
+    std::fs::remove_dir_all(&dir).ok();
+}
