@@ -192,6 +192,11 @@ pub fn revocation_position(applied: i64, in_database: i64, behind_secs: f64) {
     metrics::gauge!("revocation_behind_seconds").set(behind_secs);
 }
 
+/// API keys imported by hash.
+pub fn keys_imported(n: u64) {
+    metrics::counter!("api_keys_imported_total").increment(n);
+}
+
 /// An API key verification and its result.
 pub fn key_verification(result: &'static str) {
     KEY_VERIFICATIONS.increment(result);

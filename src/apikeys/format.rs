@@ -22,6 +22,13 @@ pub const KEY_LEN: usize = PREFIX_LEN + BODY_LEN + CHECKSUM_LEN;
 pub const START_LEN: usize = 12;
 /// Version of the keyed hash stored with each key (HMAC-SHA-256 under `api_key_hmac_v1`).
 pub const HASH_VERSION: i16 = 1;
+/// Version of the keyed hash of an imported key: HMAC-SHA-256 (same key) of the SHA-256 of the
+/// plaintext, which is what other systems hand over. Only the keyed value is stored.
+pub const HASH_VERSION_IMPORTED: i16 = 2;
+/// Shortest key from another system accepted when foreign formats are on.
+pub const FOREIGN_MIN_LEN: usize = 16;
+/// Longest key from another system accepted when foreign formats are on.
+pub const FOREIGN_MAX_LEN: usize = 256;
 
 /// Which environment a key belongs to; part of the key itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -101,6 +108,31 @@ impl ApiKeySecret {
     pub fn hash(&self, key: &hmac::Key) -> [u8; 32] {
         keyed_hash(key, self.0.as_bytes())
     }
+
+    /// The keyed hash stored for this key had it been imported by its SHA-256 (hash version
+    /// [`HASH_VERSION_IMPORTED`]): HMAC-SHA-256 of the SHA-256 of the plaintext.
+    pub fn imported_hash(&self, key: &hmac::Key) -> [u8; 32] {
+        imported_hash(key, &sha256(self.0.as_bytes()))
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
+    out
+}
+
+/// The stored keyed hash (version [`HASH_VERSION_IMPORTED`]) of a key known only by the SHA-256
+/// of its plaintext.
+pub fn imported_hash(key: &hmac::Key, sha256_of_key: &[u8; 32]) -> [u8; 32] {
+    keyed_hash(key, sha256_of_key)
+}
+
+/// Whether `candidate` may be a key from another system: 16 to 256 visible ASCII characters, no
+/// spaces. Looked up as an imported key only, and only when foreign formats are enabled.
+pub fn is_foreign(candidate: &str) -> bool {
+    (FOREIGN_MIN_LEN..=FOREIGN_MAX_LEN).contains(&candidate.len()) && candidate.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Serializes the plaintext; used by the one response that shows it.
@@ -187,6 +219,21 @@ mod tests {
     fn debug_never_prints_the_key() {
         let k = ApiKeySecret::generate(Environment::Live);
         assert!(!format!("{k:?}").contains(&k.expose()[PREFIX_LEN..]));
+    }
+
+    #[test]
+    fn the_imported_hash_is_keyed_over_the_sha256() {
+        let k = ApiKeySecret::presented("sk_other_0123456789abcdef");
+        let a = hmac::Key::new(hmac::HMAC_SHA256, &[1; 32]);
+        let b = hmac::Key::new(hmac::HMAC_SHA256, &[2; 32]);
+        let sha = sha256(k.expose().as_bytes());
+        assert_eq!(k.imported_hash(&a), imported_hash(&a, &sha));
+        assert_ne!(k.imported_hash(&a), k.imported_hash(&b));
+        assert_ne!(k.imported_hash(&a), k.hash(&a));
+        assert!(is_foreign(k.expose()));
+        assert!(!is_foreign("short"));
+        assert!(!is_foreign("has a space in it, long enough"));
+        assert!(!is_foreign(&"x".repeat(257)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    format::{self, ApiKeySecret, HASH_VERSION},
+    format::{self, ApiKeySecret, HASH_VERSION, HASH_VERSION_IMPORTED},
     service::ApiKeys,
     store,
 };
@@ -135,7 +135,9 @@ impl ApiKeys {
         for e in entries {
             let token_hash = sha256_hex(e.token.expose());
             // Checksum first: a forged or mistyped token never reaches the database.
-            let real = if format::parse(e.token.expose()).is_some() { self.leaked(&e, actor).await? } else { false };
+            let well_formed = format::parse(e.token.expose()).is_some()
+                || (self.config.api_key_foreign_formats && format::is_foreign(e.token.expose()));
+            let real = if well_formed { self.leaked(&e, actor).await? } else { false };
             let label = if real { "true_positive" } else { "false_positive" };
             out.push(LeakLabel { token_hash, token_type: e.token_type, label });
         }
@@ -145,14 +147,20 @@ impl ApiKeys {
     /// Acts on one well-formed token; false when no key has it.
     async fn leaked(&self, e: &LeakEntry, actor: &Actor) -> Result<bool> {
         let now = self.clock.now();
-        // Under the current HMAC key and, during a change of secret, the previous one.
+        // Under the current HMAC key and, during a change of secret, the previous one; as created
+        // here (version 1) or imported by its SHA-256 (version 2).
         let hashes: Vec<Vec<u8>> = self.hmac.accepted().map(|k| e.token.hash(k.key()).to_vec()).collect();
+        let imported: Vec<Vec<u8>> = self.hmac.accepted().map(|k| e.token.imported_hash(k.key()).to_vec()).collect();
         let mut tx = self.db.begin().await?;
         let found: Option<(Uuid, Option<OffsetDateTime>)> = sqlx::query_as(
-            "SELECT id, revoked_at FROM api_keys WHERE key_hash = ANY($1) AND hash_version = $2 FOR UPDATE",
+            "SELECT id, revoked_at FROM api_keys
+             WHERE (key_hash = ANY($1) AND hash_version = $2) OR (key_hash = ANY($3) AND hash_version = $4)
+             FOR UPDATE",
         )
         .bind(&hashes)
         .bind(HASH_VERSION)
+        .bind(&imported)
+        .bind(HASH_VERSION_IMPORTED)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((id, revoked_at)) = found else {

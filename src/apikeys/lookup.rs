@@ -96,15 +96,22 @@ pub async fn list_all(db: &PgPool, f: &KeyFilter, now: OffsetDateTime) -> Result
     Ok(keys)
 }
 
-/// The key whose plaintext is `key`, as shown; `NotFound` for a malformed key (checked without the
-/// database) or one that does not exist. Reads only: nothing is counted, `last_used_*` unchanged.
-pub async fn by_plaintext(db: &PgPool, hmac: &Keyring, key: &ApiKeySecret, now: OffsetDateTime) -> Result<ApiKeyView> {
-    if format::parse(key.expose()).is_none() {
+/// The key whose plaintext is `key` (created here, or imported by its SHA-256), as shown; `NotFound`
+/// for a malformed key (checked without the database; a key in another system's format is looked
+/// up only when `foreign` formats are accepted) or one that does not exist. Reads only: nothing is counted, `last_used_*` unchanged.
+pub async fn by_plaintext(
+    db: &PgPool,
+    hmac: &Keyring,
+    key: &ApiKeySecret,
+    foreign: bool,
+    now: OffsetDateTime,
+) -> Result<ApiKeyView> {
+    if format::parse(key.expose()).is_none() && !(foreign && format::is_foreign(key.expose())) {
         return Err(Error::NotFound("API key"));
     }
     let mut found = None;
     for k in hmac.accepted() {
-        found = super::store::get_by_hash(db, &key.hash(k.key())).await?;
+        found = super::store::get_by_hash(db, &key.hash(k.key()), &key.imported_hash(k.key())).await?;
         if found.is_some() {
             break;
         }

@@ -1,13 +1,15 @@
 //! API keys: the `tsk_` format and its checksum ([`format`]), limits ([`validate`]), storage as
 //! keyed hashes only ([`store`]), create/rotate/revoke ([`manage`]), edits ([`update`]), what an
 //! owner lets its keys do ([`policy`]), what a key may use ([`limits`]: a rate limit counted by
-//! [`crate::ratelimit`], and [`credits`]), and verification ([`verify`], answered as [`answer`]
-//! shapes it) of what [`record`] reads, served from a bounded in-memory cache ([`cache`]).
+//! [`crate::ratelimit`], and [`credits`]), bulk import by hash ([`import`]), and verification
+//! ([`verify`], answered as [`answer`] shapes it) of what [`record`] reads, served from a bounded in-memory cache ([`cache`]).
 
 pub mod answer;
 pub mod cache;
 pub mod credits;
 pub mod format;
+pub mod import;
+mod import_store;
 pub mod leaks;
 pub mod limits;
 pub mod lookup;

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    format::HASH_VERSION,
+    format::{HASH_VERSION, HASH_VERSION_IMPORTED},
     limits::LimitsRow,
     policy::{OwnerPolicy, OWNER_COLUMNS, OWNER_JOIN},
     store::VIEW_FROM,
@@ -263,18 +263,27 @@ struct RecordRow {
     owner_gone: bool,
 }
 
-/// The key with this keyed hash, as verification needs it, with its owner's policy and its limit
-/// group read in the same statement (so the effective scopes, the owner's state and the limits are
-/// as current as the key).
-pub async fn find_by_hash(db: &PgPool, hash: &[u8; 32], interner: &Interner) -> Result<Option<KeyRecord>> {
+/// The key with keyed hash `hash` (version 1) or, imported by its SHA-256, `imported` (version 2),
+/// as verification needs it, with its owner's policy and its limit group read in the same statement
+/// (so the effective scopes, the owner's state and the limits are as current as the key). One
+/// round trip: two probes of the `key_hash` index (a BitmapOr).
+pub async fn find_by_hash(
+    db: &PgPool,
+    hash: &[u8; 32],
+    imported: &[u8; 32],
+    interner: &Interner,
+) -> Result<Option<KeyRecord>> {
     let row: Option<RecordRow> = sqlx::query_as(&format!(
         "SELECT k.id, k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, k.expires_at,
                 k.revoked_at, k.rotated_to, k.enabled, COALESCE(k.limit_group, k.id) AS limit_group,
                 l.rate_limit, l.rate_window, (l.credits IS NOT NULL) IS TRUE AS metered, {OWNER_COLUMNS}
-         FROM {VIEW_FROM} {OWNER_JOIN} WHERE k.key_hash = $1 AND k.hash_version = $2"
+         FROM {VIEW_FROM} {OWNER_JOIN}
+         WHERE (k.key_hash = $1 AND k.hash_version = $2) OR (k.key_hash = $3 AND k.hash_version = $4)"
     ))
     .bind(&hash[..])
     .bind(HASH_VERSION)
+    .bind(&imported[..])
+    .bind(HASH_VERSION_IMPORTED)
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| {

@@ -77,7 +77,7 @@ impl ApiKeys {
     /// # Errors
     /// [`crate::error::Error::NotFound`] when no key has that hash.
     pub async fn lookup(&self, key: &ApiKeySecret) -> Result<ApiKeyView> {
-        lookup::by_plaintext(&self.db, &self.hmac, key, self.clock.now()).await
+        lookup::by_plaintext(&self.db, &self.hmac, key, self.config.api_key_foreign_formats, self.clock.now()).await
     }
 
     /// This instance forgets what it cached of `ids` (after a change to their owner committed).
@@ -110,7 +110,12 @@ impl EventSink for KeyCache {
         self.forget(id);
     }
 
+    fn keys_added(&self) {
+        self.forget_missing();
+    }
+
     fn changes_missed(&self) {
         self.forget_all();
+        self.forget_missing();
     }
 }

@@ -6,7 +6,10 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{format::HASH_VERSION, model::ApiKeyView};
+use super::{
+    format::{HASH_VERSION, HASH_VERSION_IMPORTED},
+    model::ApiKeyView,
+};
 use crate::{
     error::{Error, Result},
     revocation::{self, Kind},
@@ -221,26 +224,36 @@ pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<ApiKeyView>> {
         .await?)
 }
 
-/// The key with this keyed hash, as shown (admin look-up; verification uses [`super::record::find_by_hash`]).
-pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKeyView>> {
-    Ok(sqlx::query_as(&format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.key_hash = $1 AND k.hash_version = $2"))
-        .bind(&hash[..])
-        .bind(HASH_VERSION)
-        .fetch_optional(db)
-        .await?)
+/// The key with keyed hash `hash` (version 1) or `imported` (version 2), as shown (admin look-up;
+/// verification uses [`super::record::find_by_hash`]).
+pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32], imported: &[u8; 32]) -> Result<Option<ApiKeyView>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}
+         WHERE (k.key_hash = $1 AND k.hash_version = $2) OR (k.key_hash = $3 AND k.hash_version = $4)"
+    ))
+    .bind(&hash[..])
+    .bind(HASH_VERSION)
+    .bind(&imported[..])
+    .bind(HASH_VERSION_IMPORTED)
+    .fetch_optional(db)
+    .await?)
 }
 
-/// Moves a key found under the previous HMAC key to the current one (`old` → `new`, made with the
-/// key `kid`), so that it no longer depends on the previous secret. A no-op if another instance
-/// already did it.
-pub async fn rehash(db: &PgPool, id: Uuid, old: &[u8; 32], new: &[u8; 32], kid: KeyId) -> Result<()> {
-    sqlx::query("UPDATE api_keys SET key_hash = $3, hmac_key_id = $4 WHERE id = $1 AND key_hash = $2")
-        .bind(id)
-        .bind(&old[..])
-        .bind(&new[..])
-        .bind(&kid[..])
-        .execute(db)
-        .await?;
+/// Moves a key found under the previous HMAC key to the current one (`old`, its version-1 and
+/// imported version-2 hashes under the previous key → `new`, version 1, made with the key `kid`),
+/// so that it no longer depends on the previous secret. A no-op if another instance already did it.
+pub async fn rehash(db: &PgPool, id: Uuid, old: [&[u8; 32]; 2], new: &[u8; 32], kid: KeyId) -> Result<()> {
+    let old: Vec<&[u8]> = old.iter().map(|h| &h[..]).collect();
+    sqlx::query(
+        "UPDATE api_keys SET key_hash = $3, hmac_key_id = $4, hash_version = $5 WHERE id = $1 AND key_hash = ANY($2)",
+    )
+    .bind(id)
+    .bind(&old)
+    .bind(&new[..])
+    .bind(&kid[..])
+    .bind(HASH_VERSION)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

@@ -134,10 +134,13 @@ impl ApiKeys {
         limits::check("cost", cost, 0, MAX_CREDITS)?;
         let now = self.clock.now();
 
-        if format::parse(req.key.expose()).is_none() {
+        if format::parse(req.key.expose()).is_none()
+            && !(self.config.api_key_foreign_formats && format::is_foreign(req.key.expose()))
+        {
             return Ok(self.refused_unknown(source, now, Denied::Malformed));
         }
-        let hash = req.key.hash(self.hmac.current().key());
+        let current = self.hmac.current().key();
+        let hash = req.key.hash(current);
         let found = match self.cache.get(&hash) {
             Cached::Key(rec) => {
                 crate::metrics::key_cache(true);
@@ -153,7 +156,14 @@ impl ApiKeys {
                 let (found, read) = self
                     .cache
                     .load(hash, || async {
-                        match record::find_by_hash(&self.db, &hash, self.cache.interner()).await? {
+                        match record::find_by_hash(
+                            &self.db,
+                            &hash,
+                            &req.key.imported_hash(current),
+                            self.cache.interner(),
+                        )
+                        .await?
+                        {
                             Some(found) => Ok(Some(found)),
                             None => self.find_under_previous(&req.key, &hash).await,
                         }
@@ -183,16 +193,17 @@ impl ApiKeys {
         Ok(outcome)
     }
 
-    /// During a change of HMAC secret: the key hashed under the previous secret, moved to the
-    /// current one (`current` is its hash under it) so the next look-up finds it at once.
+    /// During a change of HMAC secret: the key hashed (or imported) under the previous secret, moved
+    /// to the current one as hash version 1 (`current` is its hash under it) so the next look-up finds
+    /// it at once.
     async fn find_under_previous(&self, key: &ApiKeySecret, current: &[u8; 32]) -> Result<Option<KeyRecord>> {
         let Some(previous) = self.hmac.previous() else {
             return Ok(None);
         };
-        let old = key.hash(previous.key());
-        let found = record::find_by_hash(&self.db, &old, self.cache.interner()).await?;
+        let (old, old_imported) = (key.hash(previous.key()), key.imported_hash(previous.key()));
+        let found = record::find_by_hash(&self.db, &old, &old_imported, self.cache.interner()).await?;
         if let Some(rec) = &found {
-            super::store::rehash(&self.db, rec.id, &old, current, self.hmac.current().id()).await?;
+            super::store::rehash(&self.db, rec.id, [&old, &old_imported], current, self.hmac.current().id()).await?;
         }
         Ok(found)
     }

@@ -5,6 +5,7 @@
 //! internals and works against any Tessera it can reach.
 
 pub mod client;
+mod keys_import;
 pub mod secrets;
 pub mod table;
 pub mod webhooks;
@@ -88,6 +89,12 @@ pub enum KeysCommand {
         /// Why (kept in the audit log and the revocation event)
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Import keys from another system by hash: one JSON entry per line, in batches of 1000.
+    Import {
+        /// JSON Lines file of `{"hash", "owner", "name", "scopes", "environment", ...}`
+        #[arg(long)]
+        file: std::path::PathBuf,
     },
     /// Issue a successor; the old key keeps working for the grace period.
     Rotate {
@@ -257,6 +264,7 @@ async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&
             let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
             (s.call(Method::GET, &format!("/v1/admin/keys?{qs}"), None).await?, Some(KEY_COLUMNS))
         }
+        A::Keys(KeysCommand::Import { file }) => (keys_import::run(s, &file).await?, None),
         A::Keys(KeysCommand::Show { id }) => {
             (s.call(Method::GET, &format!("/v1/keys/{}", seg(&id)), None).await?, None)
         }

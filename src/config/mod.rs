@@ -161,6 +161,10 @@ pub struct Config {
     /// Whether API-key verifications are counted (usage statistics and the anomalies built on them).
     /// On by default; off only to measure its cost or to shed load in an emergency.
     pub usage_counting: bool,
+    /// Whether a presented key that is not in Tessera's `tsk_` format but is 16 to 256 visible ASCII
+    /// characters is looked up as an imported key (by its SHA-256) instead of refused as MALFORMED
+    /// (`TESSERA_API_KEY_FOREIGN_FORMATS`, default false).
+    pub api_key_foreign_formats: bool,
     /// Memory budget of the API-key record cache, in bytes.
     pub api_key_cache_bytes: u64,
     /// How long a cached API-key record is trusted without a change notification.
@@ -357,6 +361,17 @@ impl Config {
             }
         };
 
+        let api_key_foreign_formats = match var("TESSERA_API_KEY_FOREIGN_FORMATS").as_deref().map(str::trim) {
+            None | Some("false" | "off" | "0") => false,
+            Some("true" | "on" | "1") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "TESSERA_API_KEY_FOREIGN_FORMATS",
+                    format!("expected true or false, got {other:?}"),
+                ))
+            }
+        };
+
         let log_format = match var("TESSERA_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -436,6 +451,7 @@ impl Config {
                 brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
             },
             usage_counting,
+            api_key_foreign_formats,
             api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 128, 1, 65_536)?) * 1024 * 1024,
             api_key_cache_ttl: secs("TESSERA_API_KEY_CACHE_TTL", 600, 1, 86_400)?,
             usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,

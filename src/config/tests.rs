@@ -21,6 +21,7 @@ fn defaults_follow_the_contract() {
     // Channel tessera:revocations and stream tessera:revocations:stream, as the contract names them.
     assert_eq!(c.redis_prefix, "tessera");
     assert!(c.usage_counting);
+    assert!(!c.api_key_foreign_formats);
     assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
     assert_eq!(
         c.connections,

@@ -35,16 +35,19 @@ use crate::http::{oauth_error::OAuthError, problem::ApiError};
 
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Largest body of a leak report (`POST /v1/keys/leaks`), the one exception to [`BODY_LIMIT`]:
+/// Largest body of a leak report (`POST /v1/keys/leaks`), an exception to [`BODY_LIMIT`]:
 /// scanners send up to a thousand findings at once.
 pub const LEAK_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Largest body of a key import (`POST /v1/admin/keys/import`): up to a thousand keys.
+pub const IMPORT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The body limit of a path.
 fn body_limit(path: &str) -> usize {
-    if path == "/v1/keys/leaks" {
-        LEAK_BODY_LIMIT
-    } else {
-        BODY_LIMIT
+    match path {
+        "/v1/keys/leaks" => LEAK_BODY_LIMIT,
+        "/v1/admin/keys/import" => IMPORT_BODY_LIMIT,
+        _ => BODY_LIMIT,
     }
 }
 

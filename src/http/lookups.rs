@@ -1,4 +1,5 @@
-//! Admin look-ups: every key (filtered, paginated), users by name, and a key by its plaintext.
+//! Admin look-ups: every key (filtered, paginated), users by name, and a key by its plaintext; and
+//! the bulk import of keys by hash.
 //! Lists take `limit` (default 100, at most 1 000) and `after` (an opaque cursor) and answer a JSON
 //! array, with `Link: <…>; rel="next"` (RFC 8288) when there is more.
 
@@ -15,12 +16,13 @@ use uuid::Uuid;
 use crate::{
     apikeys::{
         format::ApiKeySecret,
+        import::{ImportRequest, Imported},
         lookup::{KeyFilter, Status},
         model::ApiKeyView,
     },
     error::Error,
     http::caller::Caller,
-    http::extract::{ApiJson, ApiQuery},
+    http::extract::{ApiJson, ApiQuery, ClientIp, RequestId},
     http::problem::ApiError,
     http::state::AppState,
     users::UserView,
@@ -30,7 +32,7 @@ type Problem = crate::http::openapi::Problem;
 
 /// Look-up routes.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_keys)).routes(routes!(lookup_key))
+    OpenApiRouter::new().routes(routes!(list_keys)).routes(routes!(lookup_key)).routes(routes!(import_keys))
 }
 
 /// `limit` and `after` of a list, checked: a page size of 1–1 000 (default 100) and a cursor that
@@ -188,4 +190,28 @@ async fn lookup_key(
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require("admin")?;
     Ok(Json(state.apikeys.lookup(&body.key).await?))
+}
+
+/// Imports 1 to 1 000 keys from another system by the SHA-256 of their plaintext, all or none. Each
+/// entry is checked as `POST /v1/keys` checks a new key; errors name `keys[i].field`. Keys are
+/// stored only as keyed hashes and verify at once on every instance. Body at most 2 MiB.
+#[utoipa::path(post, path = "/v1/admin/keys/import", tag = "admin", security(("bearer" = ["admin"])),
+    request_body = ImportRequest,
+    responses((status = 201, body = Imported),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "INVALID_REQUEST naming keys or keys[i].field; SCOPE_RESERVED"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "not admin; SCOPE_NOT_ALLOWED (keys[i].scopes outside the owner's key_scopes); the owner is disabled or deleted"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: keys[i].hash already stored or repeated in the batch; LIMIT_EXCEEDED: an owner's key cap"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json")))]
+async fn import_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ClientIp(ip): ClientIp,
+    RequestId(rid): RequestId,
+    ApiJson(body): ApiJson<ImportRequest>,
+) -> Result<(axum::http::StatusCode, Json<Imported>), ApiError> {
+    caller.require("admin")?;
+    let imported = state.apikeys.import(body.keys, &caller.actor(ip, rid)).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(imported)))
 }

@@ -40,6 +40,10 @@ pub trait EventSink: Send + Sync {
     /// An API key changed without a revocation (rotation, narrowing): drop what is cached of it.
     fn api_key_changed(&self, _id: &Uuid) {}
 
+    /// API keys were added by an import (their hashes may be remembered as unknown): forget the
+    /// unknown hashes.
+    fn keys_added(&self) {}
+
     /// API-key change notifications may have been missed (the listener was lost): drop whatever
     /// could be stale.
     fn changes_missed(&self) {}
@@ -130,7 +134,9 @@ impl Consumer {
                 }
                 note = notified => match note {
                     Some(n) if n.channel() == API_KEY_CHANGED_CHANNEL => {
-                        if let Ok(id) = Uuid::parse_str(n.payload()) {
+                        if n.payload() == super::KEYS_ADDED {
+                            self.sinks.iter().for_each(|s| s.keys_added());
+                        } else if let Ok(id) = Uuid::parse_str(n.payload()) {
                             self.sinks.iter().for_each(|s| s.api_key_changed(&id));
                         }
                     }

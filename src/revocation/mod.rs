@@ -16,6 +16,9 @@ pub use revoked::RevokedSet;
 /// its cached record at once instead of serving it until the cache TTL. Not an outbox event: a
 /// listener that was disconnected at that moment clears every cached key when it reconnects.
 pub const API_KEY_CHANGED_CHANNEL: &str = "tessera_api_key_changed";
+/// Payload on [`API_KEY_CHANGED_CHANNEL`] (instead of a key id) after an import added keys: every
+/// instance forgets the hashes it remembers as unknown.
+pub const KEYS_ADDED: &str = "keys_added";
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};

@@ -19,6 +19,36 @@ const NOTICES: [(&str, time::Duration); 3] =
     [("expiring_7d", time::Duration::days(7)), ("expiring_1d", time::Duration::DAY), ("expired", time::Duration::ZERO)];
 const TICK: Duration = Duration::from_secs(1);
 
+/// Arms the notices of new keys `ids` expiring at `expiries` (same order), set at `now`, inside the
+/// caller's transaction, in one statement: those whose moment is still ahead (a bulk import).
+pub async fn arm_new(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    expiries: &[OffsetDateTime],
+    now: OffsetDateTime,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = NOTICES.iter().map(|(k, _)| *k).collect();
+    let before: Vec<i64> = NOTICES.iter().map(|(_, b)| b.whole_seconds()).collect();
+    sqlx::query(
+        "INSERT INTO api_key_notices (key_id, kind, due_at, expires_at)
+         SELECT k.id, n.kind, k.exp - make_interval(secs => n.before), k.exp
+         FROM unnest($1::uuid[], $2::timestamptz[]) AS k(id, exp)
+         CROSS JOIN unnest($3::text[], $4::bigint[]) AS n(kind, before)
+         WHERE k.exp - make_interval(secs => n.before) > $5",
+    )
+    .bind(ids)
+    .bind(expiries)
+    .bind(&kinds)
+    .bind(&before)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// (Re-)arms the notices of key `id` for `expires_at`, set at `now`, inside the caller's
 /// transaction. A notice whose moment has already passed is skipped; an unchanged expiry keeps
 /// what was already sent; no expiry removes them all.

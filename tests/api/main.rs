@@ -17,6 +17,7 @@ mod key_limits;
 mod key_patch;
 mod key_scopes;
 mod keys;
+mod keys_import;
 mod openapi;
 mod otlp;
 mod outages;

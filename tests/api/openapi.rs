@@ -61,6 +61,7 @@ async fn every_contract_endpoint_is_documented_with_its_errors() {
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/v1/keys/leaks", "post"),
+        ("/v1/admin/keys/import", "post"),
     ] {
         let op = &paths.get(path).unwrap_or_else(|| panic!("{path} undocumented"))[method];
         assert!(op.is_object(), "{method} {path} undocumented");
