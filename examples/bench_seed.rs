@@ -375,8 +375,18 @@ async fn import(http: &Client, url: &str, admin_secret: &str, out: &str, n: usiz
                     })
                     .collect();
                 let body = json!({"keys": entries});
-                let (status, v) = post_json(&http, &format!("{url}/v1/admin/keys/import"), &admin, &body).await?;
-                if status != StatusCode::CREATED {
+                // A batch is all or nothing, so one refused for a passing reason (503) is safe to send
+                // again; a 409 after such a retry means the first attempt committed after all.
+                let mut attempt = 0;
+                let (status, v) = loop {
+                    let (status, v) = post_json(&http, &format!("{url}/v1/admin/keys/import"), &admin, &body).await?;
+                    attempt += 1;
+                    if status != StatusCode::SERVICE_UNAVAILABLE || attempt == 4 {
+                        break (status, v);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
+                if status != StatusCode::CREATED && !(attempt > 1 && status == StatusCode::CONFLICT) {
                     return Err(format!("import batch {b}: {status} {v}"));
                 }
                 let k = done.fetch_add(slice.len(), Ordering::Relaxed) + slice.len();
