@@ -114,6 +114,22 @@ impl ApiKeySecret {
     pub fn imported_hash(&self, key: &hmac::Key) -> [u8; 32] {
         imported_hash(key, &sha256(self.0.as_bytes()))
     }
+
+    /// Both hashes this key may be stored under with HMAC key `key`.
+    pub fn hashes(&self, key: &hmac::Key) -> KeyHashes {
+        KeyHashes { created: self.hash(key), imported: self.imported_hash(key) }
+    }
+}
+
+/// The two hashes a presented key may be stored under, for one HMAC key: as created here (hash
+/// version [`HASH_VERSION`]) and as imported by its SHA-256 ([`HASH_VERSION_IMPORTED`]). Looked up
+/// together in one statement (`store::BY_EITHER_HASH`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHashes {
+    /// Version 1: HMAC-SHA-256 of the plaintext.
+    pub created: [u8; 32],
+    /// Version 2: HMAC-SHA-256 of the plaintext's SHA-256.
+    pub imported: [u8; 32],
 }
 
 /// SHA-256 of `data`.

@@ -111,7 +111,7 @@ pub async fn by_plaintext(
     }
     let mut found = None;
     for k in hmac.accepted() {
-        found = super::store::get_by_hash(db, &key.hash(k.key()), &key.imported_hash(k.key())).await?;
+        found = super::store::get_by_hash(db, &key.hashes(k.key())).await?;
         if found.is_some() {
             break;
         }

@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    format::{HASH_VERSION, HASH_VERSION_IMPORTED},
+    format::KeyHashes,
     limits::LimitsRow,
     policy::{OwnerPolicy, OWNER_COLUMNS, OWNER_JOIN},
-    store::VIEW_FROM,
+    store::{bind_hashes, BY_EITHER_HASH, VIEW_FROM},
     validate::parse_cidr,
 };
 use crate::error::Result;
@@ -267,25 +267,14 @@ struct RecordRow {
 /// as verification needs it, with its owner's policy and its limit group read in the same statement
 /// (so the effective scopes, the owner's state and the limits are as current as the key). One
 /// round trip: two probes of the `key_hash` index (a BitmapOr).
-pub async fn find_by_hash(
-    db: &PgPool,
-    hash: &[u8; 32],
-    imported: &[u8; 32],
-    interner: &Interner,
-) -> Result<Option<KeyRecord>> {
-    let row: Option<RecordRow> = sqlx::query_as(&format!(
+pub async fn find_by_hash(db: &PgPool, hashes: &KeyHashes, interner: &Interner) -> Result<Option<KeyRecord>> {
+    let sql = format!(
         "SELECT k.id, k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, k.expires_at,
                 k.revoked_at, k.rotated_to, k.enabled, COALESCE(k.limit_group, k.id) AS limit_group,
                 l.rate_limit, l.rate_window, (l.credits IS NOT NULL) IS TRUE AS metered, {OWNER_COLUMNS}
-         FROM {VIEW_FROM} {OWNER_JOIN}
-         WHERE (k.key_hash = $1 AND k.hash_version = $2) OR (k.key_hash = $3 AND k.hash_version = $4)"
-    ))
-    .bind(&hash[..])
-    .bind(HASH_VERSION)
-    .bind(&imported[..])
-    .bind(HASH_VERSION_IMPORTED)
-    .fetch_optional(db)
-    .await?;
+         FROM {VIEW_FROM} {OWNER_JOIN} WHERE {BY_EITHER_HASH}"
+    );
+    let row: Option<RecordRow> = bind_hashes(sqlx::query_as(&sql), hashes).fetch_optional(db).await?;
     Ok(row.map(|r| {
         let policy = OwnerPolicy { key_scopes: r.key_scopes, gone: r.owner_gone };
         let id = r.id;

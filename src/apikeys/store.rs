@@ -2,12 +2,12 @@
 //! UPDATEs, never read-then-write, so concurrent callers cannot both win.
 
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{postgres::PgArguments, PgConnection, PgPool, Postgres};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    format::{HASH_VERSION, HASH_VERSION_IMPORTED},
+    format::{KeyHashes, HASH_VERSION, HASH_VERSION_IMPORTED},
     model::ApiKeyView,
 };
 use crate::{
@@ -224,31 +224,36 @@ pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<ApiKeyView>> {
         .await?)
 }
 
-/// The key with keyed hash `hash` (version 1) or `imported` (version 2), as shown (admin look-up;
-/// verification uses [`super::record::find_by_hash`]).
-pub async fn get_by_hash(db: &PgPool, hash: &[u8; 32], imported: &[u8; 32]) -> Result<Option<ApiKeyView>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}
-         WHERE (k.key_hash = $1 AND k.hash_version = $2) OR (k.key_hash = $3 AND k.hash_version = $4)"
-    ))
-    .bind(&hash[..])
-    .bind(HASH_VERSION)
-    .bind(&imported[..])
-    .bind(HASH_VERSION_IMPORTED)
-    .fetch_optional(db)
-    .await?)
+/// SQL condition matching a key (`k`) by either of its stored hashes; [`bind_hashes`] binds
+/// `$1`–`$4`. Two probes of the `key_hash` index in one statement (a BitmapOr).
+pub(crate) const BY_EITHER_HASH: &str =
+    "((k.key_hash = $1 AND k.hash_version = $2) OR (k.key_hash = $3 AND k.hash_version = $4))";
+
+/// Binds `h` to a query whose first parameters are those of [`BY_EITHER_HASH`].
+pub(crate) fn bind_hashes<'q, O>(
+    q: sqlx::query::QueryAs<'q, Postgres, O, PgArguments>,
+    h: &'q KeyHashes,
+) -> sqlx::query::QueryAs<'q, Postgres, O, PgArguments> {
+    q.bind(&h.created[..]).bind(HASH_VERSION).bind(&h.imported[..]).bind(HASH_VERSION_IMPORTED)
 }
 
-/// Moves a key found under the previous HMAC key to the current one (`old`, its version-1 and
-/// imported version-2 hashes under the previous key → `new`, version 1, made with the key `kid`),
-/// so that it no longer depends on the previous secret. A no-op if another instance already did it.
-pub async fn rehash(db: &PgPool, id: Uuid, old: [&[u8; 32]; 2], new: &[u8; 32], kid: KeyId) -> Result<()> {
-    let old: Vec<&[u8]> = old.iter().map(|h| &h[..]).collect();
+/// The key stored under either of `hashes`, as shown (admin look-up; verification uses
+/// [`super::record::find_by_hash`]).
+pub async fn get_by_hash(db: &PgPool, hashes: &KeyHashes) -> Result<Option<ApiKeyView>> {
+    let sql = format!("SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE {BY_EITHER_HASH}");
+    Ok(bind_hashes(sqlx::query_as(&sql), hashes).fetch_optional(db).await?)
+}
+
+/// Moves a key found under the previous HMAC key to the current one (`old`, its hashes under the
+/// previous key → `new`, version 1, made with the key `kid`), so that it no longer depends on the
+/// previous secret. A no-op if another instance already did it.
+pub async fn rehash(db: &PgPool, id: Uuid, old: &KeyHashes, new: &[u8; 32], kid: KeyId) -> Result<()> {
+    let old: [&[u8]; 2] = [&old.created, &old.imported];
     sqlx::query(
         "UPDATE api_keys SET key_hash = $3, hmac_key_id = $4, hash_version = $5 WHERE id = $1 AND key_hash = ANY($2)",
     )
     .bind(id)
-    .bind(&old)
+    .bind(&old[..])
     .bind(&new[..])
     .bind(&kid[..])
     .bind(HASH_VERSION)

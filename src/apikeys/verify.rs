@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::{
     cache::{Cached, KeyRecord},
     credits::{self, Spend},
-    format::{self, ApiKeySecret},
+    format::{self, ApiKeySecret, KeyHashes},
     limits::{self, MAX_CREDITS},
     record,
     service::ApiKeys,
@@ -156,14 +156,8 @@ impl ApiKeys {
                 let (found, read) = self
                     .cache
                     .load(hash, || async {
-                        match record::find_by_hash(
-                            &self.db,
-                            &hash,
-                            &req.key.imported_hash(current),
-                            self.cache.interner(),
-                        )
-                        .await?
-                        {
+                        let hashes = KeyHashes { created: hash, imported: req.key.imported_hash(current) };
+                        match record::find_by_hash(&self.db, &hashes, self.cache.interner()).await? {
                             Some(found) => Ok(Some(found)),
                             None => self.find_under_previous(&req.key, &hash).await,
                         }
@@ -200,10 +194,10 @@ impl ApiKeys {
         let Some(previous) = self.hmac.previous() else {
             return Ok(None);
         };
-        let (old, old_imported) = (key.hash(previous.key()), key.imported_hash(previous.key()));
-        let found = record::find_by_hash(&self.db, &old, &old_imported, self.cache.interner()).await?;
+        let old = key.hashes(previous.key());
+        let found = record::find_by_hash(&self.db, &old, self.cache.interner()).await?;
         if let Some(rec) = &found {
-            super::store::rehash(&self.db, rec.id, [&old, &old_imported], current, self.hmac.current().id()).await?;
+            super::store::rehash(&self.db, rec.id, &old, current, self.hmac.current().id()).await?;
         }
         Ok(found)
     }
