@@ -97,7 +97,13 @@ pub fn approx_bytes(rec: &KeyRecord) -> u32 {
 struct Forgotten {
     ids: HashMap<Uuid, (u64, Instant)>,
     owners: HashMap<Arc<str>, (u64, Instant)>,
+    /// When the notes were last swept.
+    swept: Option<Instant>,
 }
+
+/// Least time between two sweeps of the notes: a burst of forgets (an owner's 100 000 keys
+/// revoked) must not sweep once per key.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// API-key verification cache, one per instance.
 pub struct KeyCache {
@@ -222,10 +228,15 @@ impl KeyCache {
     fn note(&self, update: impl FnOnce(&mut Forgotten, u64, Instant)) {
         let mut f = self.forgotten.write().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        // Notes older than a TTL cover no record any more: every record they could hide has expired.
-        let ttl = self.ttl;
-        f.ids.retain(|_, (_, at)| now.duration_since(*at) < ttl);
-        f.owners.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+        // Notes older than a TTL cover no record any more: every record they could hide has
+        // expired. Kept a little longer they hide only expired records, so sweeping now and then
+        // is enough.
+        if f.swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
+            let ttl = self.ttl;
+            f.ids.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            f.owners.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            f.swept = Some(now);
+        }
         update(&mut f, self.bump(), now);
         self.forgotten_len.store(f.ids.len() + f.owners.len(), Ordering::Release);
     }
