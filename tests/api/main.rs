@@ -31,6 +31,7 @@ mod revocation_stream;
 mod revocations;
 mod signin;
 mod signing;
+mod tcp_proxy;
 mod tokens;
 mod verifier;
 mod webhooks;

@@ -6,7 +6,6 @@
 //! JWKS, key checks) and let it back, like a network partition.
 
 mod partition;
-mod proxy;
 mod revocation;
 mod tokens;
 
@@ -19,9 +18,9 @@ use tessera_verifier::{RequiredScope, Scoped, Verifier, VerifierLayer};
 
 use crate::{
     helpers::*,
+    tcp_proxy::Proxy,
     tokens::{password_grant, setup_login},
 };
-use proxy::Proxy;
 
 struct HelloRead;
 impl RequiredScope for HelloRead {
@@ -54,14 +53,15 @@ impl Setup {
         tune: impl FnOnce(tessera_verifier::Builder) -> tessera_verifier::Builder,
     ) -> Self {
         let mut proxy = Proxy::bind().await;
-        let mut builder = TestAppBuilder::new().set("TESSERA_ISSUER", &proxy.url());
+        let mut builder = TestAppBuilder::new().set("TESSERA_ISSUER", &proxy.url("http"));
         for (k, v) in env {
             builder = builder.set(k, v);
         }
         let app = builder.spawn().await;
         proxy.start(app.addr.trim_start_matches("http://"));
         let (id, secret) = app.create_client(&["client_credentials"], &["keys:verify", "revocations:read"]).await;
-        let verifier = tune(Verifier::builder(&proxy.url()).client_credentials(id, secret)).build().await.unwrap();
+        let verifier =
+            tune(Verifier::builder(&proxy.url("http")).client_credentials(id, secret)).build().await.unwrap();
         let service = serve(verifier.clone()).await;
         Self { app, proxy, verifier, service, http: reqwest::Client::new() }
     }

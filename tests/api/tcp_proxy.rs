@@ -1,5 +1,6 @@
-//! A TCP proxy whose address is Tessera's issuer: `cut` drops every connection through it and
-//! refuses new ones; `restore` lets them through again.
+//! A TCP proxy a test puts in front of something (Tessera as a verifier's issuer, the shared
+//! Redis) to take it away and bring it back: `cut` drops every connection through it and refuses
+//! new ones; `restore` lets them through again, on the same port.
 
 use std::time::Duration;
 
@@ -21,8 +22,9 @@ impl Proxy {
         Self { port, listener: Some(listener), upstream: String::new(), running: None }
     }
 
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// `scheme://127.0.0.1:port`.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Forwards to `upstream` (`host:port`).
