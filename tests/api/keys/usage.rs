@@ -177,3 +177,32 @@ async fn distinct_ips_counts_only_addresses_seen_within_the_range() {
     assert_eq!(all["totals"]["valid"], 3, "{all}");
     assert_eq!(all["distinct_ips"], 2, "{all}");
 }
+
+/// Last use is kept to the minute from one address (so spread traffic does not rewrite a row per
+/// verification), but a new address moves it at once, and counts stay exact either way.
+#[tokio::test]
+async fn last_use_moves_for_a_new_address_at_once_and_for_the_same_one_by_the_minute() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let (key, id) = (key_of(&created).to_owned(), id_of(&created).to_owned());
+    let mut db = app.db().await;
+    let mut use_from = async |ip: &str| -> (time::OffsetDateTime, String) {
+        assert_eq!(code(&app, &token, json!({"key": key, "ip": ip})).await, "VALID");
+        app.parts.usage.flush(&app.parts.db).await.unwrap();
+        sqlx::query_as("SELECT last_used_at, last_used_ip FROM api_keys WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let first = use_from("203.0.113.1").await;
+    assert_eq!(first.1, "203.0.113.1");
+    assert_eq!(use_from("203.0.113.1").await, first, "the same address within a minute leaves it");
+    let moved = use_from("203.0.113.2").await;
+    assert_eq!(moved.1, "203.0.113.2");
+    assert!(moved.0 > first.0, "{moved:?} after {first:?}");
+    let usage: Value = app.get_auth(&format!("/v1/keys/{id}/usage"), &token).await.json().await.unwrap();
+    assert_eq!(usage["totals"]["valid"], 3, "{usage}");
+    assert_eq!(usage["last_used_ip"], "203.0.113.2", "{usage}");
+}
