@@ -64,6 +64,20 @@ pub(super) async fn table(state: &AppState, s: &Signed, notice: Option<&str>) ->
     }
 }
 
+/// A form posted about key `id`: its fields, the signed-in session (CSRF checked, scope
+/// `keys:write`) and the key, which must be the caller's (or any, for an admin).
+async fn key_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    id: &str,
+) -> Result<(Vec<(String, String)>, Signed, ApiKeyView), Response> {
+    let pairs = parse_pairs(body);
+    let s = signed_post(state, headers, &pairs).await?;
+    let key = own_key(state, &s, id).await?;
+    Ok((pairs, s, key))
+}
+
 async fn own_key(state: &AppState, s: &Signed, id: &str) -> Result<ApiKeyView, Response> {
     let (sub, admin) = who(s);
     let Ok(id) = Uuid::parse_str(id) else {
@@ -161,13 +175,8 @@ async fn patch(
     id: &str,
     patch: Value,
 ) -> Response {
-    let pairs = parse_pairs(body);
-    let s = match signed_post(state, headers, &pairs).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let key = match own_key(state, &s, id).await {
-        Ok(k) => k,
+    let (pairs, s, key) = match key_form(state, headers, body, id).await {
+        Ok(found) => found,
         Err(res) => return res,
     };
     let patch = if patch.is_null() {
@@ -239,13 +248,8 @@ async fn rotate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let pairs = parse_pairs(&body);
-    let s = match signed_post(&state, &headers, &pairs).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let key = match own_key(&state, &s, &id).await {
-        Ok(k) => k,
+    let (pairs, s, key) = match key_form(&state, &headers, &body, &id).await {
+        Ok(found) => found,
         Err(res) => return res,
     };
     let grace = match param(&pairs, "grace_period").as_deref() {
@@ -288,13 +292,8 @@ async fn revoke(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let pairs = parse_pairs(&body);
-    let s = match signed_post(&state, &headers, &pairs).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let key = match own_key(&state, &s, &id).await {
-        Ok(k) => k,
+    let (pairs, s, key) = match key_form(&state, &headers, &body, &id).await {
+        Ok(found) => found,
         Err(res) => return res,
     };
     let (sub, admin) = who(&s);
