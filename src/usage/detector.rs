@@ -74,8 +74,8 @@ impl Usage {
         let since = last - time::Duration::HOUR;
         let rows: Vec<(Uuid, i64, i64, OffsetDateTime)> = sqlx::query_as(
         "WITH totals AS (
-             SELECT key_id, start, valid + coalesce((SELECT sum(v::bigint) FROM jsonb_each_text(denied) AS d(k, v)), 0) AS n
-             FROM key_usage WHERE bucket = 'minute' AND start >= $1 AND start <= $2)
+             SELECT key_id, start, sum(valid + coalesce((SELECT sum(v::bigint) FROM jsonb_each_text(denied) AS d(k, v)), 0)) AS n
+             FROM key_usage WHERE bucket = 'minute' AND start >= $1 AND start <= $2 GROUP BY key_id, start)
          SELECT cur.key_id, cur.n::bigint, coalesce((SELECT sum(b.n) FROM totals b WHERE b.key_id = cur.key_id AND b.start < $2), 0)::bigint,
                 k.created_at
          FROM totals cur JOIN api_keys k ON k.id = cur.key_id

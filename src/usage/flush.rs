@@ -1,6 +1,12 @@
-//! Writes a batch of counts in one transaction, as additive upserts, so what several instances
-//! flush adds up exactly. Rows go in primary-key order, so concurrent flushes from different
-//! instances take their row locks in the same order.
+//! Writes a batch of counts in one transaction. Usage rows are appended, never upserted: every
+//! flush of every instance adds one `key_usage` row per key and minute it counted, and readers add
+//! rows up (compaction later merges a minute's rows per key). With traffic spread over many keys
+//! nearly every verification is the first of its key in its minute, and an upsert costs Postgres
+//! several times what an append does (migration 0016 has the figures). Rows that are upserted
+//! (`key_usage_ips`, `source_failures`) go in primary-key order, so concurrent flushes from
+//! different instances take their row locks in the same order.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -22,35 +28,48 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Writes one batch: `key_usage` (minute buckets), `key_usage_ips`, `key_usage_ip_buckets`,
-/// `source_failures` and the keys' `last_used_at`/`last_used_ip`, all or nothing.
+/// One `key_usage` row: its counts (with the latest use) and the addresses seen, comma-separated
+/// (addresses never hold a comma, and Postgres arrays of arrays must be rectangular).
+struct Row<'a> {
+    counts: Option<&'a Counts>,
+    ips: String,
+}
+
+/// Writes one batch: `key_usage` rows (one per key and minute, with the minute's addresses and
+/// latest use), `key_usage_ips`, `source_failures` and the keys' `last_used_at`/`last_used_ip`,
+/// all or nothing.
 ///
-/// Counts are exact. Times of last use (`last_used_at` of a key, `last_seen` of a key's address)
-/// are kept to the minute: a row whose stored time is less than a minute older is not rewritten
-/// (a new address, or an earlier `first_seen`, always is). Traffic spread over many keys would
-/// otherwise rewrite a row of `api_keys` and of `key_usage_ips` for nearly every verification.
+/// Counts are exact. `key_usage_ips.last_seen` (read only by retention) is kept to the hour, and a
+/// key's own `last_used_*` columns are written only when an hour or more older than the use: the
+/// precise last use is the newest usage row's (`key_last_use` in SQL). An address pair already
+/// known and fresh is filtered out before the upsert, which would otherwise lock its row.
 pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     let mut tx = db.begin().await?;
 
-    let mut keys: Vec<_> = batch.keys.iter().collect();
-    keys.sort_by_key(|((id, minute), _)| (*id, *minute));
-    if !keys.is_empty() {
-        let ids: Vec<Uuid> = keys.iter().map(|((id, _), _)| *id).collect();
-        let starts: Vec<OffsetDateTime> = keys.iter().map(|((_, m), _)| at(*m)).collect();
-        let valid: Vec<i64> = keys.iter().map(|(_, c)| count(c.valid)).collect();
-        let denied: Vec<Value> = keys.iter().map(|(_, c)| denied_json(c)).collect();
+    let mut rows: BTreeMap<(Uuid, i64), Row<'_>> =
+        batch.keys.iter().map(|(k, c)| (*k, Row { counts: Some(c), ips: String::new() })).collect();
+    for (id, ip, minute) in &batch.address_minutes {
+        let row = rows.entry((*id, *minute)).or_insert_with(|| Row { counts: None, ips: String::new() });
+        if !row.ips.is_empty() {
+            row.ips.push(',');
+        }
+        row.ips.push_str(&ip.to_string());
+    }
+    if !rows.is_empty() {
+        let none = Counts::default();
         sqlx::query(
-            "INSERT INTO key_usage (key_id, bucket, start, valid, denied)
-             SELECT id, 'minute', start, valid, denied
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::jsonb[]) AS u(id, start, valid, denied)
-             ON CONFLICT (key_id, bucket, start) DO UPDATE SET
-                 valid = key_usage.valid + EXCLUDED.valid,
-                 denied = jsonb_add_counts(key_usage.denied, EXCLUDED.denied)",
+            "INSERT INTO key_usage (key_id, bucket, start, valid, denied, ips, last_at, last_ip)
+             SELECT id, 'minute', start, valid, denied, string_to_array(nullif(ips, ''), ','), last_at, last_ip
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::jsonb[], $5::text[], $6::timestamptz[], $7::text[])
+                 AS u(id, start, valid, denied, ips, last_at, last_ip)",
         )
-        .bind(ids)
-        .bind(starts)
-        .bind(valid)
-        .bind(denied)
+        .bind(rows.keys().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(rows.keys().map(|(_, m)| at(*m)).collect::<Vec<_>>())
+        .bind(rows.values().map(|r| count(r.counts.map_or(0, |c| c.valid))).collect::<Vec<_>>())
+        .bind(rows.values().map(|r| denied_json(r.counts.unwrap_or(&none))).collect::<Vec<_>>())
+        .bind(rows.values().map(|r| r.ips.clone()).collect::<Vec<_>>())
+        .bind(rows.values().map(|r| r.counts.and_then(|c| c.last).map(|l| l.0)).collect::<Vec<_>>())
+        .bind(rows.values().map(|r| r.counts.and_then(|c| c.last).map(|l| l.1.to_string())).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -60,33 +79,17 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     if !addresses.is_empty() {
         sqlx::query(
             "INSERT INTO key_usage_ips (key_id, ip, first_seen, last_seen)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+             SELECT u.k, u.ip, u.f, u.l FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u(k, ip, f, l)
+             WHERE NOT EXISTS (SELECT 1 FROM key_usage_ips o WHERE o.key_id = u.k AND o.ip = u.ip
+                               AND o.first_seen <= u.f AND o.last_seen >= u.l - interval '1 hour')
              ON CONFLICT (key_id, ip) DO UPDATE SET
                  first_seen = LEAST(key_usage_ips.first_seen, EXCLUDED.first_seen),
-                 last_seen = GREATEST(key_usage_ips.last_seen, EXCLUDED.last_seen)
-             WHERE key_usage_ips.first_seen > EXCLUDED.first_seen
-                OR key_usage_ips.last_seen < EXCLUDED.last_seen - interval '1 minute'",
+                 last_seen = GREATEST(key_usage_ips.last_seen, EXCLUDED.last_seen)",
         )
         .bind(addresses.iter().map(|a| a.0).collect::<Vec<_>>())
         .bind(addresses.iter().map(|a| a.1.clone()).collect::<Vec<_>>())
         .bind(addresses.iter().map(|a| a.2.first).collect::<Vec<_>>())
         .bind(addresses.iter().map(|a| a.2.last).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // Sorted, like every batch here, so instances flushing at once take row locks in one order.
-    let mut minutes: Vec<_> = batch.address_minutes.iter().map(|(id, ip, m)| (*id, at(*m), ip.to_string())).collect();
-    minutes.sort();
-    if !minutes.is_empty() {
-        sqlx::query(
-            "INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip)
-             SELECT k, 'minute', s, ip FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(k, s, ip)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(minutes.iter().map(|m| m.0).collect::<Vec<_>>())
-        .bind(minutes.iter().map(|m| m.1).collect::<Vec<_>>())
-        .bind(minutes.iter().map(|m| m.2.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -115,8 +118,7 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
         sqlx::query(
             "UPDATE api_keys k SET last_used_at = u.at, last_used_ip = u.ip
              FROM (SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS x(id, at, ip)) u
-             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at - interval '1 minute'
-                OR (k.last_used_at < u.at AND k.last_used_ip IS DISTINCT FROM u.ip))",
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at - interval '1 hour')",
         )
         .bind(last.iter().map(|l| l.0).collect::<Vec<_>>())
         .bind(last.iter().map(|l| l.1).collect::<Vec<_>>())

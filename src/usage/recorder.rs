@@ -23,6 +23,8 @@ pub struct Counts {
     pub valid: u64,
     /// Refusals by code.
     pub denied: BTreeMap<&'static str, u64>,
+    /// The latest verification counted here, and its source (known keys only).
+    pub last: Option<(OffsetDateTime, IpAddr)>,
 }
 
 impl Counts {
@@ -37,6 +39,15 @@ impl Counts {
         self.valid += other.valid;
         for (code, n) in other.denied {
             *self.denied.entry(code).or_default() += n;
+        }
+        if let Some((at, ip)) = other.last {
+            self.saw(at, ip);
+        }
+    }
+
+    fn saw(&mut self, at: OffsetDateTime, source: IpAddr) {
+        if self.last.is_none_or(|(last, _)| at >= last) {
+            self.last = Some((at, source));
         }
     }
 
@@ -154,7 +165,9 @@ impl UsageRecorder {
             return;
         }
         let mut b = self.lock();
-        b.keys.entry((key, minute_of(at))).or_default().add(denied, 1);
+        let counts = b.keys.entry((key, minute_of(at))).or_default();
+        counts.add(denied, 1);
+        counts.saw(at, source);
         let seen = Seen { first: at, last: at };
         let cap_reached = b.addresses.len() >= MAX_KEY_ADDRESSES;
         match b.addresses.get_mut(&(key, source)) {
@@ -234,6 +247,7 @@ mod tests {
         let first = &b.keys[&(k, minute_of(t(0)))];
         assert_eq!(first.valid, 2);
         assert_eq!(first.denied.get("EXPIRED"), Some(&1));
+        assert_eq!(first.last, Some((t(2), ip)));
         assert_eq!(b.addresses[&(k, ip)], Seen { first: t(0), last: t(120) });
         assert_eq!(b.last_used[&k], (t(120), ip));
         assert!(r.take().is_empty());

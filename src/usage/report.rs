@@ -1,5 +1,6 @@
 //! A key's usage as the API shows it: buckets by minute, hour or day, totals, distinct source addresses
-//! and the last use. Minute rows older than the minute retention have been rolled up into hour
+//! and the last use. A bucket may be stored as several rows (one per flush of each instance until
+//! compaction merges them): every figure here adds rows up. Minute rows older than the minute retention have been rolled up into hour
 //! rows; those appear as they are (one bucket at the start of their hour) and always count in the totals.
 
 use std::collections::BTreeMap;
@@ -126,18 +127,20 @@ pub async fn usage(
     }
     let buckets = by_start.into_iter().map(|(start, t)| Bucket { start, valid: t.valid, denied: t.denied }).collect();
     let distinct_ips: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT ip) FROM key_usage_ip_buckets WHERE key_id = $1 AND start >= $2 AND start <= $3",
+        "SELECT count(DISTINCT ip) FROM key_usage u CROSS JOIN LATERAL unnest(u.ips) AS ip
+         WHERE u.key_id = $1 AND u.start >= $2 AND u.start <= $3",
     )
     .bind(key)
     .bind(from)
     .bind(to)
     .fetch_one(db)
     .await?;
-    let (last_used_at, last_used_ip): (Option<OffsetDateTime>, Option<String>) =
-        sqlx::query_as("SELECT last_used_at, last_used_ip FROM api_keys WHERE id = $1")
-            .bind(key)
-            .fetch_optional(db)
-            .await?
-            .unwrap_or((None, None));
+    let (last_used_at, last_used_ip): (Option<OffsetDateTime>, Option<String>) = sqlx::query_as(
+        "SELECT lu.at, lu.ip FROM api_keys k, key_last_use(k.id, k.last_used_at, k.last_used_ip) lu WHERE k.id = $1",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?
+    .unwrap_or((None, None));
     Ok(Usage { buckets, totals, distinct_ips, last_used_at, last_used_ip })
 }

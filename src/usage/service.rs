@@ -122,7 +122,8 @@ impl Usage {
         }
     }
 
-    /// Runs the detector (every [`detector::INTERVAL`]) and retention (every 5 min) until shutdown.
+    /// Runs the detector and compaction (every [`detector::INTERVAL`]) and retention (every 5 min)
+    /// until shutdown.
     pub async fn run_detector(self, shutdown: CancellationToken) {
         let mut detect = tokio::time::interval(detector::INTERVAL);
         let mut roll = tokio::time::interval(RETENTION_INTERVAL);
@@ -132,6 +133,9 @@ impl Usage {
                 _ = detect.tick() => {
                     if let Err(e) = self.run_once().await {
                         tracing::warn!(error = %e, "anomaly detection failed");
+                    }
+                    if let Err(e) = self.compact().await {
+                        tracing::warn!(error = %e, "usage compaction failed");
                     }
                 }
                 _ = roll.tick() => {

@@ -240,17 +240,18 @@ async fn old_minute_buckets_roll_up_into_hours_exactly_once() {
     usage(&mut tx, key, hour, 5, json!({"EXPIRED": 1})).await;
     usage(&mut tx, key, hour + Duration::minutes(7), 6, json!({"EXPIRED": 2, "REVOKED": 1})).await;
     usage(&mut tx, key, minute(now), 9, json!({})).await;
-    // Which addresses used it: minutes of the old hour become one row per address for the hour.
-    for (start, ip) in [
-        (hour, "203.0.113.1"),
-        (hour + Duration::minutes(7), "203.0.113.1"),
-        (hour + Duration::minutes(7), "203.0.113.2"),
-        (minute(now), "203.0.113.3"),
+    // Which addresses used it, and the latest use each row counted: minutes of the old hour become
+    // one row for the hour with the union of their addresses and the latest of their uses.
+    for (start, ips, last) in [
+        (hour, vec!["203.0.113.1"], hour + Duration::seconds(5)),
+        (hour + Duration::minutes(7), vec!["203.0.113.1", "203.0.113.2"], hour + Duration::seconds(7 * 60 + 9)),
+        (minute(now), vec!["203.0.113.3"], minute(now)),
     ] {
-        sqlx::query("INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip) VALUES ($1, 'minute', $2, $3)")
+        sqlx::query("UPDATE key_usage SET ips = $3, last_at = $4, last_ip = $3[1] WHERE key_id = $1 AND start = $2")
             .bind(key)
             .bind(start)
-            .bind(ip)
+            .bind(ips)
+            .bind(last)
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -258,8 +259,8 @@ async fn old_minute_buckets_roll_up_into_hours_exactly_once() {
     tx.commit().await.unwrap();
     roll_up(&app).await;
     roll_up(&app).await;
-    let ips: Vec<(String, OffsetDateTime, String)> = sqlx::query_as(
-        "SELECT bucket, start, ip FROM key_usage_ip_buckets WHERE key_id = $1 ORDER BY bucket, start, ip",
+    let ips: Vec<(String, OffsetDateTime, Vec<String>, OffsetDateTime, String)> = sqlx::query_as(
+        "SELECT bucket, start, ips, last_at, last_ip FROM key_usage WHERE key_id = $1 ORDER BY bucket, start",
     )
     .bind(key)
     .fetch_all(&mut db)
@@ -268,9 +269,14 @@ async fn old_minute_buckets_roll_up_into_hours_exactly_once() {
     assert_eq!(
         ips,
         vec![
-            ("hour".to_owned(), hour, "203.0.113.1".to_owned()),
-            ("hour".to_owned(), hour, "203.0.113.2".to_owned()),
-            ("minute".to_owned(), minute(now), "203.0.113.3".to_owned()),
+            (
+                "hour".to_owned(),
+                hour,
+                vec!["203.0.113.1".to_owned(), "203.0.113.2".to_owned()],
+                hour + Duration::seconds(7 * 60 + 9),
+                "203.0.113.1".to_owned()
+            ),
+            ("minute".to_owned(), minute(now), vec!["203.0.113.3".to_owned()], minute(now), "203.0.113.3".to_owned()),
         ]
     );
     let rows: Vec<(String, OffsetDateTime, i64, Value)> =
@@ -373,13 +379,15 @@ async fn the_roll_up_enforces_every_retention() {
             .execute(&mut *tx)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO key_usage_ip_buckets (key_id, bucket, start, ip) VALUES ($1, 'hour', $2, $3)")
-            .bind(key)
-            .bind(start)
-            .bind(format!("192.0.2.{valid}"))
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query(
+            "UPDATE key_usage SET ips = ARRAY[$3], last_at = $2, last_ip = $3 WHERE key_id = $1 AND start = $2",
+        )
+        .bind(key)
+        .bind(start)
+        .bind(format!("192.0.2.{valid}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     }
     for (source, at) in [("203.0.113.1", now - Duration::days(2)), ("203.0.113.2", now - Duration::hours(1))] {
         sqlx::query("INSERT INTO source_failures (source, minute, count) VALUES ($1, $2, 1)")
@@ -412,13 +420,21 @@ async fn the_roll_up_enforces_every_retention() {
         .await
         .unwrap();
     assert_eq!(hours, vec![2], "hour buckets past the retention are deleted, younger ones kept");
-    let hour_ips: Vec<String> =
-        sqlx::query_scalar("SELECT ip FROM key_usage_ip_buckets WHERE key_id = $1 AND bucket = 'hour'")
+    let hour_ips: Vec<Vec<String>> =
+        sqlx::query_scalar("SELECT ips FROM key_usage WHERE key_id = $1 AND bucket = 'hour'")
             .bind(key)
             .fetch_all(&mut db)
             .await
             .unwrap();
-    assert_eq!(hour_ips, vec!["192.0.2.2".to_owned()]);
+    assert_eq!(hour_ips, vec![vec!["192.0.2.2".to_owned()]]);
+    // The deleted hour's latest use outlives it on the key's own row (which had none).
+    let kept: (Option<OffsetDateTime>, Option<String>) =
+        sqlx::query_as("SELECT last_used_at, last_used_ip FROM api_keys WHERE id = $1")
+            .bind(key)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(kept, (Some(hour_of(now - Duration::days(2))), Some("192.0.2.1".to_owned())));
     let sources: Vec<String> =
         sqlx::query_scalar("SELECT source FROM source_failures").fetch_all(&mut db).await.unwrap();
     assert_eq!(sources, vec!["203.0.113.2".to_owned()]);

@@ -178,31 +178,96 @@ async fn distinct_ips_counts_only_addresses_seen_within_the_range() {
     assert_eq!(all["distinct_ips"], 2, "{all}");
 }
 
-/// Last use is kept to the minute from one address (so spread traffic does not rewrite a row per
-/// verification), but a new address moves it at once, and counts stay exact either way.
+/// The API's last use (usage report and key view alike) is the latest verification, from the
+/// usage rows; the key's own row is written by a first use and then at most hourly, so traffic
+/// spread over many keys does not rewrite a wide row per key and minute.
 #[tokio::test]
-async fn last_use_moves_for_a_new_address_at_once_and_for_the_same_one_by_the_minute() {
+async fn last_use_is_exact_in_every_view_while_the_key_row_is_written_hourly() {
     let app = spawn_app().await;
     let (token, _) = developer(&app).await;
     let created = simple_key(&app, &token).await;
     let (key, id) = (key_of(&created).to_owned(), id_of(&created).to_owned());
     let mut db = app.db().await;
-    let mut use_from = async |ip: &str| -> (time::OffsetDateTime, String) {
-        assert_eq!(code(&app, &token, json!({"key": key, "ip": ip})).await, "VALID");
-        app.parts.usage.flush(&app.parts.db).await.unwrap();
+    let mut stored = async || -> (Option<time::OffsetDateTime>, Option<String>) {
         sqlx::query_as("SELECT last_used_at, last_used_ip FROM api_keys WHERE id = $1::uuid")
             .bind(&id)
             .fetch_one(&mut db)
             .await
             .unwrap()
     };
+    let use_from = async |ip: &str| -> (Value, Value) {
+        assert_eq!(code(&app, &token, json!({"key": key, "ip": ip})).await, "VALID");
+        app.parts.usage.flush(&app.parts.db).await.unwrap();
+        let usage: Value = app.get_auth(&format!("/v1/keys/{id}/usage"), &token).await.json().await.unwrap();
+        let view: Value = app.get_auth(&format!("/v1/keys/{id}"), &token).await.json().await.unwrap();
+        assert_eq!(
+            (&usage["last_used_at"], &usage["last_used_ip"]),
+            (&view["last_used_at"], &view["last_used_ip"]),
+            "{usage} {view}"
+        );
+        (usage["last_used_at"].clone(), usage["last_used_ip"].clone())
+    };
     let first = use_from("203.0.113.1").await;
     assert_eq!(first.1, "203.0.113.1");
-    assert_eq!(use_from("203.0.113.1").await, first, "the same address within a minute leaves it");
+    let row = stored().await;
+    assert_eq!(row.1.as_deref(), Some("203.0.113.1"), "a first use writes the key's row");
     let moved = use_from("203.0.113.2").await;
     assert_eq!(moved.1, "203.0.113.2");
-    assert!(moved.0 > first.0, "{moved:?} after {first:?}");
+    assert!(moved.0.as_str().unwrap() >= first.0.as_str().unwrap(), "{moved:?} after {first:?}");
+    assert_eq!(stored().await, row, "within the hour the key's own row is left alone");
     let usage: Value = app.get_auth(&format!("/v1/keys/{id}/usage"), &token).await.json().await.unwrap();
-    assert_eq!(usage["totals"]["valid"], 3, "{usage}");
-    assert_eq!(usage["last_used_ip"], "203.0.113.2", "{usage}");
+    assert_eq!(usage["totals"]["valid"], 2, "{usage}");
+    assert_eq!(usage["distinct_ips"], 2, "{usage}");
+}
+
+/// Every flush appends a row per key and minute; once a minute has closed, compaction merges its
+/// rows into one per key, and the report (buckets, totals, addresses, last use) is unchanged.
+#[tokio::test]
+async fn closed_minutes_merge_into_one_row_per_key_and_the_report_stays_the_same() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let (key, id) = (key_of(&created).to_owned(), id_of(&created).to_owned());
+    for (ip, scopes, expected) in [
+        ("203.0.113.1", json!([]), "VALID"),
+        ("203.0.113.1", json!(["x"]), "INSUFFICIENT_SCOPE"),
+        ("203.0.113.2", json!([]), "VALID"),
+    ] {
+        assert_eq!(code(&app, &token, json!({"key": key, "ip": ip, "scopes": scopes})).await, expected);
+        app.parts.usage.flush(&app.parts.db).await.unwrap();
+    }
+    let mut db = app.db().await;
+    let rows_per_minute = async |db: &mut sqlx::PgConnection| -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM key_usage WHERE key_id = $1::uuid AND bucket = 'minute' GROUP BY start ORDER BY start",
+        )
+        .bind(&id)
+        .fetch_all(db)
+        .await
+        .unwrap()
+    };
+    let before_rows = rows_per_minute(&mut db).await;
+    // Three flushes in at most two minutes: some minute holds more than one row.
+    assert!(before_rows.iter().any(|n| *n > 1), "{before_rows:?}");
+    let report = async || -> Value {
+        let path = format!("/v1/keys/{id}/usage?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
+        app.get_auth(&path, &token).await.json().await.unwrap()
+    };
+    let before = report().await;
+    assert_eq!(before["totals"], json!({"valid": 2, "denied": {"INSUFFICIENT_SCOPE": 1}}), "{before}");
+    assert_eq!(before["distinct_ips"], 2, "{before}");
+
+    // Not while the minute may still receive flushes.
+    assert_eq!(app.parts.detector.compact().await.unwrap().unwrap_or(0), 0);
+    assert_eq!(rows_per_minute(&mut db).await, before_rows);
+
+    app.clock.advance(Duration::from_secs(180));
+    eventually(Duration::from_secs(10), "a compaction of our own ran", || async {
+        app.parts.detector.compact().await.unwrap().is_some()
+    })
+    .await;
+    let after_rows = rows_per_minute(&mut db).await;
+    assert_eq!(after_rows.len(), before_rows.len());
+    assert!(after_rows.iter().all(|n| *n == 1), "{after_rows:?}");
+    assert_eq!(report().await, before);
 }
