@@ -49,3 +49,7 @@ LANGUAGE sql STABLE AS $$
     ORDER BY x.at DESC NULLS LAST
     LIMIT 1
 $$;
+
+-- The detector's look for refused verifications (REVOKED_KEY_IN_USE and the like) reads only
+-- rows that refused something: a few among millions of valid ones.
+CREATE INDEX key_usage_refusals ON key_usage (start) WHERE bucket = 'minute' AND denied <> '{}'::jsonb;

@@ -179,3 +179,20 @@ async fn resident_memory_per_key() {
     assert_eq!(c.len(), u64::from(N));
     assert!(per_key <= 300, "{per_key} bytes a key");
 }
+
+#[test]
+fn a_sighting_is_first_once_per_hour_and_address_and_after_another_address() {
+    let rec = KeyRecord::new(parts(Uuid::now_v7(), "o"), &Interner::default());
+    let at =
+        |secs: i64| time::OffsetDateTime::from_unix_timestamp(1_700_000_000 - 1_700_000_000 % 3600 + secs).unwrap();
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("203.0.113.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+    assert!(rec.first_sighting_this_hour(a, at(0)));
+    assert!(!rec.first_sighting_this_hour(a, at(10)));
+    assert!(!rec.first_sighting_this_hour(a, at(3599)), "same hour, same address");
+    assert!(rec.first_sighting_this_hour(a, at(3600)), "a new hour");
+    assert!(rec.first_sighting_this_hour(b, at(3601)), "a new address");
+    assert!(!rec.first_sighting_this_hour(b, at(3602)));
+    assert!(rec.first_sighting_this_hour(a, at(3603)), "back to the first address");
+    // A clone (what the cache hands out is shared, but a copied record starts from the same mark).
+    assert!(!rec.clone().first_sighting_this_hour(a, at(3604)));
+}

@@ -4,7 +4,10 @@
 use std::{
     collections::HashSet,
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex, PoisonError,
+    },
 };
 
 use compact_str::CompactString;
@@ -55,6 +58,19 @@ pub struct KeyRecord {
     pub enabled: bool,
     /// The owner was disabled (client) or deleted (user) when the record was read.
     pub owner_gone: bool,
+    /// The last (hour, source address) whose sighting this instance handed to usage (see
+    /// [`KeyRecord::first_sighting_this_hour`]); fits in the struct's padding.
+    sighting: Sighting,
+}
+
+/// A hash of an hour and an address; 0 for none. Cloning copies the value.
+#[derive(Debug, Default)]
+struct Sighting(AtomicU32);
+
+impl Clone for Sighting {
+    fn clone(&self) -> Self {
+        Self(AtomicU32::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 /// What only some keys have.
@@ -138,7 +154,27 @@ impl KeyRecord {
             rotating: parts.rotating,
             enabled: parts.enabled,
             owner_gone: parts.owner_gone,
+            sighting: Sighting::default(),
         }
+    }
+
+    /// Whether this is the first verification on this instance, in the hour `at` falls in, from
+    /// `source` since a verification from another address (or since the record was cached); marks
+    /// it so. Usage writes a key's `last_used_*` and its addresses' first and last sightings at most
+    /// hourly, so a repeat needs no write, and with a million keys in use the write would cost
+    /// Postgres an index probe per key per flush. A hash collision (one in four billion) or a
+    /// race between two verifications only makes a write that was not needed, or skips one that
+    /// Postgres would have refused for being within the hour.
+    pub fn first_sighting_this_hour(&self, source: IpAddr, at: OffsetDateTime) -> bool {
+        let address = match source {
+            IpAddr::V4(v4) => u128::from(v4.to_bits()),
+            IpAddr::V6(v6) => v6.to_bits(),
+        };
+        let hour = at.unix_timestamp().div_euclid(3600) as u64;
+        let mixed = ((address as u64) ^ ((address >> 64) as u64).rotate_left(29) ^ hour.rotate_left(47))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mark = ((mixed >> 32) as u32) | 1;
+        self.sighting.0.swap(mark, Ordering::Relaxed) != mark
     }
 
     /// Its limit group (shared with its rotation predecessor or successor; its own id otherwise).

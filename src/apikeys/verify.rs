@@ -182,7 +182,7 @@ impl ApiKeys {
             Verification::Valid { .. } => None,
             refused => Some(refused.code()),
         };
-        self.usage.record_key(key.id, denied, source, now);
+        self.usage.record_key(key.id, denied, source, now, key.first_sighting_this_hour(source, now));
         crate::metrics::key_verification(outcome.code());
         Ok(outcome)
     }

@@ -15,6 +15,10 @@ use crate::error::Result;
 const SETTLE: Duration = Duration::minutes(2);
 /// The most history a first run (or one after a long pause) merges at once.
 const MAX_SPAN: Duration = Duration::HOUR;
+/// A key's minute is merged once it has this many rows. Below it, merging would rewrite most rows
+/// of traffic spread over many keys (a key seen twice in a minute) to save a reader adding up two
+/// or three; a key in steady use has a row per flush, some thirty a minute per instance.
+const MERGE_FROM_ROWS: i64 = 4;
 
 /// `DELETE`s the `key_usage` rows `selection` picks and inserts them back as one row per key and
 /// `date_trunc(unit, start)`, in bucket `bucket`. Returns the statement; `selection` may use binds.
@@ -37,13 +41,15 @@ pub(super) fn merge_sql(selection: &str, unit: &str, bucket: &str) -> String {
     )
 }
 
-/// Merges, per key, the minute rows with `start` in `[$1, $2)` of keys that have more than one
-/// row in a minute.
+/// Merges, per key, the minute rows with `start` in `[$1, $2)` of keys that have at least
+/// [`MERGE_FROM_ROWS`] rows in a minute.
 fn compact_sql() -> String {
     merge_sql(
-        "bucket = 'minute' AND start >= $1 AND start < $2 AND (key_id, start) IN (
-             SELECT key_id, start FROM key_usage WHERE bucket = 'minute' AND start >= $1 AND start < $2
-             GROUP BY 1, 2 HAVING count(*) > 1)",
+        &format!(
+            "bucket = 'minute' AND start >= $1 AND start < $2 AND (key_id, start) IN (
+                 SELECT key_id, start FROM key_usage WHERE bucket = 'minute' AND start >= $1 AND start < $2
+                 GROUP BY 1, 2 HAVING count(*) >= {MERGE_FROM_ROWS})"
+        ),
         "minute",
         "minute",
     )

@@ -20,6 +20,14 @@ pub const DETECTOR_LOCK: i64 = 0x0074_6573_7364_6574;
 /// How often the detector runs.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long after a minute ends the background pass looks for a `RATE_SPIKE` in it: flushes run
+/// every 2 s.
+pub const SPIKE_SETTLE: time::Duration = time::Duration::seconds(10);
+
+/// Verifications in one `key_usage` row: valid plus refused (most rows refuse nothing).
+const ROW_TOTAL: &str = "valid + CASE WHEN denied = '{}'::jsonb THEN 0
+    ELSE (SELECT coalesce(sum(v::bigint), 0) FROM jsonb_each_text(denied) AS d(k, v)) END";
+
 /// Minimum minutes of history before a key has a baseline worth comparing with.
 const MIN_BASELINE_MINUTES: i64 = 5;
 
@@ -44,12 +52,32 @@ impl Usage {
     /// Runs one detection pass if this instance gets the lock (`None` if another instance holds it);
     /// returns how many records were raised.
     pub async fn run_once(&self) -> Result<Option<u64>> {
+        self.pass(self.clock.now(), true).await
+    }
+
+    /// The background pass, every [`INTERVAL`]: like [`Usage::run_once`], but `RATE_SPIKE` looks
+    /// at each minute once, [`SPIKE_SETTLE`] after it closed (when every instance has flushed
+    /// it), instead of on every pass: it reads every row of the minute. `spikes_done` is the
+    /// last minute this instance checked.
+    pub(super) async fn run_scheduled(&self, spikes_done: &mut Option<OffsetDateTime>) -> Result<Option<u64>> {
+        let now = self.clock.now();
+        let last = minute_floor(now) - time::Duration::MINUTE;
+        let due = now - minute_floor(now) >= SPIKE_SETTLE && *spikes_done != Some(last);
+        let raised = self.pass(now, due).await?;
+        if due && raised.is_some() {
+            *spikes_done = Some(last);
+        }
+        Ok(raised)
+    }
+
+    async fn pass(&self, now: OffsetDateTime, spikes: bool) -> Result<Option<u64>> {
         let Some(mut tx) = self.lead().await? else {
             return Ok(None);
         };
-        let now = self.clock.now();
         let mut raised = 0;
-        raised += self.rate_spikes(&mut tx, now).await?;
+        if spikes {
+            raised += self.rate_spikes(&mut tx, now).await?;
+        }
         raised += denied_in_use(&mut tx, now, "REVOKED", kind::REVOKED_KEY_IN_USE, 1).await?;
         raised += denied_in_use(&mut tx, now, "EXPIRED", kind::EXPIRED_KEY_IN_USE, 1).await?;
         raised += denied_in_use(
@@ -72,15 +100,18 @@ impl Usage {
         let this_minute = minute_floor(now);
         let last = this_minute - time::Duration::MINUTE;
         let since = last - time::Duration::HOUR;
-        let rows: Vec<(Uuid, i64, i64, OffsetDateTime)> = sqlx::query_as(
-        "WITH totals AS (
-             SELECT key_id, start, sum(valid + coalesce((SELECT sum(v::bigint) FROM jsonb_each_text(denied) AS d(k, v)), 0)) AS n
-             FROM key_usage WHERE bucket = 'minute' AND start >= $1 AND start <= $2 GROUP BY key_id, start)
-         SELECT cur.key_id, cur.n::bigint, coalesce((SELECT sum(b.n) FROM totals b WHERE b.key_id = cur.key_id AND b.start < $2), 0)::bigint,
-                k.created_at
-         FROM totals cur JOIN api_keys k ON k.id = cur.key_id
-         WHERE cur.start = $2 AND cur.n >= $3",
-    )
+        // The minute's busy keys first (one scan of that minute), then the hour before for those
+        // keys only, through the per-key index.
+        let rows: Vec<(Uuid, i64, i64, OffsetDateTime)> = sqlx::query_as(&format!(
+            "WITH cur AS (
+                 SELECT key_id, sum({ROW_TOTAL})::bigint AS n FROM key_usage
+                 WHERE bucket = 'minute' AND start = $2 GROUP BY key_id HAVING sum({ROW_TOTAL}) >= $3)
+             SELECT cur.key_id, cur.n,
+                    coalesce((SELECT sum({ROW_TOTAL}) FROM key_usage
+                              WHERE key_id = cur.key_id AND bucket = 'minute' AND start >= $1 AND start < $2), 0)::bigint,
+                    k.created_at
+             FROM cur JOIN api_keys k ON k.id = cur.key_id"
+        ))
     .bind(since)
     .bind(last)
     .bind(i64::from(t.spike_floor))
@@ -157,7 +188,7 @@ async fn denied_in_use(
     let rows: Vec<DeniedRow> = sqlx::query_as(
         "SELECT u.key_id, sum((u.denied ->> $1)::bigint)::bigint AS n, k.rotated_to, k.revoked_at, k.expires_at
          FROM key_usage u JOIN api_keys k ON k.id = u.key_id
-         WHERE u.bucket = 'minute' AND u.start >= $2 AND u.denied ? $1
+         WHERE u.bucket = 'minute' AND u.start >= $2 AND u.denied <> '{}'::jsonb AND u.denied ? $1
          GROUP BY u.key_id, k.rotated_to, k.revoked_at, k.expires_at HAVING sum((u.denied ->> $1)::bigint) >= $3",
     )
     .bind(code)

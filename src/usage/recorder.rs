@@ -160,7 +160,18 @@ impl UsageRecorder {
     }
 
     /// Counts one verification of a known key from `source`: valid when `denied` is `None`.
-    pub fn record_key(&self, key: Uuid, denied: Option<&'static str>, source: IpAddr, at: OffsetDateTime) {
+    /// `sighting`: whether the key's last use and `source`'s sighting of it are to be written too;
+    /// they are kept to the hour, and the caller knows when this instance has already sent them
+    /// within it (`KeyRecord::first_sighting_this_hour`). Counts, the minute's addresses and the
+    /// minute's latest use are kept either way.
+    pub fn record_key(
+        &self,
+        key: Uuid,
+        denied: Option<&'static str>,
+        source: IpAddr,
+        at: OffsetDateTime,
+        sighting: bool,
+    ) {
         if !self.enabled {
             return;
         }
@@ -168,6 +179,15 @@ impl UsageRecorder {
         let counts = b.keys.entry((key, minute_of(at))).or_default();
         counts.add(denied, 1);
         counts.saw(at, source);
+        let slot = (key, source, minute_of(at));
+        if b.address_minutes.len() < MAX_KEY_ADDRESSES {
+            b.address_minutes.insert(slot);
+        } else if !b.address_minutes.contains(&slot) {
+            b.dropped += 1;
+        }
+        if !sighting {
+            return;
+        }
         let seen = Seen { first: at, last: at };
         let cap_reached = b.addresses.len() >= MAX_KEY_ADDRESSES;
         match b.addresses.get_mut(&(key, source)) {
@@ -176,12 +196,6 @@ impl UsageRecorder {
             None => {
                 b.addresses.insert((key, source), seen);
             }
-        }
-        let slot = (key, source, minute_of(at));
-        if b.address_minutes.len() < MAX_KEY_ADDRESSES {
-            b.address_minutes.insert(slot);
-        } else if !b.address_minutes.contains(&slot) {
-            b.dropped += 1;
         }
         let last = b.last_used.entry(key).or_insert((at, source));
         if at >= last.0 {
@@ -238,10 +252,10 @@ mod tests {
         let r = UsageRecorder::default();
         let k = Uuid::now_v7();
         let ip: IpAddr = "203.0.113.1".parse().unwrap();
-        r.record_key(k, None, ip, t(0));
-        r.record_key(k, None, ip, t(1));
-        r.record_key(k, Some("EXPIRED"), ip, t(2));
-        r.record_key(k, None, ip, t(120));
+        r.record_key(k, None, ip, t(0), true);
+        r.record_key(k, None, ip, t(1), true);
+        r.record_key(k, Some("EXPIRED"), ip, t(2), true);
+        r.record_key(k, None, ip, t(120), true);
         let b = r.take();
         assert_eq!(b.keys.len(), 2);
         let first = &b.keys[&(k, minute_of(t(0)))];
@@ -251,6 +265,19 @@ mod tests {
         assert_eq!(b.addresses[&(k, ip)], Seen { first: t(0), last: t(120) });
         assert_eq!(b.last_used[&k], (t(120), ip));
         assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn a_repeat_sighting_counts_and_keeps_the_minute_address_without_the_hourly_writes() {
+        let r = UsageRecorder::default();
+        let k = Uuid::now_v7();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        r.record_key(k, None, ip, t(0), false);
+        let b = r.take();
+        assert_eq!(b.keys[&(k, minute_of(t(0)))].valid, 1);
+        assert_eq!(b.keys[&(k, minute_of(t(0)))].last, Some((t(0), ip)));
+        assert!(b.address_minutes.contains(&(k, ip, minute_of(t(0)))));
+        assert!(b.addresses.is_empty() && b.last_used.is_empty());
     }
 
     #[test]
@@ -271,9 +298,9 @@ mod tests {
         let r = UsageRecorder::default();
         let k = Uuid::now_v7();
         let ip: IpAddr = "::1".parse().unwrap();
-        r.record_key(k, None, ip, t(0));
+        r.record_key(k, None, ip, t(0), true);
         let failed = r.take();
-        r.record_key(k, Some("REVOKED"), ip, t(1));
+        r.record_key(k, Some("REVOKED"), ip, t(1), true);
         r.restore(failed);
         let b = r.take();
         let c = &b.keys[&(k, minute_of(t(0)))];

@@ -126,12 +126,13 @@ impl Usage {
     /// until shutdown.
     pub async fn run_detector(self, shutdown: CancellationToken) {
         let mut detect = tokio::time::interval(detector::INTERVAL);
+        let mut spikes_done = None;
         let mut roll = tokio::time::interval(RETENTION_INTERVAL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = detect.tick() => {
-                    if let Err(e) = self.run_once().await {
+                    if let Err(e) = self.run_scheduled(&mut spikes_done).await {
                         tracing::warn!(error = %e, "anomaly detection failed");
                     }
                     if let Err(e) = self.compact().await {
