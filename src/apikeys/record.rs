@@ -21,7 +21,7 @@ use super::{
     format::KeyHashes,
     limits::LimitsRow,
     policy::{OwnerPolicy, OWNER_COLUMNS, OWNER_JOIN},
-    store::{bind_hashes, BY_EITHER_HASH, VIEW_FROM},
+    store::{bind_hashes, BY_EITHER_HASH, KEY_FROM},
     validate::parse_cidr,
 };
 use crate::error::Result;
@@ -308,7 +308,7 @@ pub async fn find_by_hash(db: &PgPool, hashes: &KeyHashes, interner: &Interner) 
         "SELECT k.id, k.owner, k.name, k.environment, k.scopes, k.allowed_cidrs, k.metadata, k.expires_at,
                 k.revoked_at, k.rotated_to, k.enabled, COALESCE(k.limit_group, k.id) AS limit_group,
                 l.rate_limit, l.rate_window, (l.credits IS NOT NULL) IS TRUE AS metered, {OWNER_COLUMNS}
-         FROM {VIEW_FROM} {OWNER_JOIN} WHERE {BY_EITHER_HASH}"
+         FROM {KEY_FROM} {OWNER_JOIN} WHERE {BY_EITHER_HASH}"
     );
     let row: Option<RecordRow> = bind_hashes(sqlx::query_as(&sql), hashes).fetch_optional(db).await?;
     Ok(row.map(|r| {

@@ -23,12 +23,21 @@ pub(crate) const VIEW_COLUMNS: &str =
      k.enabled, COALESCE(k.limit_group, k.id) AS limit_group, l.rate_limit, l.rate_window, l.credits,
      l.refill_amount, l.refill_interval, l.refill_from, l.refilled_periods";
 
-/// A key (`k`) with its limit group's row (`l`) and its last use (`lu`: the row's own
-/// `last_used_*` is written at most hourly, the newest usage row has the rest; migration 0016).
-/// No column of `api_key_limits` or `lu` shares a name with one of `api_keys`, so conditions may
-/// name the key's columns unqualified.
-pub(crate) const VIEW_FROM: &str = "api_keys k LEFT JOIN api_key_limits l ON l.group_id = COALESCE(k.limit_group, k.id)
-     CROSS JOIN LATERAL key_last_use(k.id, k.last_used_at, k.last_used_ip) lu";
+macro_rules! key_from {
+    () => {
+        "api_keys k LEFT JOIN api_key_limits l ON l.group_id = COALESCE(k.limit_group, k.id)"
+    };
+}
+
+/// A key (`k`) with its limit group's row (`l`). No column of `api_key_limits` shares a name with
+/// one of `api_keys`, so conditions may name the key's columns unqualified.
+pub(crate) const KEY_FROM: &str = key_from!();
+
+/// [`KEY_FROM`] and the key's last use (`lu`: the row's own `last_used_*` is written at most
+/// hourly, the newest usage row has the rest; migration 0016), which costs two index probes: for
+/// what is shown, not for verification. `lu`'s columns (`at`, `ip`) are not names of `k` or `l`.
+pub(crate) const VIEW_FROM: &str =
+    concat!(key_from!(), " CROSS JOIN LATERAL key_last_use(k.id, k.last_used_at, k.last_used_ip) lu");
 
 /// Second half of the two-key advisory lock that serialises key creation per owner ("tk").
 const OWNER_LOCK_CLASS: i32 = 0x746b;
