@@ -59,7 +59,7 @@ impl Usage {
     /// at each minute once, [`SPIKE_SETTLE`] after it closed (when every instance has flushed
     /// it), instead of on every pass: it reads every row of the minute. `spikes_done` is the
     /// last minute this instance checked.
-    pub(super) async fn run_scheduled(&self, spikes_done: &mut Option<OffsetDateTime>) -> Result<Option<u64>> {
+    pub async fn run_scheduled(&self, spikes_done: &mut Option<OffsetDateTime>) -> Result<Option<u64>> {
         let now = self.clock.now();
         let last = minute_floor(now) - time::Duration::MINUTE;
         let due = now - minute_floor(now) >= SPIKE_SETTLE && *spikes_done != Some(last);

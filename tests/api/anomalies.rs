@@ -96,6 +96,42 @@ async fn a_rate_spike_is_raised_once_with_its_evidence_and_a_steady_key_raises_n
     assert_eq!(found[0].1["baseline_per_minute"], 20.0);
 }
 
+/// The background pass looks for a spike in a minute once, and only once the minute has settled
+/// (10 s after it ended, when every instance has flushed it).
+#[tokio::test]
+async fn the_background_pass_checks_a_minute_for_spikes_once_it_has_settled() {
+    let app = spawn_app().await;
+    let mut db = app.db().await;
+    // Second 2 of a minute: the minute before has not settled yet.
+    let second = u64::from(app.clock.now().second());
+    app.clock.advance(std::time::Duration::from_secs(60 - second + 2));
+    let now = app.clock.now();
+    let last = minute(now) - Duration::MINUTE;
+    let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
+    let spiking = steady_key(&mut tx, now, 20).await;
+    usage(&mut tx, spiking, last, 900, json!({})).await;
+    tx.commit().await.unwrap();
+
+    // The minute this instance last checked, as the background loop keeps it.
+    let done = tokio::sync::Mutex::new(None);
+    let scheduled = async || {
+        eventually(std::time::Duration::from_secs(10), "a background pass of our own ran", || async {
+            app.parts.detector.run_scheduled(&mut *done.lock().await).await.unwrap().is_some()
+        })
+        .await;
+    };
+    scheduled().await;
+    assert_eq!(*done.lock().await, None, "not checked before it settled");
+    assert!(anomalies_of(&mut db, "RATE_SPIKE").await.is_empty());
+
+    app.clock.advance(std::time::Duration::from_secs(13));
+    scheduled().await;
+    assert_eq!(*done.lock().await, Some(last));
+    let found = anomalies_of(&mut db, "RATE_SPIKE").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, Some(spiking));
+}
+
 #[tokio::test]
 async fn revoked_and_expired_keys_in_use_are_raised_and_normal_refusals_are_not() {
     let app = spawn_app().await;
