@@ -174,7 +174,9 @@ impl KeyRecord {
         let mixed = ((address as u64) ^ ((address >> 64) as u64).rotate_left(29) ^ hour.rotate_left(47))
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mark = ((mixed >> 32) as u32) | 1;
-        self.sighting.0.swap(mark, Ordering::Relaxed) != mark
+        // Read before writing: a hot key verified from one address on every core would otherwise
+        // bounce its cache line between them on each verification.
+        self.sighting.0.load(Ordering::Relaxed) != mark && self.sighting.0.swap(mark, Ordering::Relaxed) != mark
     }
 
     /// Its limit group (shared with its rotation predecessor or successor; its own id otherwise).

@@ -67,7 +67,7 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
         .bind(rows.keys().map(|(_, m)| at(*m)).collect::<Vec<_>>())
         .bind(rows.values().map(|r| count(r.counts.map_or(0, |c| c.valid))).collect::<Vec<_>>())
         .bind(rows.values().map(|r| denied_json(r.counts.unwrap_or(&none))).collect::<Vec<_>>())
-        .bind(rows.values().map(|r| r.ips.clone()).collect::<Vec<_>>())
+        .bind(rows.values().map(|r| r.ips.as_str()).collect::<Vec<_>>())
         .bind(rows.values().map(|r| r.counts.and_then(|c| c.last).map(|l| l.0)).collect::<Vec<_>>())
         .bind(rows.values().map(|r| r.counts.and_then(|c| c.last).map(|l| l.1.to_string())).collect::<Vec<_>>())
         .execute(&mut *tx)

@@ -123,6 +123,8 @@ try {
   await page.getByRole('heading', { name: 'Usage' }).waitFor();
   const chart = page.getByRole('img', { name: /Last 24 hours/ });
   assert.match(await chart.getAttribute('aria-label'), /5 valid, 2 denied/);
+  // Its last use agrees with the chart (both read after the counts were written).
+  assert.match(await page.locator('dl.facts').innerText(), /Last used\s+\d{4}-\d{2}-\d{2}/);
   await page.screenshot({ path: `${IMAGES}/portal-key.png`, fullPage: true });
 
   // Rotate with a one-hour grace: a new secret once; the old key keeps verifying meanwhile.

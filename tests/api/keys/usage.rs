@@ -178,7 +178,7 @@ async fn distinct_ips_counts_only_addresses_seen_within_the_range() {
     assert_eq!(all["distinct_ips"], 2, "{all}");
 }
 
-/// The API's last use (usage report and key view alike) is the latest verification, from the
+/// The API's last use (usage report, key view and key list alike) is the latest verification, from the
 /// usage rows; the key's own row is written by a first use and then at most hourly, so traffic
 /// spread over many keys does not rewrite a wide row per key and minute.
 #[tokio::test]
@@ -200,11 +200,16 @@ async fn last_use_is_exact_in_every_view_while_the_key_row_is_written_hourly() {
         app.parts.usage.flush(&app.parts.db).await.unwrap();
         let usage: Value = app.get_auth(&format!("/v1/keys/{id}/usage"), &token).await.json().await.unwrap();
         let view: Value = app.get_auth(&format!("/v1/keys/{id}"), &token).await.json().await.unwrap();
-        assert_eq!(
-            (&usage["last_used_at"], &usage["last_used_ip"]),
-            (&view["last_used_at"], &view["last_used_ip"]),
-            "{usage} {view}"
-        );
+        let list: Value = app.get_auth("/v1/keys", &token).await.json().await.unwrap();
+        let listed = list.as_array().unwrap().iter().filter(|k| k["id"] == id.as_str()).collect::<Vec<_>>();
+        assert_eq!(listed.len(), 1, "{list}");
+        for shown in [&view, listed[0]] {
+            assert_eq!(
+                (&usage["last_used_at"], &usage["last_used_ip"]),
+                (&shown["last_used_at"], &shown["last_used_ip"]),
+                "{usage} {shown}"
+            );
+        }
         (usage["last_used_at"].clone(), usage["last_used_ip"].clone())
     };
     let first = use_from("203.0.113.1").await;

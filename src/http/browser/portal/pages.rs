@@ -255,7 +255,9 @@ pub fn key(
                 dt { "Environment" } dd { (k.environment) }
                 dt { "Scopes" } dd { (k.scopes.join(" ")) }
                 dt { "Created" } dd { (when(Some(k.created_at))) }
-                dt { "Last used" } dd { (when(k.last_used_at)) }
+                // From the usage report, read after this instance's counts were flushed, so it
+                // agrees with the chart below.
+                dt { "Last used" } dd { (when(usage.hourly.last_used_at.or(k.last_used_at))) }
                 dt { "Expires" } dd { (when(k.expires_at)) }
                 dt { "Limits" } dd { (limits(k)) }
             }
