@@ -38,6 +38,49 @@ def ratio(a, b):
     return a / b
 
 
+LB_ENDPOINTS = [
+    ("hot-key verify", "lb"),
+    ("rate-limited verify (Redis)", "lb_limited"),
+    ("token issuance `client_credentials`", "lb_token"),
+    ("refresh rotation (Postgres)", "lb_refresh"),
+]
+
+
+def load_balancer_table(r, w, cpus):
+    """Each endpoint on A directly, through HAProxy to A alone and to A + B, with the CPU each
+    process spent per request: what the balancer costs, and what a second instance and the
+    shared state cost, told apart."""
+    w("")
+    w("Load balancer, per endpoint (req/s; CPU µs per request of Tessera A + B and of HAProxy, from /proc):")
+    w("")
+    w("| endpoint | A directly | HAProxy → A | HAProxy → A + B | A + B ÷ direct | A + B ÷ HAProxy → A | "
+      "Tessera µs/req direct → A + B | HAProxy µs/req (A + B) | errors |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def tessera_cpu(k):
+        a, b = num(r, f"{k}.cpu_us_per_req.a"), num(r, f"{k}.cpu_us_per_req.b")
+        return None if a is None else a + (b or 0)
+
+    for name, k in LB_ENDPOINTS:
+        d, a, ab = num(r, f"{k}_direct.rps"), num(r, f"{k}_a.rps"), num(r, f"{k}_ab.rps")
+        if d is None:
+            continue
+        errs = sum(num(r, f"{k}_{way}.errors") or 0 for way in ("direct", "a", "ab"))
+        w(f"| {name} | {fmt(d)} | {fmt(a)} | {fmt(ab)} | {fmt(ratio(ab, d), 2)} | {fmt(ratio(ab, a), 2)} | "
+          f"{fmt(tessera_cpu(k + '_direct'), 1)} → {fmt(tessera_cpu(k + '_ab'), 1)} | "
+          f"{fmt(num(r, f'{k}_ab.cpu_us_per_req.haproxy'), 1)} | {int(errs)} |")
+    d, h = num(r, "lb_direct.rps"), num(r, "lb_ab.cpu_us_per_req.haproxy")
+    if d and h is not None:
+        # Every process (wrk, Tessera, HAProxy, Postgres, Redis) shares the cores: the direct run
+        # spends cpus / rps of machine time per request, and 0.9 of its rate leaves 1/0.9 − 1 of
+        # that for everything the balancer adds.
+        budget = cpus / d * 1e6 * (1 / 0.9 - 1)
+        w("")
+        w(f"On these {int(cpus)} shared cores the hot-key run on A directly spends {cpus / d * 1e6:.1f} µs of machine "
+          f"time per request (load generator included); 0.9 of its rate leaves {budget:.1f} µs per request for the "
+          f"balancer and whatever else it adds. HAProxy alone spent {h:.1f} µs per request in the A + B run.")
+
+
 def main():
     r = load(sys.argv[1])
     out = []
@@ -164,8 +207,9 @@ def main():
           f"{r.get('negative.warm_pass_db_lookups', NM)}, during the measured run {r.get('negative.db_lookups', NM)}.")
     if num(r, "lb_ab.rps"):
         w("")
-        w(f"HAProxy {r.get('machine.haproxy', '?')} (scripts/bench.d/haproxy.cfg); sessions per instance in the A + B run: "
-          f"A {r.get('lb_ab.sessions_a', '?')}, B {r.get('lb_ab.sessions_b', '?')}.")
+        w(f"HAProxy {r.get('machine.haproxy', '?')} (scripts/bench.d/haproxy.cfg); requests forwarded per instance over the "
+          f"A + B runs: A {r.get('lb_ab.sessions_a', '?')}, B {r.get('lb_ab.sessions_b', '?')}.")
+        load_balancer_table(r, w, cpus)
     elif r.get("keys.status"):
         w("")
         w(f"API-key scenarios: {NM} ({r['keys.status']}).")
