@@ -71,7 +71,7 @@ fn main() {
         etag: bytes::Bytes::from_static(b"\"bench\""),
         fingerprint: String::new(),
         id_token: None,
-        id_token_verifier: None,
+        id_token_verifiers: Default::default(),
     };
     jwt::verify(&set, &sample, ISSUER, now).expect("the benchmark's token must verify");
 

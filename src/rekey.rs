@@ -21,7 +21,8 @@ use crate::{
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct KeyCount {
     /// `api_keys` (not revoked), `refresh_tokens` (live), `client_secrets` (generated, enabled
-    /// clients), `signing_keys` / `id_token_keys` (sealed private keys) or `webhook_secrets`
+    /// clients), `signing_keys` / `id_token_signing_keys` / `id_token_keys` (sealed private keys;
+    /// the last is the earlier version's ID-token key) or `webhook_secrets`
     /// (sealed endpoint secrets).
     pub what: &'static str,
     /// `current`, `previous`, `retired` (no longer accepted: these no longer verify or open),
@@ -121,12 +122,19 @@ struct SealedTable {
     update: &'static str,
 }
 
-const SEALED: [SealedTable; 3] = [
+const SEALED: [SealedTable; 4] = [
     SealedTable {
         what: "signing_keys",
         select: "SELECT convert_to(kid, 'UTF8'), private_key_enc, kid FROM signing_keys ORDER BY created_at",
         update: "UPDATE signing_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2",
     },
+    SealedTable {
+        what: "id_token_signing_keys",
+        select: "SELECT convert_to(kid, 'UTF8'), private_key_enc, kid FROM id_token_signing_keys ORDER BY created_at",
+        update: "UPDATE id_token_signing_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2",
+    },
+    // The ID-token key of the version before rotation (migration 0017): read by instances of that
+    // version during a rolling upgrade, so it stays openable under the current master key.
     SealedTable {
         what: "id_token_keys",
         select: "SELECT convert_to(kid, 'UTF8'), private_key_enc, kid FROM id_token_keys ORDER BY created_at",
@@ -173,7 +181,7 @@ async fn sealed_counts(db: &PgPool, keys: &DerivedKeys) -> Result<Vec<KeyCount>>
 /// What [`reseal`] did.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Resealed {
-    /// `signing_keys`, `id_token_keys` or `webhook_secrets`.
+    /// `signing_keys`, `id_token_signing_keys`, `id_token_keys` or `webhook_secrets`.
     pub what: &'static str,
     /// Rows seen.
     pub total: u64,

@@ -1,5 +1,6 @@
 //! Signing-key lifecycle in Postgres. Every change runs under one transaction-scoped advisory
-//! lock, so two instances never rotate at once.
+//! lock, so two instances never rotate at once. The ID-token keys ([`super::id_token_key`]) move
+//! with the access-token keys, in the same transactions.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use super::material;
+use super::{id_token_key, material};
 use crate::{
     audit::{self, Actor},
     config::{Config, SigningAlg},
@@ -98,7 +99,8 @@ async fn state_count(conn: &mut PgConnection, state: &str) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE state = $1").bind(state).fetch_one(conn).await?)
 }
 
-/// Makes sure an active and a next key exist (first start, or after a revocation).
+/// Makes sure an active and a next key exist, for access tokens and for ID tokens (first start,
+/// or after a revocation).
 pub async fn ensure(ctx: &Ctx<'_>) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     lock(&mut tx).await?;
@@ -118,7 +120,7 @@ async fn ensure_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<()> {
     if state_count(conn, "next").await? == 0 {
         insert_key(conn, ctx, "next").await?;
     }
-    Ok(())
+    id_token_key::ensure_locked(conn, ctx.sealer, ctx.now).await
 }
 
 async fn promote_next(conn: &mut PgConnection, now: OffsetDateTime) -> Result<()> {
@@ -130,7 +132,8 @@ async fn promote_next(conn: &mut PgConnection, now: OffsetDateTime) -> Result<()
 }
 
 /// The pre-published next key becomes active, the active one retires (published until its tokens
-/// expire), and a new next key is made. Returns the new active kid.
+/// expire), and a new next key is made; the ID-token keys move the same way. Returns the new
+/// active (access-token) kid.
 ///
 /// Unless `force`, refuses with [`Error::NextKeyTooNew`] while the next key has been published for
 /// less than the JWKS max-age: a verifier that fetched the JWKS just before the key appeared may
@@ -154,8 +157,9 @@ pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String>
     Ok(kid)
 }
 
-/// When the next key will have been published for the JWKS max-age, if that is still ahead.
-/// Makes a next key when there is none (it would otherwise be made and activated at once).
+/// When both next keys (access tokens, ID tokens) will have been published for the JWKS max-age,
+/// if that is still ahead. Makes a next key where there is none (it would otherwise be made and
+/// activated at once).
 async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<Option<OffsetDateTime>> {
     let published: Option<OffsetDateTime> =
         sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'")
@@ -168,7 +172,14 @@ async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<O
             ctx.now
         }
     };
-    let not_before = published + ctx.config.jwks_max_age;
+    let id_published = match id_token_key::next_published_at(conn).await? {
+        Some(at) => at,
+        None => {
+            id_token_key::ensure_locked(conn, ctx.sealer, ctx.now).await?;
+            ctx.now
+        }
+    };
+    let not_before = published.max(id_published) + ctx.config.jwks_max_age;
     Ok((not_before > ctx.now).then_some(not_before))
 }
 
@@ -186,18 +197,22 @@ async fn rotate_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<String>
     }
     promote_next(conn, ctx.now).await?;
     insert_key(conn, ctx, "next").await?;
+    // ID tokens live no longer than access tokens (their `exp` is the access token's).
+    id_token_key::rotate_locked(conn, ctx.sealer, ctx.now, publish_until).await?;
     let kid: String =
         sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'active'").fetch_one(&mut *conn).await?;
     Ok(kid)
 }
 
-/// Scheduled rotation: runs only when the active key is older than the rotation period and the next
-/// key has been published for at least the JWKS max-age. Only one instance gets the lock.
+/// Scheduled rotation: runs only when the active key is older than the rotation period and both
+/// next keys (access tokens, ID tokens) have been published for at least the JWKS max-age. Only
+/// one instance gets the lock.
 pub async fn rotate_if_due(ctx: &Ctx<'_>) -> Result<Option<String>> {
     let mut tx = ctx.db.begin().await?;
     let got: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(SIGNING_LOCK).fetch_one(&mut *tx).await?;
     if !got {
+        tx.rollback().await?;
         return Ok(None);
     }
     let active_since: Option<OffsetDateTime> =
@@ -207,11 +222,22 @@ pub async fn rotate_if_due(ctx: &Ctx<'_>) -> Result<Option<String>> {
             .flatten();
     let next_since: Option<OffsetDateTime> =
         sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'").fetch_optional(&mut *tx).await?;
-    let due = match (active_since, next_since) {
-        (Some(a), Some(n)) => a + ctx.config.signing_key_rotation <= ctx.now && n + ctx.config.jwks_max_age <= ctx.now,
-        _ => false,
+    let Some(id_next_since) = id_token_key::next_published_at(&mut tx).await? else {
+        // No next ID-token key (a database from before they rotated): made now, it may sign one
+        // JWKS max-age from now at the earliest.
+        id_token_key::ensure_locked(&mut tx, ctx.sealer, ctx.now).await?;
+        tx.commit().await?;
+        return Ok(None);
     };
+    let published = |at: OffsetDateTime| at + ctx.config.jwks_max_age <= ctx.now;
+    let due = active_since.is_some_and(|a| a + ctx.config.signing_key_rotation <= ctx.now)
+        && next_since.is_some_and(published)
+        && published(id_next_since);
     if !due {
+        // Ended here, not by dropping `tx`: a dropped transaction is rolled back by a task the
+        // pool spawns when the connection comes back, so for a moment after this returned the lock
+        // would still be held, and a try right after (another instance's, or this one's) skip.
+        tx.rollback().await?;
         return Ok(None);
     }
     let kid = rotate_locked(&mut tx, ctx).await?;

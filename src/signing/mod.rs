@@ -55,10 +55,11 @@ pub struct KeySet {
     pub etag: Bytes,
     /// Identifies the table state this set was built from.
     pub fingerprint: String,
-    /// The RS256 key that signs ID tokens (header `typ: JWT`; see [`id_token_key`]).
+    /// The active RS256 key that signs ID tokens (header `typ: JWT`; see [`id_token_key`]).
     pub id_token: Option<Arc<ActiveKey>>,
-    /// Its public key, to read back an `id_token_hint`.
-    pub id_token_verifier: Option<Arc<Verifier>>,
+    /// The ID-token keys an ID token may have been signed with (active and retired-but-published),
+    /// by `kid`, to read back an `id_token_hint`. Never used for access tokens.
+    pub id_token_verifiers: Arc<HashMap<String, Verifier>>,
 }
 
 impl KeySet {
@@ -70,7 +71,7 @@ impl KeySet {
             etag: Bytes::from_static(b"\"empty\""),
             fingerprint: String::new(),
             id_token: None,
-            id_token_verifier: None,
+            id_token_verifiers: Arc::default(),
         }
     }
 }
@@ -111,15 +112,15 @@ impl KeyStore {
         .bind(now)
         .fetch_all(db)
         .await?;
-        let id_key = id_token_key::load(db).await?;
+        let id_keys = id_token_key::load(db, now).await?;
         let mut fingerprint = rows.iter().map(|r| format!("{}:{};", r.0, r.2)).collect::<String>();
-        if let Some((kid, _, _)) = &id_key {
-            fingerprint.push_str(&format!("id:{kid}"));
+        for (kid, state, _, _) in &id_keys {
+            fingerprint.push_str(&format!("id:{kid}:{state};"));
         }
         if !force && fingerprint == self.get().fingerprint {
             return Ok(false);
         }
-        let set = self.build(rows, id_key, fingerprint)?;
+        let set = self.build(rows, id_keys, fingerprint)?;
         if let Ok(mut cur) = self.current.write() {
             *cur = Arc::new(set);
         }
@@ -147,7 +148,7 @@ impl KeyStore {
             .map(|(k, v)| (k.clone(), Verifier { alg: v.alg, key: v.key.clone() }))
             .collect();
         let active = cur.active.clone().filter(|a| a.kid != kid);
-        let (id_token, id_token_verifier) = (cur.id_token.clone(), cur.id_token_verifier.clone());
+        let (id_token, id_token_verifiers) = (cur.id_token.clone(), Arc::clone(&cur.id_token_verifiers));
         if let Ok(mut w) = self.current.write() {
             *w = Arc::new(KeySet {
                 active,
@@ -156,12 +157,12 @@ impl KeyStore {
                 etag,
                 fingerprint: "stale".into(),
                 id_token,
-                id_token_verifier,
+                id_token_verifiers,
             });
         }
     }
 
-    fn build(&self, rows: Vec<KeyRow>, id_key: Option<id_token_key::IdKeyRow>, fingerprint: String) -> Result<KeySet> {
+    fn build(&self, rows: Vec<KeyRow>, id_keys: Vec<id_token_key::IdKeyRow>, fingerprint: String) -> Result<KeySet> {
         let mut verifiers = HashMap::new();
         let mut public = Vec::new();
         let mut active = None;
@@ -176,15 +177,25 @@ impl KeyStore {
                 active = Some(Arc::new(self.signer(kid, alg, &sealed, "at+jwt")?));
             }
         }
-        let (mut id_token, mut id_token_verifier) = (None, None);
-        if let Some((kid, sealed, jwk)) = id_key {
+        let (mut id_token, mut id_token_verifiers) = (None, HashMap::new());
+        for (kid, state, sealed, jwk) in id_keys {
             let (alg, key) = material::verifier(SigningAlg::Rs256, &jwk)?;
-            id_token_verifier = Some(Arc::new(Verifier { alg, key }));
-            id_token = Some(Arc::new(self.signer(kid, SigningAlg::Rs256, &sealed, "JWT")?));
+            match state.as_str() {
+                "active" => {
+                    id_token = Some(Arc::new(self.signer(kid.clone(), SigningAlg::Rs256, &sealed, "JWT")?));
+                    id_token_verifiers.insert(kid, Verifier { alg, key });
+                }
+                // A next key has signed nothing yet: published, never a hint's key.
+                "next" => {}
+                _ => {
+                    id_token_verifiers.insert(kid, Verifier { alg, key });
+                }
+            }
             public.push(jwk);
         }
         let (jwks, etag) = jwks_body(&public);
-        Ok(KeySet { active, verifiers, jwks, etag, fingerprint, id_token, id_token_verifier })
+        let id_token_verifiers = Arc::new(id_token_verifiers);
+        Ok(KeySet { active, verifiers, jwks, etag, fingerprint, id_token, id_token_verifiers })
     }
 
     /// Opens a sealed private key and precomputes its JWS header (`typ` as given).

@@ -44,13 +44,13 @@ impl Signing {
         self.store.cache_control()
     }
 
-    /// Makes sure an active and a next key exist, then loads them (start-up).
+    /// Makes sure an active and a next key exist (for access tokens and for ID tokens), then loads
+    /// them (start-up).
     ///
     /// # Errors
     /// [`crate::error::Error::Database`] when Postgres fails; `Internal` when a stored key cannot be opened.
     pub async fn ensure_and_load(&self) -> Result<()> {
         lifecycle::ensure(&self.ctx()).await?;
-        super::id_token_key::ensure(&self.db, &self.sealer, self.clock.now()).await?;
         self.store.reload(&self.db, self.clock.now(), true).await?;
         Ok(())
     }

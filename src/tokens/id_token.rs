@@ -38,15 +38,16 @@ pub fn sign(keys: &KeySet, claims: &IdClaims) -> Result<String, Error> {
 }
 
 /// Reads an `id_token_hint` (OpenID RP-Initiated Logout §2): a token this service signed for
-/// `issuer`, expired or not (a hint is often presented after the token expired). `None` for
-/// anything else.
+/// `issuer` with an ID-token key still published (the active one or a retired one), expired or
+/// not (a hint is often presented after the token expired). `None` for anything else.
 pub fn read_hint(keys: &KeySet, token: &str, issuer: &str) -> Option<IdClaims> {
     if token.len() > 8192 {
         return None;
     }
-    let verifier = keys.id_token_verifier.as_ref()?;
     let header = jsonwebtoken::decode_header(token).ok()?;
-    if header.alg != verifier.alg || header.kid.as_deref() != keys.id_token.as_ref().map(|k| k.kid.as_str()) {
+    // The key by the token's kid, among the ID-token keys only; the algorithm is the key's, never the token's.
+    let verifier = keys.id_token_verifiers.get(header.kid.as_deref()?)?;
+    if header.alg != verifier.alg {
         return None;
     }
     let mut validation = Validation::new(verifier.alg);

@@ -50,7 +50,7 @@ async fn the_jwks_carries_an_rs256_key_for_id_tokens_whatever_signs_access_token
         let keys = jwks["keys"].as_array().unwrap();
         assert!(keys.iter().any(|k| k["alg"] == "RS256" && k["kty"] == "RSA" && k["use"] == "sig"), "{alg}: {jwks}");
         assert!(keys.iter().all(|k| k.get("d").is_none()));
-        // A second instance finds the same ID-token key: one key, made once.
+        // A second instance finds the same ID-token keys: made once, by the first.
         let peer = app.spawn_peer().await;
         let again: Value =
             peer.http.get(peer.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();

@@ -11,6 +11,7 @@ mod discovery;
 mod flow;
 mod logout;
 mod refusals;
+mod rotation;
 
 pub const REDIRECT: &str = "https://app.example.com/cb";
 pub const LOOPBACK: &str = "http://127.0.0.1/callback";

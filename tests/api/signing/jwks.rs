@@ -31,7 +31,7 @@ async fn the_jwks_has_active_and_next_keys_an_etag_and_answers_304() {
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     let body: Value = res.json().await.unwrap();
     let keys = body["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 3, "active, next and the RS256 ID-token key: {body}");
+    assert_eq!(keys.len(), 4, "the active and the next key, for access tokens and (RS256) for ID tokens: {body}");
     for k in keys {
         assert!(k.get("d").is_none(), "private part published");
         assert_eq!(k["use"], "sig");

@@ -30,7 +30,8 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_former_next_key() {
     assert_eq!(parts(&fresh).0["kid"], next.as_str());
     let published = jwks(&app).await;
     let kids: Vec<&str> = published["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-    assert!(kids.contains(&old.as_str()) && kids.contains(&next.as_str()) && kids.len() == 4, "{kids:?}");
+    // Retired, active and next, of the access-token keys and of the ID-token keys that rotate with them.
+    assert!(kids.contains(&old.as_str()) && kids.contains(&next.as_str()) && kids.len() == 6, "{kids:?}");
 
     // The retired key stays published until every token it could have signed has expired (the
     // longest access-token lifetime a client may have, plus the leeway), then leaves.
@@ -46,7 +47,7 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_former_next_key() {
     reload(&app).await;
     let published = jwks(&app).await;
     let kids: Vec<&str> = published["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-    assert!(!kids.contains(&old.as_str()) && kids.contains(&next.as_str()) && kids.len() == 3, "{kids:?}");
+    assert!(!kids.contains(&old.as_str()) && kids.contains(&next.as_str()) && kids.len() == 4, "{kids:?}");
 }
 
 #[tokio::test]
