@@ -179,6 +179,12 @@ impl KeyRecord {
         self.sighting.0.load(Ordering::Relaxed) != mark && self.sighting.0.swap(mark, Ordering::Relaxed) != mark
     }
 
+    /// Forgets the sighting [`KeyRecord::first_sighting_this_hour`] last reported, so the next
+    /// verification reports one again (usage could not keep it).
+    pub fn forget_sighting(&self) {
+        self.sighting.0.store(0, Ordering::Relaxed);
+    }
+
     /// Its limit group (shared with its rotation predecessor or successor; its own id otherwise).
     pub fn limit_group(&self) -> Uuid {
         self.extras.as_ref().map_or(self.id, |e| e.limit_group)

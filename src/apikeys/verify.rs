@@ -182,7 +182,9 @@ impl ApiKeys {
             Verification::Valid { .. } => None,
             refused => Some(refused.code()),
         };
-        self.usage.record_key(key.id, denied, source, now, key.first_sighting_this_hour(source, now));
+        if !self.usage.record_key(key.id, denied, source, now, key.first_sighting_this_hour(source, now)) {
+            key.forget_sighting();
+        }
         crate::metrics::key_verification(outcome.code());
         Ok(outcome)
     }

@@ -6,7 +6,7 @@
 //! (`key_usage_ips`, `source_failures`) go in primary-key order, so concurrent flushes from
 //! different instances take their row locks in the same order.
 
-use std::collections::BTreeMap;
+use std::{fmt::Write as _, net::IpAddr};
 
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -28,11 +28,18 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// One `key_usage` row: its counts (with the latest use) and the addresses seen, comma-separated
-/// (addresses never hold a comma, and Postgres arrays of arrays must be rectangular).
-struct Row<'a> {
-    counts: Option<&'a Counts>,
-    ips: String,
+/// The addresses of one row, comma-separated: Postgres arrays of arrays must be rectangular, and
+/// an address never holds a comma.
+fn joined(ips: &[IpAddr]) -> String {
+    let mut out = String::with_capacity(ips.len() * 16);
+    for (i, ip) in ips.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{ip}");
+    }
+    out
 }
 
 /// Writes one batch: `key_usage` rows (one per key and minute, with the minute's addresses and
@@ -46,30 +53,26 @@ struct Row<'a> {
 pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     let mut tx = db.begin().await?;
 
-    let mut rows: BTreeMap<(Uuid, i64), Row<'_>> =
-        batch.keys.iter().map(|(k, c)| (*k, Row { counts: Some(c), ips: String::new() })).collect();
-    for (id, ip, minute) in &batch.address_minutes {
-        let row = rows.entry((*id, *minute)).or_insert_with(|| Row { counts: None, ips: String::new() });
-        if !row.ips.is_empty() {
-            row.ips.push(',');
-        }
-        row.ips.push_str(&ip.to_string());
-    }
+    // In (key, minute) order: neighbouring rows share index pages.
+    let mut rows: Vec<(&(Uuid, i64), &Counts)> = batch.keys.iter().collect();
+    rows.sort_unstable_by_key(|(k, _)| **k);
     if !rows.is_empty() {
-        let none = Counts::default();
+        // Every row has the address it was counted from; `coalesce` keeps one that somehow has
+        // none from failing the whole batch (and every retry of it) on the NOT NULL.
         sqlx::query(
             "INSERT INTO key_usage (key_id, bucket, start, valid, denied, ips, last_at, last_ip)
-             SELECT id, 'minute', start, valid, denied, string_to_array(nullif(ips, ''), ','), last_at, last_ip
+             SELECT id, 'minute', start, valid, denied, coalesce(string_to_array(nullif(ips, ''), ','), '{}'),
+                    last_at, last_ip
              FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::jsonb[], $5::text[], $6::timestamptz[], $7::text[])
                  AS u(id, start, valid, denied, ips, last_at, last_ip)",
         )
-        .bind(rows.keys().map(|(id, _)| *id).collect::<Vec<_>>())
-        .bind(rows.keys().map(|(_, m)| at(*m)).collect::<Vec<_>>())
-        .bind(rows.values().map(|r| count(r.counts.map_or(0, |c| c.valid))).collect::<Vec<_>>())
-        .bind(rows.values().map(|r| denied_json(r.counts.unwrap_or(&none))).collect::<Vec<_>>())
-        .bind(rows.values().map(|r| r.ips.as_str()).collect::<Vec<_>>())
-        .bind(rows.values().map(|r| r.counts.and_then(|c| c.last).map(|l| l.0)).collect::<Vec<_>>())
-        .bind(rows.values().map(|r| r.counts.and_then(|c| c.last).map(|l| l.1.to_string())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|((id, _), _)| *id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|((_, m), _)| at(*m)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, c)| count(c.valid)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, c)| denied_json(c)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, c)| joined(&c.ips)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, c)| c.last.map(|l| l.0)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, c)| c.last.map(|l| l.1.to_string())).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

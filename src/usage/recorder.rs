@@ -1,9 +1,10 @@
 //! Usage counted in memory on the verification path, per minute, and handed to the flusher in
-//! batches. Counts for known keys are exact; what is kept per source address (unknown keys) and per
-//! key and address is capped, because those maps grow with input an attacker chooses.
+//! batches. Counts for known keys are exact; what is kept per source address (unknown keys), per
+//! key and address, and per key and minute of addresses is capped, because those grow with input
+//! an attacker chooses.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Mutex, MutexGuard},
 };
@@ -15,6 +16,9 @@ use uuid::Uuid;
 pub const MAX_SOURCES: usize = 50_000;
 /// Most (key, address) entries kept between flushes.
 pub const MAX_KEY_ADDRESSES: usize = 100_000;
+/// Most distinct addresses kept for one key in one minute (a key presented from more addresses
+/// still has every use counted).
+pub const MAX_ADDRESSES_PER_MINUTE: usize = 16;
 
 /// Valid and refused verifications in one bucket.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +29,9 @@ pub struct Counts {
     pub denied: BTreeMap<&'static str, u64>,
     /// The latest verification counted here, and its source (known keys only).
     pub last: Option<(OffsetDateTime, IpAddr)>,
+    /// The distinct addresses counted here, in order of first use (known keys only; at most
+    /// [`MAX_ADDRESSES_PER_MINUTE`]). Kept with the counts, so every row written has its own.
+    pub ips: Vec<IpAddr>,
 }
 
 impl Counts {
@@ -35,7 +42,8 @@ impl Counts {
         }
     }
 
-    fn merge(&mut self, other: Counts) {
+    /// Merges `other` in; returns the addresses dropped at the cap.
+    fn merge(&mut self, other: Counts) -> u64 {
         self.valid += other.valid;
         for (code, n) in other.denied {
             *self.denied.entry(code).or_default() += n;
@@ -43,6 +51,20 @@ impl Counts {
         if let Some((at, ip)) = other.last {
             self.saw(at, ip);
         }
+        other.ips.into_iter().map(|ip| u64::from(!self.saw_address(ip))).sum()
+    }
+
+    /// Adds `ip` to the addresses unless it is there; false when it was not there and the cap
+    /// left no room.
+    fn saw_address(&mut self, ip: IpAddr) -> bool {
+        if self.ips.contains(&ip) {
+            return true;
+        }
+        if self.ips.len() >= MAX_ADDRESSES_PER_MINUTE {
+            return false;
+        }
+        self.ips.push(ip);
+        true
     }
 
     fn saw(&mut self, at: OffsetDateTime, source: IpAddr) {
@@ -84,8 +106,6 @@ pub struct Batch {
     pub keys: HashMap<(Uuid, i64), Counts, Hasher>,
     /// Per key and source address.
     pub addresses: HashMap<(Uuid, IpAddr), Seen, Hasher>,
-    /// Which addresses used each key in each minute (unix seconds of the minute's start).
-    pub address_minutes: HashSet<(Uuid, IpAddr, i64), Hasher>,
     /// Last verification of each key: when and from where.
     pub last_used: HashMap<Uuid, (OffsetDateTime, IpAddr), Hasher>,
     /// Unknown and malformed keys per source address and minute.
@@ -97,11 +117,7 @@ pub struct Batch {
 impl Batch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-            && self.addresses.is_empty()
-            && self.address_minutes.is_empty()
-            && self.last_used.is_empty()
-            && self.sources.is_empty()
+        self.keys.is_empty() && self.addresses.is_empty() && self.last_used.is_empty() && self.sources.is_empty()
     }
 
     /// Verifications in this batch (for logs and tests).
@@ -111,12 +127,11 @@ impl Batch {
 
     fn merge(&mut self, other: Batch) {
         for (k, c) in other.keys {
-            self.keys.entry(k).or_default().merge(c);
+            self.dropped += self.keys.entry(k).or_default().merge(c);
         }
         for (k, s) in other.addresses {
             self.addresses.entry(k).and_modify(|mine| mine.widen(s)).or_insert(s);
         }
-        self.address_minutes.extend(other.address_minutes);
         for (k, (at, ip)) in other.last_used {
             let mine = self.last_used.entry(k).or_insert((at, ip));
             if at > mine.0 {
@@ -124,7 +139,7 @@ impl Batch {
             }
         }
         for (k, c) in other.sources {
-            self.sources.entry(k).or_default().merge(c);
+            self.dropped += self.sources.entry(k).or_default().merge(c);
         }
         self.dropped += other.dropped;
     }
@@ -164,6 +179,9 @@ impl UsageRecorder {
     /// they are kept to the hour, and the caller knows when this instance has already sent them
     /// within it (`KeyRecord::first_sighting_this_hour`). Counts, the minute's addresses and the
     /// minute's latest use are kept either way.
+    ///
+    /// Returns false when a sighting was asked for and not kept ([`MAX_KEY_ADDRESSES`] reached):
+    /// the caller then forgets that it sent it, so a later verification sends it again.
     pub fn record_key(
         &self,
         key: Uuid,
@@ -171,28 +189,28 @@ impl UsageRecorder {
         source: IpAddr,
         at: OffsetDateTime,
         sighting: bool,
-    ) {
+    ) -> bool {
         if !self.enabled {
-            return;
+            return true;
         }
         let mut b = self.lock();
         let counts = b.keys.entry((key, minute_of(at))).or_default();
         counts.add(denied, 1);
         counts.saw(at, source);
-        let slot = (key, source, minute_of(at));
-        if b.address_minutes.len() < MAX_KEY_ADDRESSES {
-            b.address_minutes.insert(slot);
-        } else if !b.address_minutes.contains(&slot) {
+        if !counts.saw_address(source) {
             b.dropped += 1;
         }
         if !sighting {
-            return;
+            return true;
         }
         let seen = Seen { first: at, last: at };
         let cap_reached = b.addresses.len() >= MAX_KEY_ADDRESSES;
         match b.addresses.get_mut(&(key, source)) {
             Some(s) => s.widen(seen),
-            None if cap_reached => b.dropped += 1,
+            None if cap_reached => {
+                b.dropped += 1;
+                return false;
+            }
             None => {
                 b.addresses.insert((key, source), seen);
             }
@@ -201,6 +219,7 @@ impl UsageRecorder {
         if at >= last.0 {
             *last = (at, source);
         }
+        true
     }
 
     /// Counts one refusal of an unknown or malformed key from `source`.
@@ -276,8 +295,55 @@ mod tests {
         let b = r.take();
         assert_eq!(b.keys[&(k, minute_of(t(0)))].valid, 1);
         assert_eq!(b.keys[&(k, minute_of(t(0)))].last, Some((t(0), ip)));
-        assert!(b.address_minutes.contains(&(k, ip, minute_of(t(0)))));
+        assert_eq!(b.keys[&(k, minute_of(t(0)))].ips, vec![ip]);
         assert!(b.addresses.is_empty() && b.last_used.is_empty());
+    }
+
+    #[test]
+    fn every_key_minute_keeps_its_own_addresses_however_many_keys_are_counted() {
+        // More key-minutes than any cap: each still has the address it was used from (a row
+        // without one failed the whole flush, again at every retry).
+        let r = UsageRecorder::default();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let keys: Vec<Uuid> = (0..MAX_KEY_ADDRESSES + 10).map(|_| Uuid::now_v7()).collect();
+        for k in &keys {
+            r.record_key(*k, None, ip, t(0), false);
+        }
+        let b = r.take();
+        assert_eq!(b.keys.len(), keys.len());
+        assert!(b.keys.values().all(|c| c.ips == [ip]));
+        assert_eq!(b.dropped, 0);
+    }
+
+    #[test]
+    fn a_key_minute_keeps_a_bounded_number_of_addresses_and_counts_every_use() {
+        let r = UsageRecorder::default();
+        let k = Uuid::now_v7();
+        for i in 0..(MAX_ADDRESSES_PER_MINUTE as u32 + 4) {
+            let ip = IpAddr::from((0xc633_6400 + i).to_be_bytes());
+            r.record_key(k, None, ip, t(0), false);
+            r.record_key(k, None, ip, t(1), false);
+        }
+        let b = r.take();
+        let c = &b.keys[&(k, minute_of(t(0)))];
+        assert_eq!(c.valid, 2 * (MAX_ADDRESSES_PER_MINUTE as u64 + 4));
+        assert_eq!(c.ips.len(), MAX_ADDRESSES_PER_MINUTE);
+        assert_eq!(b.dropped, 8, "the four addresses past the cap, twice each");
+    }
+
+    #[test]
+    fn a_sighting_past_the_cap_is_reported_as_not_kept() {
+        let r = UsageRecorder::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..MAX_KEY_ADDRESSES {
+            assert!(r.record_key(Uuid::now_v7(), None, ip, t(0), true));
+        }
+        let late = Uuid::now_v7();
+        assert!(!r.record_key(late, None, ip, t(1), true), "the caller must send it again later");
+        assert!(r.record_key(late, None, ip, t(2), false), "no sighting asked: nothing to report");
+        let b = r.take();
+        assert_eq!(b.keys[&(late, minute_of(t(0)))].valid, 2, "counted all the same");
+        assert!(!b.last_used.contains_key(&late));
     }
 
     #[test]
