@@ -9,6 +9,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
+use smallvec::SmallVec;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ pub struct Counts {
     pub last: Option<(OffsetDateTime, IpAddr)>,
     /// The distinct addresses counted here, in order of first use (known keys only; at most
     /// [`MAX_ADDRESSES_PER_MINUTE`]). Kept with the counts, so every row written has its own.
-    pub ips: Vec<IpAddr>,
+    pub ips: SmallVec<[IpAddr; 1]>,
 }
 
 impl Counts {
@@ -237,9 +238,15 @@ impl UsageRecorder {
         }
     }
 
-    /// Takes everything counted so far.
+    /// Takes everything counted so far. The per-key map left behind is sized like the one taken:
+    /// with traffic over many keys it holds about as many entries by the next flush, and growing it
+    /// from empty again would rehash it a dozen times on the verification path.
     pub fn take(&self) -> Batch {
-        std::mem::take(&mut *self.lock())
+        let mut b = self.lock();
+        let keys = HashMap::with_capacity_and_hasher(b.keys.len(), Hasher::default());
+        let taken = std::mem::take(&mut *b);
+        b.keys = keys;
+        taken
     }
 
     /// Puts back a batch that could not be written, so nothing is lost.
@@ -295,7 +302,7 @@ mod tests {
         let b = r.take();
         assert_eq!(b.keys[&(k, minute_of(t(0)))].valid, 1);
         assert_eq!(b.keys[&(k, minute_of(t(0)))].last, Some((t(0), ip)));
-        assert_eq!(b.keys[&(k, minute_of(t(0)))].ips, vec![ip]);
+        assert_eq!(b.keys[&(k, minute_of(t(0)))].ips.as_slice(), [ip]);
         assert!(b.addresses.is_empty() && b.last_used.is_empty());
     }
 
@@ -311,7 +318,7 @@ mod tests {
         }
         let b = r.take();
         assert_eq!(b.keys.len(), keys.len());
-        assert!(b.keys.values().all(|c| c.ips == [ip]));
+        assert!(b.keys.values().all(|c| c.ips.as_slice() == [ip]));
         assert_eq!(b.dropped, 0);
     }
 
