@@ -64,6 +64,32 @@ fn hint(e: &sqlx::Error) -> &'static str {
     }
 }
 
+/// A connection idle at least this long is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pool settings both pools share. sqlx pings a connection when it comes back to the pool (a
+/// round trip, in a task of its own) and, by default, again before handing it out: two round
+/// trips around every query, on the request path the second. Here only a connection that sat
+/// idle for [`PING_AFTER_IDLE`] or more is pinged before use, so a restarted Postgres still costs
+/// no request an error, while a busy pool hands out connections that answered a moment ago. A
+/// failed ping closes that connection and the pool takes or opens another.
+fn pool_options(max: u32, min: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(min)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                conn.ping().await.map(|()| true)
+            })
+        })
+}
+
 /// Connects to Postgres, creating the database when missing, and returns a pool.
 pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
     let opts = PgConnectOptions::from_str(config.database_url.expose())
@@ -73,11 +99,7 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
         .options([("statement_timeout", config.db_statement_timeout.as_millis().to_string())]);
     let target = describe(&opts);
     create_database_if_missing(&opts).await.map_err(|source| DbError::Connect { target: target.clone(), source })?;
-    PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .idle_timeout(Duration::from_secs(300))
+    pool_options(config.db_max_connections, 1)
         .connect_with(opts)
         .await
         .map_err(|source| DbError::Connect { target, source })
@@ -98,12 +120,7 @@ pub fn reads(config: &Config, primary: &PgPool) -> Result<PgPool, DbError> {
             ("statement_timeout", config.db_statement_timeout.as_millis().to_string()),
             ("default_transaction_read_only", "on".to_owned()),
         ]);
-    Ok(PgPoolOptions::new()
-        .max_connections(config.db_max_connections.div_ceil(2))
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
-        .idle_timeout(Duration::from_secs(300))
-        .connect_lazy_with(opts))
+    Ok(pool_options(config.db_max_connections.div_ceil(2), 0).connect_lazy_with(opts))
 }
 
 /// Says in the log when Postgres stops answering and when it answers again, naming the variable
