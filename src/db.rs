@@ -70,9 +70,10 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// Pool settings both pools share. sqlx pings a connection when it comes back to the pool (a
 /// round trip, in a task of its own) and, by default, again before handing it out: two round
 /// trips around every query, on the request path the second. Here only a connection that sat
-/// idle for [`PING_AFTER_IDLE`] or more is pinged before use, so a restarted Postgres still costs
-/// no request an error, while a busy pool hands out connections that answered a moment ago. A
-/// failed ping closes that connection and the pool takes or opens another.
+/// idle for [`PING_AFTER_IDLE`] or more is pinged before use; a busy pool hands out connections
+/// that answered a moment ago. A failed ping closes that connection and the pool takes or opens
+/// another. The cost: a connection Postgres dropped within a second of its last use fails its
+/// next statement (a 503), and the pool then replaces it.
 fn pool_options(max: u32, min: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max)

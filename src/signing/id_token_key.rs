@@ -9,100 +9,15 @@
 //! transaction. The next key is published at least `TESSERA_JWKS_MAX_AGE` before it signs (a
 //! scheduled rotation waits for both next keys), and a retired key stays published as long as the
 //! ID tokens it signed live, so a relying party that cached the JWKS never meets an unknown `kid`.
-//! Every function here runs under the caller's signing-key advisory lock.
+//! The lifecycle's SQL (module `key_table`) is shared with the access-token keys.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use super::material;
-use crate::{
-    config::SigningAlg,
-    error::{Error, Result},
-    secrets::Sealer,
-};
+use crate::error::Result;
 
 /// A published key: kid, state (`next`, `active` or `retired`), sealed PKCS#8 and public JWK.
 pub type IdKeyRow = (String, String, Vec<u8>, serde_json::Value);
-
-async fn insert(conn: &mut PgConnection, sealer: &Sealer, now: OffsetDateTime, state: &str) -> Result<String> {
-    // RSA generation takes a while: keep it off the async workers.
-    let generated = tokio::task::spawn_blocking(|| material::generate(SigningAlg::Rs256))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-    let sealed = sealer.seal(generated.kid.as_bytes(), &generated.pkcs8);
-    sqlx::query(
-        "INSERT INTO id_token_signing_keys (kid, state, private_key_enc, public_jwk, created_at, activated_at)
-         VALUES ($1, $2, $3, $4, $5, CASE WHEN $2 = 'active' THEN $5 END)",
-    )
-    .bind(&generated.kid)
-    .bind(state)
-    .bind(sealed)
-    .bind(&generated.jwk)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(generated.kid)
-}
-
-async fn exists(conn: &mut PgConnection, state: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM id_token_signing_keys WHERE state = $1)")
-        .bind(state)
-        .fetch_one(conn)
-        .await?)
-}
-
-async fn promote_next(conn: &mut PgConnection, now: OffsetDateTime) -> Result<()> {
-    sqlx::query("UPDATE id_token_signing_keys SET state = 'active', activated_at = $1 WHERE state = 'next'")
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Makes sure an active and a next key exist (first start, or a database from before rotation).
-pub async fn ensure_locked(conn: &mut PgConnection, sealer: &Sealer, now: OffsetDateTime) -> Result<()> {
-    if !exists(conn, "active").await? {
-        if exists(conn, "next").await? {
-            promote_next(conn, now).await?;
-        } else {
-            insert(conn, sealer, now, "active").await?;
-        }
-    }
-    if !exists(conn, "next").await? {
-        insert(conn, sealer, now, "next").await?;
-    }
-    Ok(())
-}
-
-/// When the next key was published, if there is one.
-pub async fn next_published_at(conn: &mut PgConnection) -> Result<Option<OffsetDateTime>> {
-    Ok(sqlx::query_scalar("SELECT created_at FROM id_token_signing_keys WHERE state = 'next'")
-        .fetch_optional(conn)
-        .await?)
-}
-
-/// The next key becomes active, the active one retires (published until `publish_until`, when
-/// the last ID token it signed has expired), and a new next key is made. Returns the new active kid.
-pub async fn rotate_locked(
-    conn: &mut PgConnection,
-    sealer: &Sealer,
-    now: OffsetDateTime,
-    publish_until: OffsetDateTime,
-) -> Result<String> {
-    sqlx::query(
-        "UPDATE id_token_signing_keys SET state = 'retired', retired_at = $1, publish_until = $2 WHERE state = 'active'",
-    )
-    .bind(now)
-    .bind(publish_until)
-    .execute(&mut *conn)
-    .await?;
-    if !exists(conn, "next").await? {
-        insert(conn, sealer, now, "next").await?;
-    }
-    promote_next(conn, now).await?;
-    insert(conn, sealer, now, "next").await?;
-    Ok(sqlx::query_scalar("SELECT kid FROM id_token_signing_keys WHERE state = 'active'").fetch_one(&mut *conn).await?)
-}
 
 /// The published keys (next, active, and retired ones still within `publish_until`), the active
 /// one first, then the next, then the retired, newest first.

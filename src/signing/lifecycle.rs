@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use super::{id_token_key, material};
+use super::key_table::KeyTable;
 use crate::{
     audit::{self, Actor},
     config::{Config, SigningAlg},
@@ -73,32 +73,6 @@ async fn lock(conn: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
-async fn insert_key(conn: &mut PgConnection, ctx: &Ctx<'_>, state: &str) -> Result<String> {
-    let alg = ctx.config.signing_alg;
-    // RSA generation takes a while: keep it off the async workers.
-    let generated = tokio::task::spawn_blocking(move || material::generate(alg))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-    let sealed = ctx.sealer.seal(generated.kid.as_bytes(), &generated.pkcs8);
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, alg, state, private_key_enc, public_jwk, created_at, activated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3 = 'active' THEN $6 END)",
-    )
-    .bind(&generated.kid)
-    .bind(alg.as_str())
-    .bind(state)
-    .bind(sealed)
-    .bind(&generated.jwk)
-    .bind(ctx.now)
-    .execute(conn)
-    .await?;
-    Ok(generated.kid)
-}
-
-async fn state_count(conn: &mut PgConnection, state: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE state = $1").bind(state).fetch_one(conn).await?)
-}
-
 /// Makes sure an active and a next key exist, for access tokens and for ID tokens (first start,
 /// or after a revocation).
 pub async fn ensure(ctx: &Ctx<'_>) -> Result<()> {
@@ -110,25 +84,8 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<()> {
 }
 
 async fn ensure_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<()> {
-    if state_count(conn, "active").await? == 0 {
-        if state_count(conn, "next").await? > 0 {
-            promote_next(conn, ctx.now).await?;
-        } else {
-            insert_key(conn, ctx, "active").await?;
-        }
-    }
-    if state_count(conn, "next").await? == 0 {
-        insert_key(conn, ctx, "next").await?;
-    }
-    id_token_key::ensure_locked(conn, ctx.sealer, ctx.now).await
-}
-
-async fn promote_next(conn: &mut PgConnection, now: OffsetDateTime) -> Result<()> {
-    sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE state = 'next'")
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(())
+    KeyTable::Access.ensure(conn, ctx).await?;
+    KeyTable::IdToken.ensure(conn, ctx).await
 }
 
 /// The pre-published next key becomes active, the active one retires (published until its tokens
@@ -161,47 +118,26 @@ pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String>
 /// if that is still ahead. Makes a next key where there is none (it would otherwise be made and
 /// activated at once).
 async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<Option<OffsetDateTime>> {
-    let published: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let published = match published {
-        Some(at) => at,
-        None => {
-            insert_key(conn, ctx, "next").await?;
-            ctx.now
-        }
-    };
-    let id_published = match id_token_key::next_published_at(conn).await? {
-        Some(at) => at,
-        None => {
-            id_token_key::ensure_locked(conn, ctx.sealer, ctx.now).await?;
-            ctx.now
-        }
-    };
-    let not_before = published.max(id_published) + ctx.config.jwks_max_age;
+    let mut published = OffsetDateTime::UNIX_EPOCH;
+    for table in [KeyTable::Access, KeyTable::IdToken] {
+        let at = match table.next_published_at(conn).await? {
+            Some(at) => at,
+            None => {
+                table.ensure(conn, ctx).await?;
+                ctx.now
+            }
+        };
+        published = published.max(at);
+    }
+    let not_before = published + ctx.config.jwks_max_age;
     Ok((not_before > ctx.now).then_some(not_before))
 }
 
 async fn rotate_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<String> {
     let publish_until = ctx.now + ctx.config.max_access_token_ttl() + RETIRE_LEEWAY;
-    sqlx::query(
-        "UPDATE signing_keys SET state = 'retired', retired_at = $1, publish_until = $2 WHERE state = 'active'",
-    )
-    .bind(ctx.now)
-    .bind(publish_until)
-    .execute(&mut *conn)
-    .await?;
-    if state_count(conn, "next").await? == 0 {
-        insert_key(conn, ctx, "next").await?;
-    }
-    promote_next(conn, ctx.now).await?;
-    insert_key(conn, ctx, "next").await?;
     // ID tokens live no longer than access tokens (their `exp` is the access token's).
-    id_token_key::rotate_locked(conn, ctx.sealer, ctx.now, publish_until).await?;
-    let kid: String =
-        sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'active'").fetch_one(&mut *conn).await?;
-    Ok(kid)
+    KeyTable::IdToken.rotate(conn, ctx, publish_until).await?;
+    KeyTable::Access.rotate(conn, ctx, publish_until).await
 }
 
 /// Scheduled rotation: runs only when the active key is older than the rotation period and both
@@ -220,12 +156,11 @@ pub async fn rotate_if_due(ctx: &Ctx<'_>) -> Result<Option<String>> {
             .fetch_optional(&mut *tx)
             .await?
             .flatten();
-    let next_since: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT created_at FROM signing_keys WHERE state = 'next'").fetch_optional(&mut *tx).await?;
-    let Some(id_next_since) = id_token_key::next_published_at(&mut tx).await? else {
+    let next_since = KeyTable::Access.next_published_at(&mut tx).await?;
+    let Some(id_next_since) = KeyTable::IdToken.next_published_at(&mut tx).await? else {
         // No next ID-token key (a database from before they rotated): made now, it may sign one
         // JWKS max-age from now at the earliest.
-        id_token_key::ensure_locked(&mut tx, ctx.sealer, ctx.now).await?;
+        KeyTable::IdToken.ensure(&mut tx, ctx).await?;
         tx.commit().await?;
         return Ok(None);
     };
@@ -263,10 +198,10 @@ pub async fn revoke(ctx: &Ctx<'_>, kid: &str, actor: &Actor) -> Result<()> {
     lock(&mut tx).await?;
     let state: Option<String> =
         sqlx::query_scalar("SELECT state FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
-    match state.as_deref() {
-        None => return Err(Error::NotFound("signing key")),
-        Some("revoked") => return Ok(()),
-        Some(_) => {}
+    if matches!(state.as_deref(), None | Some("revoked")) {
+        // Ended here rather than dropped, so the lock goes with it (see `rotate_if_due`).
+        tx.rollback().await?;
+        return if state.is_none() { Err(Error::NotFound("signing key")) } else { Ok(()) };
     }
     sqlx::query("UPDATE signing_keys SET state = 'revoked', revoked_at = $2 WHERE kid = $1")
         .bind(kid)

@@ -2,6 +2,7 @@
 //! and the in-memory key set every instance signs and verifies with and serves as the JWKS.
 
 pub mod id_token_key;
+mod key_table;
 pub mod lifecycle;
 pub mod material;
 mod service;

@@ -246,3 +246,17 @@ async fn rotating_again_before_the_next_key_outlived_the_jwks_max_age_is_409_unl
     assert_eq!(now_active, next, "the key published for the max-age became active");
     assert_ne!(now_active, active);
 }
+
+#[tokio::test]
+async fn revoking_an_unknown_key_is_404_and_a_revoked_one_again_is_200() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let res = app.post_json("/v1/admin/signing-keys/no-such-kid/revoke", &admin, &json!({})).await;
+    assert_problem(res, 404, "NOT_FOUND").await;
+    let keys: Value = app.get_auth("/v1/admin/signing-keys", &admin).await.json().await.unwrap();
+    let next =
+        keys.as_array().unwrap().iter().find(|k| k["state"] == "next").unwrap()["kid"].as_str().unwrap().to_owned();
+    let url = format!("/v1/admin/signing-keys/{next}/revoke");
+    assert_eq!(app.post_json(&url, &admin, &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(app.post_json(&url, &admin, &json!({})).await.status(), StatusCode::OK, "already revoked");
+}
