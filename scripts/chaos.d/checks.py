@@ -213,8 +213,10 @@ def credits(phase, load, inst, initial):
                               f"({admitted} admitted, {unknown} unanswered)")
 
 
-def webhooks(phase, load, receiver, within=40.0):
-    """Every webhook event owed (its change answered 200) arrived at least once."""
+def webhooks(phase, load, receiver, sql, within=40.0):
+    """Every webhook event owed (its change answered 200) arrived at least once. For a few missing
+    ones, what Postgres holds of their deliveries (status, attempts, the last attempt's error) is
+    noted, so a failure says whether the event was never written, never tried, or kept failing."""
     with load.lock:
         owed = list(load.webhooks_owed)
 
@@ -228,3 +230,24 @@ def webhooks(phase, load, receiver, within=40.0):
     phase.metrics["webhooks_missing"] = len(left)
     if left:
         phase.failures.append(f"{len(left)} webhook event(s) never delivered, e.g. {left[0][0]} {sorted(left[0][1])}")
+        for kind, ids in left[:5]:
+            phase.notes.append(f"undelivered {kind} {sorted(ids)}: {delivery_state(sql, kind, ids)}")
+
+
+def delivery_state(sql, kind, ids):
+    """What Postgres holds of the deliveries of one event (for a failure's note)."""
+    quoted = ", ".join("'" + str(i).replace("'", "") + "'" for i in ids)
+    try:
+        rows = sql.rows(f"""
+SELECT d.status, d.attempts, round(extract(epoch FROM d.next_attempt_at - now())::numeric, 1),
+       round(extract(epoch FROM now() - d.created_at)::numeric, 1),
+       coalesce((SELECT coalesce(a.error, a.response_code::text) FROM webhook_attempts a
+                 WHERE a.delivery_id = d.id ORDER BY a.at DESC LIMIT 1), '-')
+FROM webhook_deliveries d
+WHERE d.event_type = '{kind.replace("'", "")}' AND d.body::jsonb -> 'data' ->> 'key_id' IN ({quoted})""")
+    except RuntimeError as e:
+        return f"(query failed: {e})"
+    if not rows:
+        return "no delivery row"
+    return "; ".join(f"status {r[0]}, attempts {r[1]}, next in {r[2]} s, created {r[3]} s ago, last: {r[4]}"
+                     for r in rows)

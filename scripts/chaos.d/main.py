@@ -89,7 +89,7 @@ class Run:
             checks.families(phase, self.sql)
             checks.credits(phase, self.load, alive[0], INITIAL_CREDITS)
             if self.receiver is not None:
-                checks.webhooks(phase, self.load, self.receiver)
+                checks.webhooks(phase, self.load, self.receiver, self.sql)
             with self.load.lock:
                 phase.failures += [t for at, t in self.load.failures if phase.start <= at < phase.end]
             self.propagation(phase)
@@ -105,6 +105,9 @@ class Run:
         self.say(f"{phase.name}: {verdict}; {json.dumps(self.summary(phase))}")
         for f in phase.failures:
             self.say(f"  - {f}")
+        if phase.failures:
+            for n in phase.notes:
+                self.say(f"  note: {n}")
 
     def propagation(self, phase):
         exempt = phase.metrics.pop("_probe_exempt", None)
