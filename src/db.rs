@@ -9,6 +9,8 @@ use sqlx::{
 
 use crate::config::Config;
 
+pub mod listen;
+
 /// Embedded migrations from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

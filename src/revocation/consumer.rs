@@ -25,7 +25,7 @@ pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
 pub const BEHIND_WARN_AFTER: Duration = Duration::from_secs(5);
 
 /// Longest wait for a new notification listener before trying again at the next tick.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
+const LISTEN_TIMEOUT: Duration = crate::db::listen::CONNECT_TIMEOUT;
 /// Longest wait for the first listener, at start.
 const FIRST_LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -164,12 +164,7 @@ impl Consumer {
 
     /// A listener on both channels, or `None` when Postgres cannot be reached within `timeout`.
     async fn listen(&self, timeout: Duration) -> Option<PgListener> {
-        let connect = async {
-            let mut l = PgListener::connect_with(&self.db).await.ok()?;
-            l.listen_all([relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL]).await.ok()?;
-            Some(l)
-        };
-        tokio::time::timeout(timeout, connect).await.ok().flatten()
+        crate::db::listen::listener(&self.db, &[relay::SEQUENCED_CHANNEL, API_KEY_CHANGED_CHANNEL], timeout).await
     }
 
     /// A new listener after the old one was lost (retried every catch-up tick while Postgres is

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use sqlx::{postgres::PgListener, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{bus::Bus, RevocationEvent};
-use crate::error::Result;
+use crate::{db::listen::Wakeups, error::Result};
 
 /// Advisory lock key of the relay ("tessrly").
 pub const RELAY_LOCK: i64 = 0x0074_6573_7372_6c79;
@@ -121,44 +121,24 @@ async fn publish(db: &PgPool, bus: &Bus) -> Result<(u64, bool)> {
     Ok((published, published < total as u64))
 }
 
-/// Runs the relay until shutdown: woken by `LISTEN tessera_outbox`, polling as a fallback.
+/// Runs the relay until shutdown: woken by `LISTEN tessera_outbox`, polling as a fallback (and
+/// listening again after the connection is lost).
 pub async fn run(db: PgPool, bus: Bus, shutdown: CancellationToken) {
-    let mut listener = listen(&db).await;
+    let mut wakeups = Wakeups::new(db.clone(), &[OUTBOX_CHANNEL]).await;
     loop {
+        let started = tokio::time::Instant::now();
         match pass(&db, &bus).await {
             Ok(report) if report.published > 0 || report.sequenced > 0 => {
-                tracing::debug!(?report, "relay pass");
+                tracing::debug!(?report, ms = started.elapsed().as_millis(), "relay pass");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "relay pass failed"),
         }
-        let wait = async {
-            match listener.as_mut() {
-                Some(l) => {
-                    if l.try_recv().await.ok().flatten().is_none() {
-                        // Connection lost: drop it and fall back to polling until it is re-made.
-                        return false;
-                    }
-                    true
-                }
-                None => {
-                    tokio::time::sleep(POLL).await;
-                    true
-                }
-            }
-        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(POLL) => {}
-            ok = wait => if !ok { listener = listen(&db).await; },
+            _ = wakeups.wait(POLL) => {}
         }
     }
-}
-
-async fn listen(db: &PgPool) -> Option<PgListener> {
-    let mut l = PgListener::connect_with(db).await.ok()?;
-    l.listen(OUTBOX_CHANNEL).await.ok()?;
-    Some(l)
 }
 
 /// Decodes a payload received from the bus.

@@ -10,13 +10,13 @@
 
 use std::time::Duration;
 
-use sqlx::{postgres::PgListener, PgConnection};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{endpoints::message_id, events::CHANNEL, sign::EndpointSecret, ssrf, Webhooks};
-use crate::error::Result;
+use crate::{db::listen::Wakeups, error::Result};
 
 /// Delays between attempts, seconds: the first retry within 10 s, then longer; the last repeats.
 pub const BACKOFF: [i64; 9] = [5, 30, 120, 600, 1_800, 3_600, 7_200, 14_400, 28_800];
@@ -138,15 +138,19 @@ impl Webhooks {
     /// Runs until shutdown: a pass whenever deliveries are written (LISTEN), and every second.
     /// Stopping mid-send drops the claim uncommitted: the deliveries stay pending for another.
     pub async fn run_dispatcher(self, shutdown: CancellationToken) {
-        let mut listener = listen(&self.db).await;
+        let mut wakeups = Wakeups::new(self.db.clone(), &[CHANNEL]).await;
         let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
+            let started = tokio::time::Instant::now();
             let pass = tokio::select! {
                 () = shutdown.cancelled() => return,
                 r = self.dispatch_once() => r,
             };
             match pass {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    tracing::debug!(attempted = n, ms = started.elapsed().as_millis(), "webhook dispatch pass");
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "webhook dispatch pass failed"),
             }
@@ -156,19 +160,9 @@ impl Webhooks {
                     tracing::debug!(error = %e, "webhook backlog gauges");
                 }
             }
-            let wait = async {
-                match listener.as_mut() {
-                    Some(l) => l.try_recv().await.ok().flatten().is_some(),
-                    None => {
-                        tokio::time::sleep(POLL).await;
-                        true
-                    }
-                }
-            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(POLL) => {}
-                ok = wait => if !ok { listener = listen(&self.db).await; },
+                _ = wakeups.wait(POLL) => {}
             }
         }
     }
@@ -184,12 +178,6 @@ impl Webhooks {
         crate::metrics::webhook_backlog(pending, age);
         Ok(())
     }
-}
-
-async fn listen(db: &sqlx::PgPool) -> Option<PgListener> {
-    let mut l = PgListener::connect_with(db).await.ok()?;
-    l.listen(CHANNEL).await.ok()?;
-    Some(l)
 }
 
 /// `Retry-After` (RFC 9110 §10.2.3) as seconds from `now`: delay-seconds or an HTTP date,

@@ -34,4 +34,5 @@ mod signing;
 mod tcp_proxy;
 mod tokens;
 mod verifier;
+mod wakeups;
 mod webhooks;
