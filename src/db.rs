@@ -66,6 +66,12 @@ fn hint(e: &sqlx::Error) -> &'static str {
     }
 }
 
+/// How often Postgres checks, while one of our statements runs, that this instance is still there
+/// (`client_connection_check_interval`, PostgreSQL 14+). A statement waiting on a lock otherwise
+/// keeps the session of a dead instance, and every lock it holds (the relay's advisory lock, rows
+/// it updated), until that wait ends; with the check it ends within this interval of the death.
+const CLIENT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A connection idle at least this long is pinged before it is handed out.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
@@ -89,6 +95,20 @@ fn pool_options(max: u32, min: u32) -> PgPoolOptions {
                     return Ok(true);
                 }
                 conn.ping().await.map(|()| true)
+            })
+        })
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // Not in the startup options: a server older than 14 would refuse the connection.
+                // There (and where the platform cannot poll for it) a session just goes without.
+                let set = sqlx::query("SELECT set_config('client_connection_check_interval', $1, false)")
+                    .bind(CLIENT_CHECK_INTERVAL.as_millis().to_string())
+                    .execute(&mut *conn)
+                    .await;
+                if let Err(e) = set {
+                    tracing::debug!(error = %e, "client_connection_check_interval not set");
+                }
+                Ok(())
             })
         })
 }
