@@ -185,15 +185,19 @@ pub enum UsersCommand {
 /// `tessera admin signing-keys …`
 #[derive(Subcommand)]
 pub enum SigningKeysCommand {
-    /// Every signing key and its state.
-    List,
+    /// Every signing key of access tokens (or, with --id-token, of ID tokens) and its state.
+    List {
+        /// The RS256 keys that sign OpenID Connect ID tokens instead
+        #[arg(long)]
+        id_token: bool,
+    },
     /// Activate the published next key.
     Rotate {
         /// Even if the next key was published less than the JWKS max-age ago
         #[arg(long)]
         force: bool,
     },
-    /// Revoke a signing key: every token it signed stops verifying.
+    /// Revoke a signing key (of access tokens or of ID tokens): every token it signed stops verifying.
     Revoke {
         /// Key id (kid)
         kid: String,
@@ -319,8 +323,9 @@ async fn dispatch(s: &Session, command: AdminCommand) -> Result<(Value, Option<&
             s.call(Method::DELETE, &format!("/v1/admin/users/{}", seg(&id)), None).await?;
             (json!({"id": id, "deleted": true}), None)
         }
-        A::SigningKeys(SigningKeysCommand::List) => {
-            signing_list(s.call(Method::GET, "/v1/admin/signing-keys", None).await?)
+        A::SigningKeys(SigningKeysCommand::List { id_token }) => {
+            let path = if id_token { "/v1/admin/signing-keys?signs=id_token" } else { "/v1/admin/signing-keys" };
+            signing_list(s.call(Method::GET, path, None).await?)
         }
         A::SigningKeys(SigningKeysCommand::Rotate { force }) => {
             let path = if force { "/v1/admin/signing-keys/rotate?force=true" } else { "/v1/admin/signing-keys/rotate" };
@@ -379,7 +384,7 @@ async fn audit_tail(s: &Session, since: Option<String>, limit: u32) -> Result<Va
 }
 
 fn signing_list(v: Value) -> (Value, Option<&'static [&'static str]>) {
-    (v, Some(&["kid", "alg", "state", "created_at", "activated_at", "retired_at"]))
+    (v, Some(&["kid", "signs", "alg", "state", "created_at", "activated_at", "retired_at"]))
 }
 
 fn words(s: &str) -> Vec<&str> {

@@ -16,7 +16,7 @@ use crate::{
         problem::ApiError,
         state::AppState,
     },
-    signing::lifecycle::KeyInfo,
+    signing::{lifecycle::KeyInfo, Signs},
     usage::{anomalies::Anomaly, AnomalyQuery},
     users::{NewUser, UserPatch, UserView},
 };
@@ -204,12 +204,29 @@ async fn patch_user(
     Ok(Json(state.users.update(id, body, &caller.actor(ip, rid)).await?))
 }
 
-/// Every signing key, newest first; never any private part.
+/// Query of `GET /v1/admin/signing-keys`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SigningKeysParams {
+    /// Which keys: `access_token` (the default) or `id_token` (the RS256 keys of OpenID Connect
+    /// ID tokens, which rotate with them).
+    #[serde(default)]
+    #[param(value_type = Option<Signs>)]
+    signs: Signs,
+}
+
+/// The signing keys of access tokens (or, with `?signs=id_token`, of ID tokens), newest first; never any private part.
 #[utoipa::path(get, path = "/v1/admin/signing-keys", tag = "admin", security(("bearer" = ["admin"])),
-    responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn list_signing_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    params(SigningKeysParams),
+    responses((status = 200, body = [KeyInfo]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_signing_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(SigningKeysParams { signs }): ApiQuery<SigningKeysParams>,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     admin(&caller)?;
-    Ok(Json(state.signing.list().await?))
+    Ok(Json(state.signing.list(signs).await?))
 }
 
 /// Query of `POST /v1/admin/signing-keys/rotate`.
@@ -247,7 +264,7 @@ async fn rotate_signing_key(
     Ok(Json(state.signing.rotate(&caller.actor(ip, rid), force).await?))
 }
 
-/// Revokes a key: out of the JWKS at once, its tokens inactive, an event published.
+/// Revokes a key (of access tokens or of ID tokens): out of the JWKS at once, its tokens inactive, an event published; answers with the keys of its kind.
 #[utoipa::path(post, path = "/v1/admin/signing-keys/{kid}/revoke", tag = "admin", security(("bearer" = ["admin"])),
     params(("kid" = String, Path)),
     responses((status = 200, body = [KeyInfo]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]

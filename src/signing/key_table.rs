@@ -1,17 +1,64 @@
-//! One table of keys with the `next → active → retired` lifecycle, as SQL. There are two: the
+//! One table of keys with the `next → active → retired` lifecycle (and `revoked`), as SQL. There are two: the
 //! access-token keys (`signing_keys`, `TESSERA_SIGNING_ALG`) and the ID-token keys
 //! (`id_token_signing_keys`, always RS256; see [`super::id_token_key`]). Both move through the
 //! same steps in the same transactions ([`super::lifecycle`]); every function here runs under
 //! the caller's signing-key advisory lock.
 
-use sqlx::PgConnection;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use super::{lifecycle::Ctx, material};
+use super::{
+    lifecycle::{Ctx, KeyInfo},
+    material,
+};
 use crate::{
     config::SigningAlg,
     error::{Error, Result},
 };
+
+/// What a signing key signs, as the admin API names it (`signs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(example = "id_token")]
+pub enum Signs {
+    /// Access tokens (RFC 9068), with `TESSERA_SIGNING_ALG`.
+    #[default]
+    AccessToken,
+    /// OpenID Connect ID tokens, always RS256.
+    IdToken,
+}
+
+impl From<KeyTable> for Signs {
+    fn from(t: KeyTable) -> Self {
+        match t {
+            KeyTable::Access => Self::AccessToken,
+            KeyTable::IdToken => Self::IdToken,
+        }
+    }
+}
+
+/// As the `signs` column of [`KeyTable::list`] holds it.
+impl TryFrom<String> for Signs {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "access_token" => Ok(Self::AccessToken),
+            "id_token" => Ok(Self::IdToken),
+            _ => Err(format!("not a kind of signing key: {s}")),
+        }
+    }
+}
+
+impl From<Signs> for KeyTable {
+    fn from(s: Signs) -> Self {
+        match s {
+            Signs::AccessToken => Self::Access,
+            Signs::IdToken => Self::IdToken,
+        }
+    }
+}
 
 /// Which table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +80,35 @@ impl KeyTable {
     /// `template` with `{t}` replaced by the table's name (a constant, never input).
     fn sql(self, template: &str) -> String {
         template.replace("{t}", self.name())
+    }
+
+    /// Every key of the table, newest first, as the admin API shows them (no private part).
+    pub(super) async fn list(self, db: &PgPool) -> Result<Vec<KeyInfo>> {
+        // Only the access-token table records the algorithm: ID-token keys are all RS256.
+        let (alg, signs) = match self {
+            Self::Access => ("alg", "access_token"),
+            Self::IdToken => ("'RS256'", "id_token"),
+        };
+        let sql = self.sql(&format!(
+            "SELECT kid, {alg} AS alg, state, created_at, activated_at, retired_at, revoked_at, '{signs}' AS signs
+             FROM {{t}} ORDER BY created_at DESC, kid"
+        ));
+        Ok(sqlx::query_as(&sql).fetch_all(db).await?)
+    }
+
+    /// The state of `kid`, when the table holds it.
+    pub(super) async fn state_of(self, conn: &mut PgConnection, kid: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(&self.sql("SELECT state FROM {t} WHERE kid = $1")).bind(kid).fetch_optional(conn).await?)
+    }
+
+    /// Marks `kid` revoked: it leaves the JWKS at the next reload of every instance.
+    pub(super) async fn revoke(self, conn: &mut PgConnection, kid: &str, now: OffsetDateTime) -> Result<()> {
+        sqlx::query(&self.sql("UPDATE {t} SET state = 'revoked', revoked_at = $2 WHERE kid = $1"))
+            .bind(kid)
+            .bind(now)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     /// Makes, seals and stores a key in `state`; returns its kid.

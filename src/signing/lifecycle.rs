@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use super::key_table::KeyTable;
+use super::key_table::{KeyTable, Signs};
 use crate::{
     audit::{self, Actor},
     config::{Config, SigningAlg},
@@ -33,7 +33,8 @@ pub const RETIRE_LEEWAY: Duration = Duration::from_secs(300);
     "created_at": "2026-11-10T03:00:00Z",
     "activated_at": "2026-11-17T03:00:00Z",
     "retired_at": null,
-    "revoked_at": null
+    "revoked_at": null,
+    "signs": "access_token"
 }))]
 pub struct KeyInfo {
     /// Key id (RFC 7638 thumbprint).
@@ -54,6 +55,9 @@ pub struct KeyInfo {
     /// Revoked.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// What the key signs: `access_token` or `id_token`.
+    #[sqlx(try_from = "String")]
+    pub signs: Signs,
 }
 
 /// What a key-management call needs.
@@ -191,42 +195,50 @@ pub async fn rotate_if_due(ctx: &Ctx<'_>) -> Result<Option<String>> {
     Ok(Some(kid))
 }
 
-/// Revokes a key: out of the JWKS at once, every token it signed inactive, an event published.
-/// Revoking the active key promotes the next one.
-pub async fn revoke(ctx: &Ctx<'_>, kid: &str, actor: &Actor) -> Result<()> {
+/// Revokes a key, of access tokens or of ID tokens: out of the JWKS at once, every token it signed
+/// inactive (an ID token's key: its `id_token_hint`s no longer read), an event published. Revoking
+/// an active key promotes the next one. Revoking a revoked key again changes nothing.
+///
+/// Returns what the key signed.
+///
+/// # Errors
+/// [`Error::NotFound`] when neither table holds `kid`.
+pub async fn revoke(ctx: &Ctx<'_>, kid: &str, actor: &Actor) -> Result<Signs> {
     let mut tx = ctx.db.begin().await?;
     lock(&mut tx).await?;
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM signing_keys WHERE kid = $1").bind(kid).fetch_optional(&mut *tx).await?;
-    if matches!(state.as_deref(), None | Some("revoked")) {
+    let mut found = None;
+    for table in [KeyTable::Access, KeyTable::IdToken] {
+        if let Some(state) = table.state_of(&mut tx, kid).await? {
+            found = Some((table, state));
+            break;
+        }
+    }
+    let Some((table, state)) = found else {
+        tx.rollback().await?;
+        return Err(Error::NotFound("signing key"));
+    };
+    if state == "revoked" {
         // Ended here rather than dropped, so the lock goes with it (see `rotate_if_due`).
         tx.rollback().await?;
-        return if state.is_none() { Err(Error::NotFound("signing key")) } else { Ok(()) };
+        return Ok(table.into());
     }
-    sqlx::query("UPDATE signing_keys SET state = 'revoked', revoked_at = $2 WHERE kid = $1")
-        .bind(kid)
-        .bind(ctx.now)
-        .execute(&mut *tx)
-        .await?;
+    table.revoke(&mut tx, kid, ctx.now).await?;
     ensure_locked(&mut tx, ctx).await?;
     let mut ev = NewRevocation::new(Kind::SigningKey, kid, ctx.now).reason("revoked by admin");
     ev.kid = Some(kid.to_owned());
     revocation::record(&mut tx, &ev).await?;
-    audit::record(&mut tx, ctx.now, actor, "signing_key.revoke", "signing_key", kid, json!({"previous_state": state}))
-        .await?;
+    let signs = Signs::from(table);
+    let details = json!({"previous_state": state, "signs": signs});
+    audit::record(&mut tx, ctx.now, actor, "signing_key.revoke", "signing_key", kid, details).await?;
     events::signing_key(&mut tx, EventType::SigningKeyRevoked, kid, ctx.now).await?;
     tx.commit().await?;
     crate::metrics::revocation("signing_key");
-    Ok(())
+    Ok(signs)
 }
 
-/// Every key, newest first.
-pub async fn list(db: &PgPool) -> Result<Vec<KeyInfo>> {
-    Ok(sqlx::query_as(
-        "SELECT kid, alg, state, created_at, activated_at, retired_at, revoked_at FROM signing_keys ORDER BY created_at DESC",
-    )
-    .fetch_all(db)
-    .await?)
+/// Every key that signs `signs`, newest first.
+pub async fn list(db: &PgPool, signs: Signs) -> Result<Vec<KeyInfo>> {
+    KeyTable::from(signs).list(db).await
 }
 
 /// Parses an algorithm stored in the table.

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod material;
 mod service;
 
+pub use key_table::Signs;
 pub use service::Signing;
 
 use std::{
@@ -131,7 +132,7 @@ impl KeyStore {
     /// Removes a key at once (revocation seen before the table reload).
     pub fn forget(&self, kid: &str) {
         let cur = self.get();
-        if !cur.verifiers.contains_key(kid) {
+        if !cur.verifiers.contains_key(kid) && !cur.id_token_verifiers.contains_key(kid) {
             return;
         }
         // Rebuild the JWKS without it; the next reload makes it exact.
@@ -149,7 +150,14 @@ impl KeyStore {
             .map(|(k, v)| (k.clone(), Verifier { alg: v.alg, key: v.key.clone() }))
             .collect();
         let active = cur.active.clone().filter(|a| a.kid != kid);
-        let (id_token, id_token_verifiers) = (cur.id_token.clone(), Arc::clone(&cur.id_token_verifiers));
+        let id_token = cur.id_token.clone().filter(|a| a.kid != kid);
+        let id_token_verifiers = Arc::new(
+            cur.id_token_verifiers
+                .iter()
+                .filter(|(k, _)| k.as_str() != kid)
+                .map(|(k, v)| (k.clone(), Verifier { alg: v.alg, key: v.key.clone() }))
+                .collect(),
+        );
         if let Ok(mut w) = self.current.write() {
             *w = Arc::new(KeySet {
                 active,

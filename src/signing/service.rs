@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     lifecycle::{self, Ctx, KeyInfo},
-    KeySet, KeyStore,
+    KeySet, KeyStore, Signs,
 };
 use crate::{audit::Actor, clock::Clock, config::Config, error::Result, secrets::Sealer};
 
@@ -55,9 +55,9 @@ impl Signing {
         Ok(())
     }
 
-    /// Every key, newest first, as the admin API shows them (no private part).
-    pub async fn list(&self) -> Result<Vec<KeyInfo>> {
-        lifecycle::list(&self.db).await
+    /// Every key that signs `signs`, newest first, as the admin API shows them (no private part).
+    pub async fn list(&self, signs: Signs) -> Result<Vec<KeyInfo>> {
+        lifecycle::list(&self.db, signs).await
     }
 
     /// Rotates (see [`lifecycle::rotate`]; `force` skips the JWKS max-age wait) and answers with
@@ -68,18 +68,19 @@ impl Signing {
     pub async fn rotate(&self, actor: &Actor, force: bool) -> Result<Vec<KeyInfo>> {
         lifecycle::rotate(&self.ctx(), actor, force).await?;
         self.store.reload(&self.db, self.clock.now(), true).await?;
-        self.list().await
+        self.list(Signs::AccessToken).await
     }
 
-    /// Revokes `kid`: out of this instance's JWKS at once, an event for the others.
+    /// Revokes `kid` (a key of access tokens or of ID tokens): out of this instance's JWKS at once,
+    /// an event for the others. Answers with the keys of the same kind as they are now.
     ///
     /// # Errors
-    /// [`crate::error::Error::NotFound`] for an unknown or already revoked `kid`.
+    /// [`crate::error::Error::NotFound`] for an unknown `kid`.
     pub async fn revoke(&self, kid: &str, actor: &Actor) -> Result<Vec<KeyInfo>> {
-        lifecycle::revoke(&self.ctx(), kid, actor).await?;
+        let signs = lifecycle::revoke(&self.ctx(), kid, actor).await?;
         self.store.forget(kid);
         self.store.reload(&self.db, self.clock.now(), true).await?;
-        self.list().await
+        self.list(signs).await
     }
 
     /// Keeps the key set current (poll every 2 s) and runs scheduled rotation (every minute) until

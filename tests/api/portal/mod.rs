@@ -162,6 +162,10 @@ async fn admin_pages_are_for_admins_only() {
     }
     let users = admin.get(app.url("/portal/admin/clients")).send().await.unwrap().text().await.unwrap();
     assert!(users.contains("tessera-portal"), "the built-in client is listed");
+    // Both kinds of signing key, each row saying which: two of access tokens, two of ID tokens.
+    let keys = admin.get(app.url("/portal/admin/signing-keys")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(keys.matches(">access_token<").count(), 2, "{keys}");
+    assert_eq!(keys.matches(">id_token<").count(), 2, "{keys}");
     let token = csrf(&home(&app, &dev).await);
     let res =
         dev.post(app.url("/portal/admin/signing-keys/rotate")).form(&[("csrf_token", &token)]).send().await.unwrap();

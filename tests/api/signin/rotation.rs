@@ -155,3 +155,74 @@ async fn upgrading_makes_the_earlier_versions_id_token_key_the_active_one() {
     drop(db);
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
 }
+
+/// `GET /v1/admin/signing-keys` with `query`, as a list.
+async fn listed(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
+    let res = app.get_auth(&format!("/v1/admin/signing-keys{query}"), admin).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json::<Value>().await.unwrap().as_array().unwrap().clone()
+}
+
+fn kid_in<'a>(keys: &'a [Value], state: &str) -> &'a str {
+    keys.iter().find(|k| k["state"] == state).and_then(|k| k["kid"].as_str()).unwrap()
+}
+
+#[tokio::test]
+async fn an_id_token_key_is_listed_apart_and_revoked_like_an_access_token_key() {
+    let app = spawn_app().await;
+    let s = setup(&app, &[], &["openid"], true).await;
+    let admin = app.admin_token().await;
+
+    // The default list is the access-token keys, as ever; `?signs=id_token` lists the others.
+    let access = listed(&app, &admin, "").await;
+    assert_eq!(access.len(), 2, "{access:?}");
+    assert!(access.iter().all(|k| k["signs"] == "access_token"), "{access:?}");
+    assert_eq!(listed(&app, &admin, "?signs=access_token").await, access);
+    let id = listed(&app, &admin, "?signs=id_token").await;
+    assert_eq!(id.len(), 2, "{id:?}");
+    assert!(id.iter().all(|k| k["signs"] == "id_token" && k["alg"] == "RS256"), "{id:?}");
+    let (first, token) = id_token(&app, &s).await;
+    assert_eq!(kid_in(&id, "active"), first);
+    let next = kid_in(&id, "next").to_owned();
+    let res = app.get_auth("/v1/admin/signing-keys?signs=refresh_token", &admin).await;
+    assert_problem(res, 400, "INVALID_REQUEST").await;
+
+    let peer = app.spawn_peer().await;
+    assert!(hint_names_the_client(&peer, &token).await);
+
+    // Revoked: the answer lists the ID-token keys, the next one active and a new next made; the
+    // key leaves the JWKS, and its hints are no longer read, here and (from the event) on the peer.
+    let res = app.post_json(&format!("/v1/admin/signing-keys/{first}/revoke"), &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let after: Vec<Value> = res.json::<Value>().await.unwrap().as_array().unwrap().clone();
+    assert_eq!(after.len(), 3, "{after:?}");
+    let revoked = after.iter().find(|k| k["kid"] == first.as_str()).unwrap();
+    assert_eq!(revoked["state"], "revoked");
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(kid_in(&after, "active"), next);
+    assert_ne!(kid_in(&after, "next"), next);
+    assert!(!id_kids(&app).await.contains(&first));
+    assert!(!hint_names_the_client(&app, &token).await);
+    let (peer_ref, gone) = (&peer, first.as_str());
+    eventually(Duration::from_secs(10), "the peer drops the revoked ID-token key", || async move {
+        !id_kids(peer_ref).await.iter().any(|k| k == gone)
+    })
+    .await;
+    assert!(!hint_names_the_client(&peer, &token).await);
+    assert_eq!(id_token(&app, &s).await.0, next, "the former next key signs");
+
+    // The access-token keys did not move; revoking again changes nothing.
+    assert_eq!(listed(&app, &admin, "").await, access);
+    let res = app.post_json(&format!("/v1/admin/signing-keys/{first}/revoke"), &admin, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(listed(&app, &admin, "?signs=id_token").await.len(), 3);
+    let mut db = app.db().await;
+    let signs: String = sqlx::query_scalar(
+        "SELECT details->>'signs' FROM audit_log WHERE action = 'signing_key.revoke' AND target_id = $1",
+    )
+    .bind(&first)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(signs, "id_token");
+}

@@ -22,6 +22,7 @@ use crate::{
         source::SourceIp,
         state::AppState,
     },
+    signing::Signs,
     usage::AnomalyQuery,
 };
 
@@ -102,13 +103,20 @@ page!(users, "/portal/admin/users", "Users (the first 200).", |state, s| {
 });
 
 page!(signing_keys, "/portal/admin/signing-keys", "Signing keys, with a \"Rotate\" button.", |state, s| {
-    let rows = state.signing.list().await;
+    let access = state.signing.list(Signs::AccessToken).await;
+    let rows = match access {
+        Ok(mut rows) => state.signing.list(Signs::IdToken).await.map(|id| {
+            rows.extend(id);
+            rows
+        }),
+        Err(e) => Err(e),
+    };
     let form = admin_pages::rotate_signing_form(&s.frame(&state));
     render(
         &state,
         &s,
         "Signing keys",
-        &["kid", "alg", "state", "created_at", "activated_at", "retired_at"],
+        &["kid", "signs", "alg", "state", "created_at", "activated_at", "retired_at"],
         rows,
         Some(form),
     )
