@@ -2,6 +2,7 @@
 from the catch-up API, and against what the load recorded."""
 
 import collections
+import subprocess
 import time
 
 # Revocations checked per kind and phase on each instance (the newest ones, where most can go wrong).
@@ -245,7 +246,7 @@ SELECT d.status, d.attempts, round(extract(epoch FROM d.next_attempt_at - now())
                  WHERE a.delivery_id = d.id ORDER BY a.at DESC LIMIT 1), '-')
 FROM webhook_deliveries d
 WHERE d.event_type = '{kind.replace("'", "")}' AND d.body::jsonb -> 'data' ->> 'key_id' IN ({quoted})""")
-    except RuntimeError as e:
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
         return f"(query failed: {e})"
     if not rows:
         return "no delivery row"

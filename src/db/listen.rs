@@ -8,6 +8,11 @@
 //! an instance leading the relay sequenced events only every 500 ms, so revocations reached other
 //! instances late whenever it held the relay lock. [`Wakeups`] tries again at every poll until it
 //! listens.
+//!
+//! Two ways back, then: sqlx's listener reconnects (and listens again) by itself on a later receive
+//! when its socket was closed and the pool can hand out a connection by then; when a receive fails
+//! instead (a FATAL from a shutting-down server, or no connection within the pool's acquire
+//! timeout), the listener is dropped here and a new one made at a later poll.
 
 use std::time::Duration;
 

@@ -132,16 +132,18 @@ impl KeyStore {
     /// Removes a key at once (revocation seen before the table reload).
     pub fn forget(&self, kid: &str) {
         let cur = self.get();
-        if !cur.verifiers.contains_key(kid) && !cur.id_token_verifiers.contains_key(kid) {
+        // Rebuild the JWKS without it; the next reload makes it exact. A next key (of either kind)
+        // is published without verifying anything yet: the JWKS is where it shows.
+        let jwks: Value = serde_json::from_slice(&cur.jwks).unwrap_or(Value::Null);
+        let published = jwks.get("keys").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let keys: Vec<Value> =
+            published.iter().filter(|k| k.get("kid").and_then(Value::as_str) != Some(kid)).cloned().collect();
+        if keys.len() == published.len()
+            && !cur.verifiers.contains_key(kid)
+            && !cur.id_token_verifiers.contains_key(kid)
+        {
             return;
         }
-        // Rebuild the JWKS without it; the next reload makes it exact.
-        let jwks: Value = serde_json::from_slice(&cur.jwks).unwrap_or(Value::Null);
-        let keys: Vec<Value> = jwks
-            .get("keys")
-            .and_then(Value::as_array)
-            .map(|ks| ks.iter().filter(|k| k.get("kid").and_then(Value::as_str) != Some(kid)).cloned().collect())
-            .unwrap_or_default();
         let (body, etag) = jwks_body(&keys);
         let verifiers = cur
             .verifiers

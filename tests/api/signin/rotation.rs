@@ -191,7 +191,7 @@ async fn an_id_token_key_is_listed_apart_and_revoked_like_an_access_token_key() 
     assert!(hint_names_the_client(&peer, &token).await);
 
     // Revoked: the answer lists the ID-token keys, the next one active and a new next made; the
-    // key leaves the JWKS, and its hints are no longer read, here and (from the event) on the peer.
+    // key leaves the JWKS, and its hints are no longer read, here and on the peer.
     let res = app.post_json(&format!("/v1/admin/signing-keys/{first}/revoke"), &admin, &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let after: Vec<Value> = res.json::<Value>().await.unwrap().as_array().unwrap().clone();
