@@ -18,6 +18,11 @@ fn cell(v: &serde_json::Value) -> String {
     }
 }
 
+/// Whether cell text is one short word, kept whole.
+fn is_word(text: &str) -> bool {
+    text.chars().count() <= 24 && !text.contains(char::is_whitespace)
+}
+
 /// A titled table of `rows` (JSON objects), one column per name in `cols`.
 pub fn json_table(title: &str, cols: &[&str], rows: &[serde_json::Value]) -> Markup {
     html! {
@@ -26,7 +31,12 @@ pub fn json_table(title: &str, cols: &[&str], rows: &[serde_json::Value]) -> Mar
             @if rows.is_empty() { p class="muted" { "Nothing here yet." } } @else {
                 div class="table-wrap" { table {
                     thead { tr { @for c in cols { th scope="col" { (c.replace('_', " ")) } } } }
-                    tbody { @for r in rows { tr { @for c in cols { td { (cell(&r[*c])) } } } } }
+                    tbody { @for r in rows { tr { @for c in cols {
+                        @let text = cell(&r[*c]);
+                        // A short single word (a state, an algorithm) is never broken to make room
+                        // for a long one (a kid, an id), which may still break anywhere.
+                        td class=[is_word(&text).then_some("word")] { (text) }
+                    } } } }
                 } }
             }
         }
