@@ -142,7 +142,12 @@ impl Consumer {
                     }
                     Some(_) => self.catch_up().await,
                     None => {
-                        listener = self.relisten().await;
+                        // Made again at the next tick, not now. A connection lost because Postgres
+                        // is going away (a restart, a failover, connections being terminated) is
+                        // usually one of several about to die: a listener made at once on another
+                        // of them could still succeed, and declare the cache stale (`relisten`)
+                        // just as the outage starts, when the cache is what keeps keys verifying.
+                        listener = None;
                         self.catch_up().await;
                     }
                 },
