@@ -6,7 +6,7 @@
 //! (`key_usage_ips`, `source_failures`) go in primary-key order, so concurrent flushes from
 //! different instances take their row locks in the same order.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::IpAddr};
 
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -28,47 +28,18 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The rows' text columns written into one buffer: for each row, its addresses comma-separated
-/// (Postgres arrays of arrays must be rectangular, and an address never holds a comma) and its
-/// latest use's address. One allocation for the batch instead of two per row; the slices are
-/// bound as `text[]`.
-struct Texts {
-    buf: String,
-    /// Per row: (addresses, latest address) as byte ranges of `buf`.
-    spans: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
-}
-
-impl Texts {
-    fn of(rows: &[(&(Uuid, i64), &Counts)]) -> Self {
-        let mut buf = String::with_capacity(rows.len() * 32);
-        let mut spans = Vec::with_capacity(rows.len());
-        for (_, c) in rows {
-            let start = buf.len();
-            for (i, ip) in c.ips.iter().enumerate() {
-                if i > 0 {
-                    buf.push(',');
-                }
-                // Writing into a String cannot fail.
-                let _ = write!(buf, "{ip}");
-            }
-            let ips = start..buf.len();
-            let last = c.last.map(|(_, ip)| {
-                let start = buf.len();
-                let _ = write!(buf, "{ip}");
-                start..buf.len()
-            });
-            spans.push((ips, last));
+/// The addresses of one row, comma-separated: Postgres arrays of arrays must be rectangular, and
+/// an address never holds a comma.
+fn joined(ips: &[IpAddr]) -> String {
+    let mut out = String::with_capacity(ips.len() * 16);
+    for (i, ip) in ips.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        Self { buf, spans }
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{ip}");
     }
-
-    fn ips(&self) -> Vec<&str> {
-        self.spans.iter().map(|(r, _)| &self.buf[r.clone()]).collect()
-    }
-
-    fn last(&self) -> Vec<Option<&str>> {
-        self.spans.iter().map(|(_, r)| r.clone().map(|r| &self.buf[r])).collect()
-    }
+    out
 }
 
 /// Writes one batch: `key_usage` rows (one per key and minute, with the minute's addresses and
@@ -86,7 +57,6 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
     let mut rows: Vec<(&(Uuid, i64), &Counts)> = batch.keys.iter().collect();
     rows.sort_unstable_by_key(|(k, _)| **k);
     if !rows.is_empty() {
-        let texts = Texts::of(&rows);
         // Every row has the address it was counted from; `coalesce` keeps one that somehow has
         // none from failing the whole batch (and every retry of it) on the NOT NULL.
         sqlx::query(
@@ -100,9 +70,9 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
         .bind(rows.iter().map(|((_, m), _)| at(*m)).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, c)| count(c.valid)).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, c)| denied_json(c)).collect::<Vec<_>>())
-        .bind(texts.ips())
+        .bind(rows.iter().map(|(_, c)| joined(&c.ips)).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, c)| c.last.map(|l| l.0)).collect::<Vec<_>>())
-        .bind(texts.last())
+        .bind(rows.iter().map(|(_, c)| c.last.map(|l| l.1.to_string())).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

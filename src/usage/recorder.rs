@@ -9,7 +9,6 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use smallvec::SmallVec;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,7 +31,7 @@ pub struct Counts {
     pub last: Option<(OffsetDateTime, IpAddr)>,
     /// The distinct addresses counted here, in order of first use (known keys only; at most
     /// [`MAX_ADDRESSES_PER_MINUTE`]). Kept with the counts, so every row written has its own.
-    pub ips: SmallVec<[IpAddr; 1]>,
+    pub ips: Vec<IpAddr>,
 }
 
 impl Counts {
@@ -238,15 +237,9 @@ impl UsageRecorder {
         }
     }
 
-    /// Takes everything counted so far. The per-key map left behind is sized like the one taken:
-    /// with traffic over many keys it holds about as many entries by the next flush, and growing it
-    /// from empty again would rehash it a dozen times on the verification path.
+    /// Takes everything counted so far.
     pub fn take(&self) -> Batch {
-        let mut b = self.lock();
-        let keys = HashMap::with_capacity_and_hasher(b.keys.len(), Hasher::default());
-        let taken = std::mem::take(&mut *b);
-        b.keys = keys;
-        taken
+        std::mem::take(&mut *self.lock())
     }
 
     /// Puts back a batch that could not be written, so nothing is lost.
@@ -302,7 +295,7 @@ mod tests {
         let b = r.take();
         assert_eq!(b.keys[&(k, minute_of(t(0)))].valid, 1);
         assert_eq!(b.keys[&(k, minute_of(t(0)))].last, Some((t(0), ip)));
-        assert_eq!(b.keys[&(k, minute_of(t(0)))].ips.as_slice(), [ip]);
+        assert_eq!(b.keys[&(k, minute_of(t(0)))].ips, vec![ip]);
         assert!(b.addresses.is_empty() && b.last_used.is_empty());
     }
 
@@ -318,7 +311,7 @@ mod tests {
         }
         let b = r.take();
         assert_eq!(b.keys.len(), keys.len());
-        assert!(b.keys.values().all(|c| c.ips.as_slice() == [ip]));
+        assert!(b.keys.values().all(|c| c.ips == [ip]));
         assert_eq!(b.dropped, 0);
     }
 
