@@ -17,6 +17,7 @@ use crate::{
     error::{Error, Result},
 };
 
+// Also which table holds the key: `signing_keys` or `id_token_signing_keys` (see `name`).
 /// What a signing key signs, as the admin API names it (`signs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -29,16 +30,7 @@ pub enum Signs {
     IdToken,
 }
 
-impl From<KeyTable> for Signs {
-    fn from(t: KeyTable) -> Self {
-        match t {
-            KeyTable::Access => Self::AccessToken,
-            KeyTable::IdToken => Self::IdToken,
-        }
-    }
-}
-
-/// As the `signs` column of [`KeyTable::list`] holds it.
+/// As the `signs` column of [`Signs::list`] holds it.
 impl TryFrom<String> for Signs {
     type Error = String;
 
@@ -51,28 +43,14 @@ impl TryFrom<String> for Signs {
     }
 }
 
-impl From<Signs> for KeyTable {
-    fn from(s: Signs) -> Self {
-        match s {
-            Signs::AccessToken => Self::Access,
-            Signs::IdToken => Self::IdToken,
-        }
-    }
-}
+/// Each kind of key has its own table: the SQL below is the same for both, on that table.
+impl Signs {
+    /// Both kinds, access tokens first.
+    pub const ALL: [Self; 2] = [Self::AccessToken, Self::IdToken];
 
-/// Which table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum KeyTable {
-    /// `signing_keys`: the keys that sign access tokens.
-    Access,
-    /// `id_token_signing_keys`: the keys that sign ID tokens.
-    IdToken,
-}
-
-impl KeyTable {
     fn name(self) -> &'static str {
         match self {
-            Self::Access => "signing_keys",
+            Self::AccessToken => "signing_keys",
             Self::IdToken => "id_token_signing_keys",
         }
     }
@@ -86,7 +64,7 @@ impl KeyTable {
     pub(super) async fn list(self, db: &PgPool) -> Result<Vec<KeyInfo>> {
         // Only the access-token table records the algorithm: ID-token keys are all RS256.
         let (alg, signs) = match self {
-            Self::Access => ("alg", "access_token"),
+            Self::AccessToken => ("alg", "access_token"),
             Self::IdToken => ("'RS256'", "id_token"),
         };
         let sql = self.sql(&format!(
@@ -114,7 +92,7 @@ impl KeyTable {
     /// Makes, seals and stores a key in `state`; returns its kid.
     pub(super) async fn insert(self, conn: &mut PgConnection, ctx: &Ctx<'_>, state: &str) -> Result<String> {
         let alg = match self {
-            Self::Access => ctx.config.signing_alg,
+            Self::AccessToken => ctx.config.signing_alg,
             Self::IdToken => SigningAlg::Rs256,
         };
         // RSA generation takes a while: keep it off the async workers.
@@ -124,7 +102,7 @@ impl KeyTable {
         let sealed = ctx.sealer.seal(generated.kid.as_bytes(), &generated.pkcs8);
         // Only the access-token table records the algorithm: ID-token keys are all RS256.
         let sql = match self {
-            Self::Access => {
+            Self::AccessToken => {
                 "INSERT INTO signing_keys (kid, state, private_key_enc, public_jwk, created_at, activated_at, alg)
                  VALUES ($1, $2, $3, $4, $5, CASE WHEN $2 = 'active' THEN $5 END, $6)"
             }
@@ -135,7 +113,7 @@ impl KeyTable {
         };
         let mut query =
             sqlx::query(sql).bind(&generated.kid).bind(state).bind(sealed).bind(&generated.jwk).bind(ctx.now);
-        if self == Self::Access {
+        if self == Self::AccessToken {
             query = query.bind(alg.as_str());
         }
         query.execute(conn).await?;

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use super::key_table::{KeyTable, Signs};
+use super::key_table::Signs;
 use crate::{
     audit::{self, Actor},
     config::{Config, SigningAlg},
@@ -88,8 +88,8 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<()> {
 }
 
 async fn ensure_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<()> {
-    KeyTable::Access.ensure(conn, ctx).await?;
-    KeyTable::IdToken.ensure(conn, ctx).await
+    Signs::AccessToken.ensure(conn, ctx).await?;
+    Signs::IdToken.ensure(conn, ctx).await
 }
 
 /// The pre-published next key becomes active, the active one retires (published until its tokens
@@ -123,7 +123,7 @@ pub async fn rotate(ctx: &Ctx<'_>, actor: &Actor, force: bool) -> Result<String>
 /// activated at once).
 async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<Option<OffsetDateTime>> {
     let mut published = OffsetDateTime::UNIX_EPOCH;
-    for table in [KeyTable::Access, KeyTable::IdToken] {
+    for table in Signs::ALL {
         let at = match table.next_published_at(conn).await? {
             Some(at) => at,
             None => {
@@ -140,8 +140,8 @@ async fn next_key_not_before(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<O
 async fn rotate_locked(conn: &mut PgConnection, ctx: &Ctx<'_>) -> Result<String> {
     let publish_until = ctx.now + ctx.config.max_access_token_ttl() + RETIRE_LEEWAY;
     // ID tokens live no longer than access tokens (their `exp` is the access token's).
-    KeyTable::IdToken.rotate(conn, ctx, publish_until).await?;
-    KeyTable::Access.rotate(conn, ctx, publish_until).await
+    Signs::IdToken.rotate(conn, ctx, publish_until).await?;
+    Signs::AccessToken.rotate(conn, ctx, publish_until).await
 }
 
 /// Scheduled rotation: runs only when the active key is older than the rotation period and both
@@ -160,11 +160,11 @@ pub async fn rotate_if_due(ctx: &Ctx<'_>) -> Result<Option<String>> {
             .fetch_optional(&mut *tx)
             .await?
             .flatten();
-    let next_since = KeyTable::Access.next_published_at(&mut tx).await?;
-    let Some(id_next_since) = KeyTable::IdToken.next_published_at(&mut tx).await? else {
+    let next_since = Signs::AccessToken.next_published_at(&mut tx).await?;
+    let Some(id_next_since) = Signs::IdToken.next_published_at(&mut tx).await? else {
         // No next ID-token key (a database from before they rotated): made now, it may sign one
         // JWKS max-age from now at the earliest.
-        KeyTable::IdToken.ensure(&mut tx, ctx).await?;
+        Signs::IdToken.ensure(&mut tx, ctx).await?;
         tx.commit().await?;
         return Ok(None);
     };
@@ -207,7 +207,7 @@ pub async fn revoke(ctx: &Ctx<'_>, kid: &str, actor: &Actor) -> Result<Signs> {
     let mut tx = ctx.db.begin().await?;
     lock(&mut tx).await?;
     let mut found = None;
-    for table in [KeyTable::Access, KeyTable::IdToken] {
+    for table in Signs::ALL {
         if let Some(state) = table.state_of(&mut tx, kid).await? {
             found = Some((table, state));
             break;
@@ -220,25 +220,24 @@ pub async fn revoke(ctx: &Ctx<'_>, kid: &str, actor: &Actor) -> Result<Signs> {
     if state == "revoked" {
         // Ended here rather than dropped, so the lock goes with it (see `rotate_if_due`).
         tx.rollback().await?;
-        return Ok(table.into());
+        return Ok(table);
     }
     table.revoke(&mut tx, kid, ctx.now).await?;
     ensure_locked(&mut tx, ctx).await?;
     let mut ev = NewRevocation::new(Kind::SigningKey, kid, ctx.now).reason("revoked by admin");
     ev.kid = Some(kid.to_owned());
     revocation::record(&mut tx, &ev).await?;
-    let signs = Signs::from(table);
-    let details = json!({"previous_state": state, "signs": signs});
+    let details = json!({"previous_state": state, "signs": table});
     audit::record(&mut tx, ctx.now, actor, "signing_key.revoke", "signing_key", kid, details).await?;
     events::signing_key(&mut tx, EventType::SigningKeyRevoked, kid, ctx.now).await?;
     tx.commit().await?;
     crate::metrics::revocation("signing_key");
-    Ok(signs)
+    Ok(table)
 }
 
 /// Every key that signs `signs`, newest first.
 pub async fn list(db: &PgPool, signs: Signs) -> Result<Vec<KeyInfo>> {
-    KeyTable::from(signs).list(db).await
+    signs.list(db).await
 }
 
 /// Parses an algorithm stored in the table.
