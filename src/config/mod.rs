@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use crate::secrets::{HmacSecret, MasterKey, PreviousHmac, RedactedUrl, Secret};
 
 mod secrets;
+mod vars;
 mod webhooks;
 pub use webhooks::{LeakPolicy, WebhookConfig};
 
@@ -227,39 +228,10 @@ impl Config {
 
     /// Reads the configuration through `get`, which returns a variable's value if it is set.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let secs = |name: &'static str, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
-            match var(name) {
-                None => Ok(Duration::from_secs(default)),
-                Some(v) => {
-                    let n: u64 = v.trim().parse().map_err(|_| {
-                        ConfigError::new(name, format!("expected a whole number of seconds, got {v:?}"))
-                    })?;
-                    if n < min || n > max {
-                        return Err(ConfigError::new(
-                            name,
-                            format!("must be between {min} and {max} seconds, got {n}"),
-                        ));
-                    }
-                    Ok(Duration::from_secs(n))
-                }
-            }
-        };
-        let num = |name: &'static str, default: u32, min: u32, max: u32| -> Result<u32, ConfigError> {
-            match var(name) {
-                None => Ok(default),
-                Some(v) => {
-                    let n: u32 = v
-                        .trim()
-                        .parse()
-                        .map_err(|_| ConfigError::new(name, format!("expected a whole number, got {v:?}")))?;
-                    if n < min || n > max {
-                        return Err(ConfigError::new(name, format!("must be between {min} and {max}, got {n}")));
-                    }
-                    Ok(n)
-                }
-            }
-        };
+        let vars = vars::Vars::new(get);
+        let var = |name: &str| vars.get(name);
+        let secs = |name, default, min, max| vars.secs(name, default, min, max);
+        let num = |name, default, min, max| vars.num(name, default, min, max);
 
         // Named in errors as the variable it came from.
         let (database_url_var, database_url) = match (var("TESSERA_DATABASE_URL"), var("DATABASE_URL")) {
@@ -267,18 +239,11 @@ impl Config {
             (None, Some(v)) => ("DATABASE_URL", v),
             (None, None) => ("TESSERA_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tessera".to_owned()),
         };
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError::new(database_url_var, "must be a postgres:// or postgresql:// URL"));
-        }
+        vars::postgres_url(database_url_var, &database_url)?;
 
         let database_replica_url = var("TESSERA_DATABASE_REPLICA_URL");
         if let Some(url) = &database_replica_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ConfigError::new(
-                    "TESSERA_DATABASE_REPLICA_URL",
-                    "must be a postgres:// or postgresql:// URL",
-                ));
-            }
+            vars::postgres_url("TESSERA_DATABASE_REPLICA_URL", url)?;
         }
         let otlp_endpoint = var("TESSERA_OTLP_ENDPOINT").filter(|v| !v.is_empty());
         if let Some(url) = &otlp_endpoint {
@@ -300,25 +265,7 @@ impl Config {
             ConfigError::new("TESSERA_BIND", format!("expected an address like 127.0.0.1:8080, got {bind_raw:?}"))
         })?;
 
-        let issuer = var("TESSERA_ISSUER").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-        let issuer = issuer.trim().trim_end_matches('/').to_owned();
-        if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
-            || issuer.contains(['?', '#', ' '])
-            || issuer.len() <= "http://".len()
-        {
-            return Err(ConfigError::new("TESSERA_ISSUER", "must be an http(s) URL without query or fragment"));
-        }
-        // A path is routed as given (RFC 8414 §3.1 metadata, endpoints under it): plain segments only.
-        let issuer_path = crate::net::issuer_path(&issuer);
-        let plain = |seg: &str| {
-            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@%".contains(&b))
-        };
-        if !issuer_path.is_empty() && !issuer_path[1..].split('/').all(plain) {
-            return Err(ConfigError::new(
-                "TESSERA_ISSUER",
-                "its path must be non-empty segments of letters, digits and -._~!$&'()+,;=:@%",
-            ));
-        }
+        let issuer = vars::issuer(var("TESSERA_ISSUER"))?;
 
         let secrets::Sources { master_key, master_key_previous, hmac_secret, hmac_secret_previous } =
             secrets::sources(&var)?;
@@ -350,28 +297,6 @@ impl Config {
             })?,
         };
 
-        let usage_counting = match var("TESSERA_USAGE_COUNTING").as_deref().map(str::trim) {
-            None | Some("true" | "on" | "1") => true,
-            Some("false" | "off" | "0") => false,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "TESSERA_USAGE_COUNTING",
-                    format!("expected true or false, got {other:?}"),
-                ))
-            }
-        };
-
-        let api_key_foreign_formats = match var("TESSERA_API_KEY_FOREIGN_FORMATS").as_deref().map(str::trim) {
-            None | Some("false" | "off" | "0") => false,
-            Some("true" | "on" | "1") => true,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "TESSERA_API_KEY_FOREIGN_FORMATS",
-                    format!("expected true or false, got {other:?}"),
-                ))
-            }
-        };
-
         let log_format = match var("TESSERA_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -382,7 +307,7 @@ impl Config {
 
         let trusted_proxies = match var("TESSERA_TRUSTED_PROXIES") {
             None => Vec::new(),
-            Some(v) => parse_cidrs(&v).map_err(|reason| ConfigError::new("TESSERA_TRUSTED_PROXIES", reason))?,
+            Some(v) => vars::cidrs(&v).map_err(|reason| ConfigError::new("TESSERA_TRUSTED_PROXIES", reason))?,
         };
         let session_idle_ttl = secs("TESSERA_SESSION_IDLE_TTL", 3_600, 60, 2_592_000)?;
         let session_absolute_ttl = secs("TESSERA_SESSION_ABSOLUTE_TTL", 43_200, 60, 31_536_000)?;
@@ -403,7 +328,7 @@ impl Config {
 
         Ok(Self {
             leak_policy: webhooks::leak_policy(var("TESSERA_LEAK_POLICY"))?,
-            webhooks: webhooks::webhooks(var("TESSERA_WEBHOOK_ALLOW_PRIVATE"))?,
+            webhooks: WebhookConfig { allow_private: vars.flag("TESSERA_WEBHOOK_ALLOW_PRIVATE", false)? },
             trusted_proxies,
             argon2_workers: num("TESSERA_ARGON2_WORKERS", cores, 1, 1024)?,
             source_max_failures: num("TESSERA_SOURCE_MAX_FAILURES", 30, 1, 1_000_000)?,
@@ -450,8 +375,8 @@ impl Config {
                 new_ip_burst: num("TESSERA_ANOMALY_NEW_IP_BURST", 20, 2, 100_000_000)?,
                 brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
             },
-            usage_counting,
-            api_key_foreign_formats,
+            usage_counting: vars.flag("TESSERA_USAGE_COUNTING", true)?,
+            api_key_foreign_formats: vars.flag("TESSERA_API_KEY_FOREIGN_FORMATS", false)?,
             api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 128, 1, 65_536)?) * 1024 * 1024,
             api_key_cache_ttl: secs("TESSERA_API_KEY_CACHE_TTL", 600, 1, 86_400)?,
             usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
@@ -469,26 +394,6 @@ impl Config {
     pub fn max_access_token_ttl(&self) -> Duration {
         self.access_token_ttl.max(Duration::from_secs(MAX_CLIENT_ACCESS_TTL))
     }
-}
-
-/// Parses a comma- or space-separated list of CIDRs (a bare address is a /32 or /128).
-/// IPv4-mapped IPv6 ranges (prefix ≥ 96) become their IPv4 form; host bits set are refused.
-fn parse_cidrs(list: &str) -> Result<Vec<IpNet>, String> {
-    let mut out = Vec::new();
-    for entry in list.split([',', ' ', '\t', '\n']).filter(|e| !e.is_empty()) {
-        let net: IpNet = match entry.parse() {
-            Ok(n) => n,
-            Err(_) => match entry.parse::<std::net::IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => return Err(format!("{entry:?} is not a CIDR like 10.0.0.0/8 or an address")),
-            },
-        };
-        if net.trunc() != net {
-            return Err(format!("{entry:?} has host bits set (did you mean {}?)", net.trunc()));
-        }
-        out.push(crate::net::canonical_net(net));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -28,17 +28,3 @@ pub(super) fn leak_policy(v: Option<String>) -> Result<LeakPolicy, ConfigError> 
         }
     }
 }
-
-pub(super) fn webhooks(allow_private: Option<String>) -> Result<WebhookConfig, ConfigError> {
-    let allow_private = match allow_private.as_deref().map(str::trim) {
-        None | Some("false" | "0" | "off") => false,
-        Some("true" | "1" | "on") => true,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "TESSERA_WEBHOOK_ALLOW_PRIVATE",
-                format!("expected true or false, got {other:?}"),
-            ))
-        }
-    };
-    Ok(WebhookConfig { allow_private })
-}
