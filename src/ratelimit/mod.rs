@@ -171,6 +171,24 @@ mod tests {
         }
     }
 
+    /// A request is cancelled when its client goes away. One cancelled while its Redis call was in
+    /// flight used to leave the key marked in flight with nobody to make the next call: every later
+    /// use of it on that instance waited forever.
+    #[tokio::test]
+    async fn a_use_cancelled_during_its_redis_call_does_not_hold_up_the_next() {
+        let url = std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let l = RateLimiter::new(Some(&url), &format!("tessera-test-{}", Uuid::now_v7())).unwrap();
+        let (id, rule) = (Uuid::now_v7(), Rule { limit: 10, window_secs: 60 });
+        let mut cancelled = Box::pin(l.admit(&id, rule));
+        assert!(futures::poll!(&mut cancelled).is_pending(), "its call is in flight");
+        drop(cancelled);
+        let next = tokio::time::timeout(Duration::from_secs(5), l.admit(&id, rule))
+            .await
+            .expect("the next use of the key was answered");
+        assert!(next.admitted);
+        assert_eq!(l.current_mode(), Mode::Shared, "decided by Redis (is it running at TESSERA_TEST_REDIS_URL?)");
+    }
+
     #[test]
     fn the_script_digest_is_the_sha1_redis_computes() {
         let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, b"return 1");

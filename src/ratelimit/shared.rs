@@ -136,32 +136,31 @@ impl Shared {
     }
 
     /// The decision Redis made for one use of `id`, or `None` when it could not be asked. The
-    /// first use of an id makes its call at once; uses arriving meanwhile wait and go in the next.
+    /// first use of an id starts its call at once; uses arriving meanwhile wait and go in the next.
+    ///
+    /// The calls run in a task of their own, never in the caller: a request is cancelled when its
+    /// client goes away, and a cancelled caller that was making the call would leave `id` marked in
+    /// flight with nobody to make the next one, so every later use of the key on this instance
+    /// would wait forever (seen under wrk, whose runs end with requests in flight).
     pub(super) async fn admit(this: &Arc<Self>, id: Uuid, rule: Rule) -> Option<Decision> {
         if this.backing_off() {
             return None;
         }
-        let waiting = match this.queues.lock().unwrap_or_else(PoisonError::into_inner).entry(id) {
+        let (tx, rx) = oneshot::channel();
+        let first = match this.queues.lock().unwrap_or_else(PoisonError::into_inner).entry(id) {
             Entry::Occupied(mut queue) => {
-                let (tx, rx) = oneshot::channel();
                 queue.get_mut().push((rule, tx));
-                Some(rx)
+                None
             }
             Entry::Vacant(slot) => {
                 slot.insert(Vec::new());
-                None
+                Some(vec![(rule, tx)])
             }
         };
-        if let Some(rx) = waiting {
-            return rx.await.ok().flatten();
-        }
-        let mine = this.call(id, rule, 1).await.and_then(|mut d| d.pop());
-        // What queued behind this call goes on in a task of its own, so this answer is not held
-        // back by the next round trip.
-        if let Some(batch) = this.next_batch(id) {
+        if let Some(batch) = first {
             tokio::spawn(Arc::clone(this).drain(id, batch));
         }
-        mine
+        rx.await.ok().flatten()
     }
 
     /// The uses queued for `id`, or `None` (and `id` no longer in flight) when there are none.
