@@ -63,7 +63,7 @@ impl<L: Eq + Hash + Clone> FairPool<L> {
 
     /// Waits for a permit in `lane`'s turn, at most the pool's wait.
     pub async fn acquire(&self, lane: L) -> Result<Permit<L>, TimedOut> {
-        let mut rx = {
+        let rx = {
             let mut st = lock(&self.state);
             // Free permits exist only while nobody waits (a release hands its permit over first).
             if st.free > 0 {
@@ -80,14 +80,15 @@ impl<L: Eq + Hash + Clone> FairPool<L> {
             }
             rx
         };
-        match tokio::time::timeout(self.wait, &mut rx).await {
+        let mut waiting = Waiting { rx, state: &self.state };
+        match tokio::time::timeout(self.wait, &mut waiting.rx).await {
+            // Taken: the guard finds nothing left to hand on.
             Ok(Ok(())) => Ok(self.permit()),
             Ok(Err(_)) => Err(TimedOut),
             Err(_) => {
                 // A permit sent just as the deadline passed is ours: closing first means no
                 // later send can succeed, so nothing is lost between the two.
-                rx.close();
-                if rx.try_recv().is_ok() {
+                if waiting.take_late_permit() {
                     return Ok(self.permit());
                 }
                 let mut st = lock(&self.state);
@@ -105,6 +106,32 @@ impl<L: Eq + Hash + Clone> FairPool<L> {
 
     fn permit(&self) -> Permit<L> {
         Permit { state: Arc::clone(&self.state) }
+    }
+}
+
+/// A caller's place in line. A caller can stop waiting at any point (its request is cancelled when
+/// its client goes away), even after a release has handed it the permit and before it has taken
+/// it: dropped then, this hands the permit on instead of losing it for good, which would shrink the
+/// pool by one permit for the rest of the process.
+struct Waiting<'a, L: Eq + Hash + Clone> {
+    rx: oneshot::Receiver<()>,
+    state: &'a Arc<Mutex<State<L>>>,
+}
+
+impl<L: Eq + Hash + Clone> Waiting<'_, L> {
+    /// Stops the line from handing this caller anything more; true when a permit had been handed
+    /// over already (it is the caller's now).
+    fn take_late_permit(&mut self) -> bool {
+        self.rx.close();
+        self.rx.try_recv().is_ok()
+    }
+}
+
+impl<L: Eq + Hash + Clone> Drop for Waiting<'_, L> {
+    fn drop(&mut self) {
+        if self.take_late_permit() {
+            drop(Permit { state: Arc::clone(self.state) });
+        }
     }
 }
 
@@ -176,6 +203,21 @@ mod tests {
         assert_eq!(pool.acquire(4).await.err(), Some(TimedOut));
         drop(again);
         assert!(pool.acquire(5).await.is_ok());
+    }
+
+    /// A request is cancelled when its client goes away, possibly just after a release handed its
+    /// waiter the permit. That permit used to be lost with it: the pool shrank for good.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_cancelled_after_being_handed_the_permit_passes_it_on() {
+        let pool = FairPool::new(1, Duration::from_secs(2));
+        let held = pool.acquire(1).await.unwrap();
+        let mut cancelled = Box::pin(pool.acquire(2));
+        assert!(futures::poll!(&mut cancelled).is_pending(), "queued behind the held permit");
+        drop(held); // hands the permit to the queued waiter...
+        drop(cancelled); // ...which goes away before taking it
+        let next = pool.acquire(3).await;
+        assert!(next.is_ok(), "the permit was passed on, not lost");
+        assert_eq!(pool.acquire(4).await.err(), Some(TimedOut), "and there is still only one");
     }
 
     #[tokio::test]
