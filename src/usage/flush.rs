@@ -6,7 +6,7 @@
 //! (`key_usage_ips`, `source_failures`) go in primary-key order, so concurrent flushes from
 //! different instances take their row locks in the same order.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{fmt::Write as _, net::IpAddr, sync::Arc};
 
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::recorder::{Batch, Counts, UsageRecorder};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 fn denied_json(c: &Counts) -> Value {
     Value::Object(c.denied.iter().map(|(k, n)| ((*k).to_owned(), Value::from(*n))).collect::<Map<_, _>>())
@@ -137,7 +137,11 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<()> {
 impl UsageRecorder {
     /// Writes everything counted so far to Postgres, adding to what other instances wrote; on
     /// failure the counts are kept for the next attempt. Returns the verifications written.
-    pub async fn flush(&self, db: &PgPool) -> Result<u64> {
+    ///
+    /// The write runs in a task of its own. The batch has left the recorder by then, and a caller
+    /// cancelled mid-write (a usage report flushes first, and its client may go away) would
+    /// otherwise drop the batch, and every count in it, with its future.
+    pub async fn flush(self: &Arc<Self>, db: &PgPool) -> Result<u64> {
         let batch = self.take();
         if batch.dropped > 0 {
             tracing::warn!(dropped = batch.dropped, "usage: per-address entries dropped at the cap");
@@ -145,12 +149,16 @@ impl UsageRecorder {
         if batch.is_empty() {
             return Ok(0);
         }
-        match write(db, &batch).await {
-            Ok(()) => Ok(batch.verifications()),
-            Err(e) => {
-                self.restore(Batch { dropped: 0, ..batch });
-                Err(e)
+        let (recorder, db) = (Arc::clone(self), db.clone());
+        let write = tokio::spawn(async move {
+            match write(&db, &batch).await {
+                Ok(()) => Ok(batch.verifications()),
+                Err(e) => {
+                    recorder.restore(Batch { dropped: 0, ..batch });
+                    Err(e)
+                }
             }
-        }
+        });
+        write.await.map_err(|e| Error::Internal(format!("usage flush task: {e}")))?
     }
 }

@@ -9,6 +9,43 @@ use crate::helpers::*;
 
 use super::*;
 
+/// A usage report flushes this instance's counts first, and its client may go away meanwhile. A
+/// flush cancelled during its write used to drop the batch, and every count in it, with it.
+#[tokio::test]
+async fn a_flush_cancelled_during_its_write_loses_no_count() {
+    let app = spawn_app().await;
+    let (token, _) = developer(&app).await;
+    let created = simple_key(&app, &token).await;
+    let (key, id) = (key_of(&created).to_owned(), id_of(&created).to_owned());
+    let mut counted = 0;
+    loop {
+        assert_eq!(code(&app, &token, json!({"key": key})).await, "VALID");
+        counted += 1;
+        let mut cancelled = Box::pin(app.parts.usage.flush(&app.parts.db));
+        if futures::poll!(&mut cancelled).is_pending() {
+            // Its write is under way: cancel it there.
+            drop(cancelled);
+            break;
+        }
+        // The periodic flusher took the batch first: count once more and try again.
+        assert!(counted < 5, "the flush never got to write");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut db = app.db().await;
+    loop {
+        let valid: Option<i64> = sqlx::query_scalar("SELECT sum(valid)::bigint FROM key_usage WHERE key_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if valid == Some(counted) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{valid:?} of {counted} verifications written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn usage_adds_up_exactly_across_two_instances_and_a_graceful_stop() {
     let app = spawn_app().await;
