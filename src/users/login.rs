@@ -51,11 +51,23 @@ impl Held {
         self.settled = true;
     }
 
-    /// Gives the number back now; when Postgres refuses, the drop retries in the background.
+    /// Gives the number back now (one try, awaited); when Postgres refuses, retries go on in the
+    /// background. The give-back runs in a task of its own, exactly once: awaited in the caller, a
+    /// caller cancelled after its UPDATE was sent would have given the number back a second time
+    /// from `drop`, freeing a parallel attempt's number too.
     async fn give_back(mut self) {
-        if release_attempt(&self.db, &self.key, self.window_start).await.is_ok() {
-            self.settled = true;
-        }
+        self.settled = true;
+        let (db, key, window_start) = (self.db.clone(), std::mem::take(&mut self.key), self.window_start);
+        let (first_try, done) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if release_attempt(&db, &key, window_start).await.is_ok() {
+                let _ = first_try.send(());
+                return;
+            }
+            drop(first_try);
+            give_back_eventually(db, key, window_start).await;
+        });
+        let _ = done.await;
     }
 }
 
@@ -95,9 +107,38 @@ fn lockout(config: &Config) -> time::Duration {
     time::Duration::try_from(config.login_lockout).unwrap_or(time::Duration::MINUTE)
 }
 
+/// What a reservation needs of the configuration, copied so the reservation can run in a task of
+/// its own.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// `TESSERA_LOGIN_FAILURE_WINDOW`.
+    window: Duration,
+    /// `TESSERA_LOGIN_MAX_FAILURES`.
+    max: i32,
+    /// `TESSERA_LOGIN_LOCKOUT`.
+    lockout: time::Duration,
+}
+
+impl Limits {
+    fn of(config: &Config) -> Self {
+        Self {
+            window: config.login_failure_window,
+            max: i32::try_from(config.login_max_failures).unwrap_or(i32::MAX),
+            lockout: lockout(config),
+        }
+    }
+}
+
+impl Reservation {
+    /// Whether this attempt may be checked: the name is not locked and its number is within the limit.
+    fn checkable(&self, limits: Limits) -> bool {
+        !self.locked && self.number <= limits.max
+    }
+}
+
 /// Reserves the next attempt for `key`. The window restarts when it has passed or a lock ended.
-async fn reserve(db: &PgPool, config: &Config, now: OffsetDateTime, key: &str) -> Result<Reservation> {
-    let window_start = now - config.login_failure_window;
+async fn reserve(db: &PgPool, limits: Limits, now: OffsetDateTime, key: &str) -> Result<Reservation> {
+    let window_start = now - limits.window;
     let (number, window, locked_until): (i32, OffsetDateTime, Option<OffsetDateTime>) = sqlx::query_as(
         "INSERT INTO login_attempts AS a (username_key, window_start, attempts, locked_until)
          VALUES ($1, $2, 1, NULL)
@@ -117,11 +158,34 @@ async fn reserve(db: &PgPool, config: &Config, now: OffsetDateTime, key: &str) -
     .bind(key)
     .bind(now)
     .bind(window_start)
-    .bind(i32::try_from(config.login_max_failures).unwrap_or(i32::MAX))
-    .bind(lockout(config))
+    .bind(limits.max)
+    .bind(limits.lockout)
     .fetch_one(db)
     .await?;
     Ok(Reservation { number, window_start: window, locked: locked_until.is_some_and(|t| t > now) })
+}
+
+/// Reserves in a task of its own, and holds a checkable attempt from the moment it is reserved.
+/// The upsert commits even when the caller is cancelled while it runs (its client went away, the
+/// request timed out): the attempt then reaches no verdict, and the [`Held`] that the caller never
+/// received gives its number back when dropped.
+async fn reserve_held(
+    db: &PgPool,
+    limits: Limits,
+    now: OffsetDateTime,
+    key: &str,
+) -> Result<(Reservation, Option<Held>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (db, key) = (db.clone(), key.to_owned());
+    tokio::spawn(async move {
+        let reserved = reserve(&db, limits, now, &key).await.map(|r| {
+            let held = r.checkable(limits).then(|| Held::new(&db, &key, r.window_start));
+            (r, held)
+        });
+        // Unreceived, the value is dropped here or with the channel: its `Held` gives back.
+        let _ = tx.send(reserved);
+    });
+    rx.await.map_err(|_| crate::error::Error::Internal("the sign-in reservation task ended".into()))?
 }
 
 /// The services a sign-in needs besides the database.
@@ -155,12 +219,11 @@ pub async fn authenticate(
     // Held while the check runs; kept (a counted failure) unless it succeeds.
     let slot = guessing.admit(source).await?;
     let key = username.to_lowercase();
-    let reserved = reserve(db, config, now, &key).await?;
-    if reserved.locked || reserved.number > i32::try_from(config.login_max_failures).unwrap_or(i32::MAX) {
+    // From the reservation until a verdict, an error or a dropped request gives the number back.
+    let (reserved, held) = reserve_held(db, Limits::of(config), now, &key).await?;
+    let Some(held) = held else {
         return Ok(None);
-    }
-    // From here until a verdict, an error or a dropped request gives the number back.
-    let held = Held::new(db, &key, reserved.window_start);
+    };
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT id, username, scopes, created_at, password_hash FROM users
          WHERE lower(username) = lower($1) AND deleted_at IS NULL",
