@@ -230,8 +230,6 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = vars::Vars::new(get);
         let var = |name: &str| vars.get(name);
-        let secs = |name, default, min, max| vars.secs(name, default, min, max);
-        let num = |name, default, min, max| vars.num(name, default, min, max);
 
         // Named in errors as the variable it came from.
         let (database_url_var, database_url) = match (var("TESSERA_DATABASE_URL"), var("DATABASE_URL")) {
@@ -278,9 +276,9 @@ impl Config {
             None => None,
         };
 
-        let access_token_ttl = secs("TESSERA_ACCESS_TOKEN_TTL", 600, 1, 86_400)?;
-        let refresh_token_idle_ttl = secs("TESSERA_REFRESH_TOKEN_IDLE_TTL", 1_209_600, 1, 31_536_000)?;
-        let refresh_token_absolute_ttl = secs("TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL", 2_592_000, 1, 31_536_000)?;
+        let access_token_ttl = vars.secs("TESSERA_ACCESS_TOKEN_TTL", 600, 1, 86_400)?;
+        let refresh_token_idle_ttl = vars.secs("TESSERA_REFRESH_TOKEN_IDLE_TTL", 1_209_600, 1, 31_536_000)?;
+        let refresh_token_absolute_ttl = vars.secs("TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL", 2_592_000, 1, 31_536_000)?;
         if refresh_token_absolute_ttl < refresh_token_idle_ttl {
             return Err(ConfigError::new(
                 "TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL",
@@ -288,7 +286,7 @@ impl Config {
             ));
         }
 
-        let refresh_retry_grace = secs("TESSERA_REFRESH_RETRY_GRACE", 10, 0, 60)?;
+        let refresh_retry_grace = vars.secs("TESSERA_REFRESH_RETRY_GRACE", 10, 0, 60)?;
 
         let signing_alg = match var("TESSERA_SIGNING_ALG") {
             None => SigningAlg::Es256,
@@ -309,8 +307,8 @@ impl Config {
             None => Vec::new(),
             Some(v) => vars::cidrs(&v).map_err(|reason| ConfigError::new("TESSERA_TRUSTED_PROXIES", reason))?,
         };
-        let session_idle_ttl = secs("TESSERA_SESSION_IDLE_TTL", 3_600, 60, 2_592_000)?;
-        let session_absolute_ttl = secs("TESSERA_SESSION_ABSOLUTE_TTL", 43_200, 60, 31_536_000)?;
+        let session_idle_ttl = vars.secs("TESSERA_SESSION_IDLE_TTL", 3_600, 60, 2_592_000)?;
+        let session_absolute_ttl = vars.secs("TESSERA_SESSION_ABSOLUTE_TTL", 43_200, 60, 31_536_000)?;
         if session_absolute_ttl < session_idle_ttl {
             return Err(ConfigError::new(
                 "TESSERA_SESSION_ABSOLUTE_TTL",
@@ -330,12 +328,12 @@ impl Config {
             leak_policy: webhooks::leak_policy(var("TESSERA_LEAK_POLICY"))?,
             webhooks: WebhookConfig { allow_private: vars.flag("TESSERA_WEBHOOK_ALLOW_PRIVATE", false)? },
             trusted_proxies,
-            argon2_workers: num("TESSERA_ARGON2_WORKERS", cores, 1, 1024)?,
-            source_max_failures: num("TESSERA_SOURCE_MAX_FAILURES", 30, 1, 1_000_000)?,
+            argon2_workers: vars.num("TESSERA_ARGON2_WORKERS", cores, 1, 1024)?,
+            source_max_failures: vars.num("TESSERA_SOURCE_MAX_FAILURES", 30, 1, 1_000_000)?,
             database_url: RedactedUrl::new(database_url),
             database_replica_url: database_replica_url.map(RedactedUrl::new),
-            db_max_connections: num("TESSERA_DB_MAX_CONNECTIONS", 20, 1, 1000)?,
-            db_statement_timeout: Duration::from_millis(u64::from(num(
+            db_max_connections: vars.num("TESSERA_DB_MAX_CONNECTIONS", 20, 1, 1000)?,
+            db_statement_timeout: Duration::from_millis(u64::from(vars.num(
                 "TESSERA_DB_STATEMENT_TIMEOUT_MS",
                 5_000,
                 100,
@@ -355,37 +353,37 @@ impl Config {
             refresh_retry_grace,
             refresh_token_absolute_ttl,
             signing_alg,
-            signing_key_rotation: secs("TESSERA_SIGNING_KEY_ROTATION", 2_592_000, 60, 31_536_000)?,
-            jwks_max_age: secs("TESSERA_JWKS_MAX_AGE", 300, 0, 86_400)?,
-            request_timeout: secs("TESSERA_REQUEST_TIMEOUT", 30, 1, 600)?,
-            revocation_stream_heartbeat: secs("TESSERA_REVOCATION_STREAM_HEARTBEAT", 15, 1, 15)?,
-            login_max_failures: num("TESSERA_LOGIN_MAX_FAILURES", 5, 1, 1000)?,
-            login_failure_window: secs("TESSERA_LOGIN_FAILURE_WINDOW", 900, 1, 86_400)?,
-            login_lockout: secs("TESSERA_LOGIN_LOCKOUT", 900, 1, 86_400)?,
+            signing_key_rotation: vars.secs("TESSERA_SIGNING_KEY_ROTATION", 2_592_000, 60, 31_536_000)?,
+            jwks_max_age: vars.secs("TESSERA_JWKS_MAX_AGE", 300, 0, 86_400)?,
+            request_timeout: vars.secs("TESSERA_REQUEST_TIMEOUT", 30, 1, 600)?,
+            revocation_stream_heartbeat: vars.secs("TESSERA_REVOCATION_STREAM_HEARTBEAT", 15, 1, 15)?,
+            login_max_failures: vars.num("TESSERA_LOGIN_MAX_FAILURES", 5, 1, 1000)?,
+            login_failure_window: vars.secs("TESSERA_LOGIN_FAILURE_WINDOW", 900, 1, 86_400)?,
+            login_lockout: vars.secs("TESSERA_LOGIN_LOCKOUT", 900, 1, 86_400)?,
             session_idle_ttl,
             session_absolute_ttl,
             service_name,
-            max_keys_per_owner: num("TESSERA_MAX_KEYS_PER_OWNER", 1000, 1, 1_000_000)?,
+            max_keys_per_owner: vars.num("TESSERA_MAX_KEYS_PER_OWNER", 1000, 1, 1_000_000)?,
             log_format,
             otlp_endpoint,
             anomalies: AnomalyThresholds {
-                spike_factor: num("TESSERA_ANOMALY_SPIKE_FACTOR", 10, 2, 1_000_000)?,
-                spike_floor: num("TESSERA_ANOMALY_SPIKE_FLOOR", 120, 1, 100_000_000)?,
-                ip_denied_burst: num("TESSERA_ANOMALY_IP_DENIED_BURST", 20, 1, 100_000_000)?,
-                new_ip_burst: num("TESSERA_ANOMALY_NEW_IP_BURST", 20, 2, 100_000_000)?,
-                brute_force: num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
+                spike_factor: vars.num("TESSERA_ANOMALY_SPIKE_FACTOR", 10, 2, 1_000_000)?,
+                spike_floor: vars.num("TESSERA_ANOMALY_SPIKE_FLOOR", 120, 1, 100_000_000)?,
+                ip_denied_burst: vars.num("TESSERA_ANOMALY_IP_DENIED_BURST", 20, 1, 100_000_000)?,
+                new_ip_burst: vars.num("TESSERA_ANOMALY_NEW_IP_BURST", 20, 2, 100_000_000)?,
+                brute_force: vars.num("TESSERA_ANOMALY_BRUTE_FORCE", 50, 1, 100_000_000)?,
             },
             usage_counting: vars.flag("TESSERA_USAGE_COUNTING", true)?,
             api_key_foreign_formats: vars.flag("TESSERA_API_KEY_FOREIGN_FORMATS", false)?,
-            api_key_cache_bytes: u64::from(num("TESSERA_API_KEY_CACHE_MB", 128, 1, 65_536)?) * 1024 * 1024,
-            api_key_cache_ttl: secs("TESSERA_API_KEY_CACHE_TTL", 600, 1, 86_400)?,
-            usage_minute_retention: secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
-            usage_hour_retention: secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
+            api_key_cache_bytes: u64::from(vars.num("TESSERA_API_KEY_CACHE_MB", 128, 1, 65_536)?) * 1024 * 1024,
+            api_key_cache_ttl: vars.secs("TESSERA_API_KEY_CACHE_TTL", 600, 1, 86_400)?,
+            usage_minute_retention: vars.secs("TESSERA_USAGE_MINUTE_RETENTION", 172_800, 3_600, 31_536_000)?,
+            usage_hour_retention: vars.secs("TESSERA_USAGE_HOUR_RETENTION", 7_776_000, 86_400, 315_360_000)?,
             connections: ConnectionLimits {
-                header_timeout: secs("TESSERA_HEADER_TIMEOUT", 10, 1, 3_600)?,
-                body_timeout: secs("TESSERA_BODY_TIMEOUT", 30, 1, 3_600)?,
-                idle_timeout: secs("TESSERA_IDLE_TIMEOUT", 60, 1, 86_400)?,
-                max_connections: num("TESSERA_MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
+                header_timeout: vars.secs("TESSERA_HEADER_TIMEOUT", 10, 1, 3_600)?,
+                body_timeout: vars.secs("TESSERA_BODY_TIMEOUT", 30, 1, 3_600)?,
+                idle_timeout: vars.secs("TESSERA_IDLE_TIMEOUT", 60, 1, 86_400)?,
+                max_connections: vars.num("TESSERA_MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             },
         })
     }

@@ -84,6 +84,9 @@ fn each_bad_value_names_its_variable() {
         ("TESSERA_ARGON2_WORKERS", "many"),
         ("TESSERA_SOURCE_MAX_FAILURES", "0"),
         ("TESSERA_SOURCE_MAX_FAILURES", "-1"),
+        ("TESSERA_API_KEY_FOREIGN_FORMATS", "yes"),
+        ("TESSERA_WEBHOOK_ALLOW_PRIVATE", "sometimes"),
+        ("TESSERA_DATABASE_REPLICA_URL", "mysql://x"),
     ] {
         let err = cfg(&[(var, value)]).unwrap_err();
         assert_eq!(err.var, var, "{value}");

@@ -103,10 +103,6 @@ async fn give_back_eventually(db: PgPool, key: String, window_start: OffsetDateT
     }
 }
 
-fn lockout(config: &Config) -> time::Duration {
-    time::Duration::try_from(config.login_lockout).unwrap_or(time::Duration::MINUTE)
-}
-
 /// What a reservation needs of the configuration, copied so the reservation can run in a task of
 /// its own.
 #[derive(Clone, Copy)]
@@ -124,7 +120,7 @@ impl Limits {
         Self {
             window: config.login_failure_window,
             max: i32::try_from(config.login_max_failures).unwrap_or(i32::MAX),
-            lockout: lockout(config),
+            lockout: time::Duration::try_from(config.login_lockout).unwrap_or(time::Duration::MINUTE),
         }
     }
 }
@@ -167,25 +163,22 @@ async fn reserve(db: &PgPool, limits: Limits, now: OffsetDateTime, key: &str) ->
 
 /// Reserves in a task of its own, and holds a checkable attempt from the moment it is reserved.
 /// The upsert commits even when the caller is cancelled while it runs (its client went away, the
-/// request timed out): the attempt then reaches no verdict, and the [`Held`] that the caller never
-/// received gives its number back when dropped.
+/// request timed out): the attempt then reaches no verdict, and the [`Held`] in the output nobody
+/// awaits any more is dropped with it, which gives its number back.
 async fn reserve_held(
     db: &PgPool,
     limits: Limits,
     now: OffsetDateTime,
     key: &str,
 ) -> Result<(Reservation, Option<Held>)> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let (db, key) = (db.clone(), key.to_owned());
     tokio::spawn(async move {
-        let reserved = reserve(&db, limits, now, &key).await.map(|r| {
-            let held = r.checkable(limits).then(|| Held::new(&db, &key, r.window_start));
-            (r, held)
-        });
-        // Unreceived, the value is dropped here or with the channel: its `Held` gives back.
-        let _ = tx.send(reserved);
-    });
-    rx.await.map_err(|_| crate::error::Error::Internal("the sign-in reservation task ended".into()))?
+        let r = reserve(&db, limits, now, &key).await?;
+        let held = r.checkable(limits).then(|| Held::new(&db, &key, r.window_start));
+        Ok((r, held))
+    })
+    .await
+    .map_err(|e| crate::error::Error::Internal(format!("sign-in reservation task: {e}")))?
 }
 
 /// The services a sign-in needs besides the database.
@@ -220,7 +213,8 @@ pub async fn authenticate(
     let slot = guessing.admit(source).await?;
     let key = username.to_lowercase();
     // From the reservation until a verdict, an error or a dropped request gives the number back.
-    let (reserved, held) = reserve_held(db, Limits::of(config), now, &key).await?;
+    let limits = Limits::of(config);
+    let (reserved, held) = reserve_held(db, limits, now, &key).await?;
     let Some(held) = held else {
         return Ok(None);
     };
@@ -251,7 +245,7 @@ pub async fn authenticate(
         return Ok(user);
     }
     held.keep();
-    if reserved.number >= i32::try_from(config.login_max_failures).unwrap_or(i32::MAX) {
+    if reserved.number >= limits.max {
         // The last allowed check failed: the lock starts now, not at the next attempt.
         let locked = sqlx::query(
             "UPDATE login_attempts SET locked_until = $3
@@ -259,7 +253,7 @@ pub async fn authenticate(
         )
         .bind(&key)
         .bind(reserved.window_start)
-        .bind(now + lockout(config))
+        .bind(now + limits.lockout)
         .execute(db)
         .await?;
         if let (Some(u), 1) = (&user, locked.rows_affected()) {
